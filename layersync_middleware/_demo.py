@@ -1,0 +1,154 @@
+"""The demo: a local hub, a small Starlette shop wired with the middleware, and a scripted
+shopping session that plays the browser SDK's part (``layersync demo``)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import _wire
+from ._client import LayerSync, current_event
+from .asgi import LayerSyncMiddleware
+from .hub import HubServer, HubSite, create_hub
+
+SITE = HubSite("site_demo", "pk_demo_publishable", "sk_demo_secret")
+PRICES = {"SKU-A": 79.5, "SKU-B": 50.0}
+
+
+def demo_shop(client: LayerSync) -> Any:
+    async def cart_add(request: Request) -> JSONResponse:
+        item = await request.json()
+        pending = current_event()
+        if pending is not None:  # enrich the paired event with what the server knows
+            price = PRICES.get(item.get("item_id"), 0.0)
+            pending.update(
+                value=price, currency="USD", items=[{"item_id": item.get("item_id"), "quantity": 1, "price": price}]
+            )
+        return JSONResponse({"ok": True})
+
+    async def orders(request: Request) -> JSONResponse:
+        order = await request.json()
+        order_id = f"ORD-{secrets.token_hex(3).upper()}"
+        total = sum(PRICES.get(i, 0.0) for i in order.get("items", []))
+        pending = current_event()
+        if pending is not None:
+            pending.update(order_id=order_id, value=total, currency="USD")
+            pending.identify(email=order.get("email"))
+        return JSONResponse({"order_id": order_id, "value": total}, status_code=201)
+
+    app = Starlette(
+        routes=[Route("/api/cart/add", cart_add, methods=["POST"]), Route("/api/orders", orders, methods=["POST"])]
+    )
+    return LayerSyncMiddleware(app, client=client)
+
+
+def _browser_event(name: str, props: dict[str, Any], page: str, ua: str, cookies: dict[str, str]) -> dict[str, Any]:
+    """An event as the browser SDK would post it (wire.md 3)."""
+    from ._event import build_event, new_event_id
+
+    event = build_event(
+        site_id=SITE.site_id,
+        event_name=name,
+        event_id=new_event_id(name),
+        props=props,
+        user_data={"user_agent": ua, "fbp": cookies["_fbp"]},
+        event_source_url=page,
+    )
+    event["client_meta"] = {
+        "sdk": "@alaasync/layersync-web@0.3.3",
+        "queued_at_ms": int(time.time() * 1000),
+        "attempts": 0,
+    }
+    return event
+
+
+def run_demo(say: Callable[[str], None] = print) -> int:
+    hub_app = create_hub([SITE])
+    with HubServer(hub_app) as hub:
+        say(f"local hub       {hub.url}  (open it in a browser to watch events arrive)")
+        client = LayerSync(
+            site_id=SITE.site_id, secret_key=SITE.secret_key, api_url=hub.url, matcher=["/api/cart/*", "/api/orders"]
+        )
+        with HubServer(demo_shop(client)) as shop:
+            say(f"example shop    {shop.url}  (Starlette + LayerSyncMiddleware)")
+            ua = "Mozilla/5.0 (X11; Linux x86_64) LayerSyncDemo/1.0"
+            cookies = {"_fbp": "fb.1.1795665695826.1234567890", "_ga": "GA1.1.42.1795665695"}
+            browser = httpx.Client(
+                base_url=shop.url, headers={"User-Agent": ua, "Referer": f"{shop.url}/products/a"}, cookies=cookies
+            )
+            to_hub = httpx.Client(
+                base_url=hub.url,
+                headers={_wire.API_KEY_HEADER: SITE.publishable_key, _wire.SITE_ID_HEADER: SITE.site_id},
+            )
+
+            def browser_fires(name: str, props: dict[str, Any]) -> str:
+                event = _browser_event(name, props, f"{shop.url}/products/a", ua, cookies)
+                to_hub.post(_wire.BROWSER_EVENT_PATH, json=event).raise_for_status()
+                return str(event["event_id"])
+
+            def pairing(event_id: str, name: str) -> dict[str, str]:
+                return {_wire.EVENT_ID_HEADER: event_id, _wire.EVENT_NAME_HEADER: name}
+
+            say("\n1. add to cart: the browser SDK fires add_to_cart, then the page POSTs /api/cart/add")
+            atc = browser_fires("add_to_cart", {"item_id": "SKU-A"})
+            r = browser.post("/api/cart/add", json={"item_id": "SKU-A"}, headers=pairing(atc, "add_to_cart"))
+            say(f"   /api/cart/add -> {r.status_code}, paired with {atc}")
+            say("   the page repeats the request with the same stale id (the SDK does): forwarded once")
+            browser.post("/api/cart/add", json={"item_id": "SKU-A"}, headers=pairing(atc, "add_to_cart"))
+
+            say("2. purchase: the browser fires purchase, then the page POSTs /api/orders")
+            pur = browser_fires("purchase", {"currency": "USD"})
+            r = browser.post(
+                "/api/orders",
+                json={"items": ["SKU-A", "SKU-B"], "email": "ada@example.com"},
+                headers=pairing(pur, "purchase"),
+            )
+            say(f"   /api/orders -> {r.status_code} {r.json()['order_id']}, paired with {pur}")
+
+            say("3. a payment webhook confirms an order: track_with_identity from the server alone")
+            direct = client.send(
+                "purchase",
+                {"order_id": "ORD-WEBHOOK", "value": 129.5, "currency": "USD"},
+                identity={"email": " Ada@Example.com ", "phone": "+1 (555) 123-4567"},
+            )
+            say(f"   delivered now: ok={direct.ok} status={direct.status} event_id={direct.event_id}")
+
+            say("4. a forged 'purchase' header on the cart route: refused, never forwarded")
+            forged = "pur_" + secrets.token_hex(8)
+            r = browser.post("/api/cart/add", json={"item_id": "SKU-B"}, headers=pairing(forged, "purchase"))
+            say(f"   /api/cart/add -> {r.status_code} (the response is untouched)")
+
+            left = client.flush(5.0)
+            stats = client.stats()
+            groups = httpx.get(f"{hub.url}/api/hub/groups").json()["groups"]
+            browser.close()
+            to_hub.close()
+        client.shutdown(1.0)
+    say("\nDedupe groups on the hub (browser + server fires of one event collapse into one group):\n")
+    say(format_groups(groups))
+    say(f"\nsender: sent={stats.sent} duplicates skipped={stats.duplicates} refused={stats.dropped} left={left}")
+    paired = sum(1 for g in groups if g["paired"])
+    forged_seen = any(g["event_id"] == forged for g in groups)
+    if paired != 2 or forged_seen or left:
+        say("demo FAILED: expected 2 paired groups, no forged event and an empty queue")
+        return 1
+    return 0
+
+
+def format_groups(groups: list[dict[str, Any]]) -> str:
+    rows = [("event", "event_id", "browser", "server", "state")]
+    for g in reversed(groups):
+        state = "paired" if g["paired"] else "only " + "+".join(g["sources"])
+        rows.append((g["event_name"], g["event_id"], str(g["browser"]), str(g["server"]), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Delivery to the hub: encoding, the HTTP request, and what a response means.
+
+A transport takes a batch of events already encoded by the sender and returns one
+:class:`Outcome` per event. The HTTP transports speak the server contract of
+:mod:`._wire`; tests and users may plug in others (see :mod:`.testing`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import email.utils
+import enum
+import gzip
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+import httpx
+
+from . import _wire
+from ._event import Event
+from ._settings import Settings
+
+Action = Literal["ok", "retry", "drop"]
+RETRY_AFTER_CAP = 300.0  # a hub asking for an hour's pause gets five minutes
+
+
+class Outcome(NamedTuple):
+    action: Action
+    status: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends a batch in the calling thread. Must not raise; must return one outcome per event."""
+
+    def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- encoding ---------------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} in the event cannot be sent as JSON")
+
+
+def encode_event(event: Event) -> bytes:
+    """Compact UTF-8 JSON. Raises TypeError/ValueError for values JSON cannot carry."""
+    return json.dumps(event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def request_body(bodies: Sequence[bytes]) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, extra headers) for one event or a batch; gzip when it pays off."""
+    if len(bodies) == 1:
+        path, data = _wire.SERVER_EVENT_PATH, bodies[0]
+    else:
+        path, data = _wire.SERVER_BATCH_PATH, b'{"events":[' + b",".join(bodies) + b"]}"
+    headers: dict[str, str] = {}
+    if len(data) >= _wire.GZIP_MIN_BYTES:
+        packed = gzip.compress(data, compresslevel=6, mtime=0)
+        if len(packed) < len(data):
+            data = packed
+            headers["Content-Encoding"] = "gzip"
+    return path, data, headers
+
+
+def base_headers(settings: Settings) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        _wire.AUTH_HEADER: f"{_wire.AUTH_SCHEME} {settings.secret_key.reveal()}",
+        _wire.SITE_ID_HEADER: str(settings.site_id),
+        "User-Agent": _wire.USER_AGENT,
+    }
+
+
+# -- what a response means ---------------------------------------------------------------
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def classify(status: int, retry_after: str | None, body: bytes, events: Sequence[Event]) -> list[Outcome]:
+    n = len(events)
+    if 200 <= status < 300:
+        if n > 1:
+            per_event = _batch_results(body)
+            if per_event is not None:
+                return [_result_outcome(per_event.get(str(e.get("event_id"))), status) for e in events]
+        return [Outcome("ok", status)] * n
+    if status in _wire.RETRY_STATUSES or status >= 500:
+        return [Outcome("retry", status, parse_retry_after(retry_after), f"HTTP {status}")] * n
+    return [Outcome("drop", status, None, f"HTTP {status}")] * n
+
+
+def _batch_results(body: bytes) -> dict[str, str] | None:
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        return None
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list):
+        return None
+    return {str(r["event_id"]): str(r.get("status")) for r in results if isinstance(r, dict) and "event_id" in r}
+
+
+def _result_outcome(result: str | None, status: int) -> Outcome:
+    if result == "retry":
+        return Outcome("retry", status, None, "hub asked to retry")
+    if result == "drop":
+        return Outcome("drop", status, None, "hub dropped the event")
+    return Outcome("ok", status)
+
+
+def _network_error(exc: Exception, n: int) -> list[Outcome]:
+    return [Outcome("retry", None, None, type(exc).__name__)] * n
+
+
+# -- HTTP transports ----------------------------------------------------------------------
+def _limits() -> httpx.Limits:
+    return httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0)
+
+
+class HTTPTransport:
+    """One keep-alive ``httpx.Client`` per process; retries a connect error once at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.api_url
+        self._headers = base_headers(settings)
+        self._timeout = settings.timeout_ms / 1000
+        self._client = httpx.Client(
+            transport=httpx.HTTPTransport(retries=1, limits=_limits()),
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        path, data, extra = request_body(bodies)
+        try:
+            resp = self._client.post(
+                self._url + path,
+                content=data,
+                headers={**self._headers, **extra},
+                timeout=max(min(timeout, self._timeout), 0.001),
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            return _network_error(exc, len(events))
+        return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"HTTPTransport(api_url={self._url!r})"
+
+
+class AsyncHTTPTransport:
+    """The same over ``httpx.AsyncClient``, for the asyncio sender. Bound to one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.api_url
+        self._headers = base_headers(settings)
+        self._timeout = settings.timeout_ms / 1000
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(retries=1, limits=_limits()),
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        path, data, extra = request_body(bodies)
+        try:
+            resp = await self._client.post(
+                self._url + path,
+                content=data,
+                headers={**self._headers, **extra},
+                timeout=max(min(timeout, self._timeout), 0.001),
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            return _network_error(exc, len(events))
+        return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncHTTPTransport(api_url={self._url!r})"

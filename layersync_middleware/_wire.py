@@ -1,0 +1,206 @@
+"""Everything the wire knows, in one module.
+
+The browser-side facts (event-id prefixes, cookie names, URL classification,
+retry policy, priorities, batch limits) were read from the published browser SDK
+``@alaasync/layersync-web@0.4.0``. The *server* ingest contract (paths, the auth
+header, ``client_meta.source``) is this package's assumption: the hub does not
+publish it, so it lives here and nowhere else, and a change to the hub's contract
+is a change to this file.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._version import __version__
+
+DEFAULT_API_URL = "https://layersynchub.com"
+
+# --- server ingest [ours] -------------------------------------------------------
+SERVER_EVENT_PATH = "/api/v1/events/server"
+SERVER_BATCH_PATH = "/api/v1/events/server/batch"
+AUTH_HEADER = "Authorization"
+AUTH_SCHEME = "Bearer"
+SITE_ID_HEADER = "X-LayerSync-Site-Id"
+SDK_NAME = f"layersync-middleware@{__version__}"
+USER_AGENT = f"layersync-middleware/{__version__}"
+SOURCE = "server"
+SECRET_KEY_PREFIX = "sk_"
+PUBLISHABLE_KEY_PREFIX = "pk_"
+
+# Status codes the hub answers that are final: retrying cannot help.
+FINAL_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+# Status codes worth another try (besides every 5xx and network errors).
+RETRY_STATUSES = frozenset({408, 429})
+
+# --- browser ingest [browser SDK] -----------------------------------------------
+BROWSER_EVENT_PATH = "/api/v1/events/browser"
+BROWSER_BATCH_PATH = "/api/v1/events/browser/batch"
+CONFIG_PATH = "/api/v1/config/platforms"
+API_KEY_HEADER = "X-LayerSync-Api-Key"
+BEACON_KEY_PARAM = "_ls_api_key"
+BEACON_SITE_PARAM = "_ls_site_id"
+
+# --- pairing headers [browser SDK] ----------------------------------------------
+EVENT_ID_HEADER = "X-LayerSync-Event-Id"
+EVENT_NAME_HEADER = "X-LayerSync-Event-Name"
+
+# --- batching [browser SDK limits, reused for the server] -------------------------
+BATCH_MAX_EVENTS = 50
+BATCH_MAX_BYTES = 100 * 1024
+GZIP_MIN_BYTES = 4 * 1024
+
+# --- event ids [browser SDK] ------------------------------------------------------
+EVENT_ID_PREFIXES: dict[str, str] = {
+    "page_view": "pv",
+    "view_content": "vc",
+    "view_item": "vi",
+    "view_item_list": "vil",
+    "view_category": "vcat",
+    "view_cart": "vcart",
+    "search": "srch",
+    "add_to_cart": "atc",
+    "add_to_wishlist": "wl",
+    "begin_checkout": "bc",
+    "add_payment_info": "api",
+    "purchase": "pur",
+    "refund": "ref",
+    "lead": "lead",
+    "sign_up": "su",
+    "complete_registration": "creg",
+    "contact": "ct",
+}
+DEFAULT_EVENT_ID_PREFIX = "evt"
+
+# --- ad-click identifiers [browser SDK] -------------------------------------------
+# user_data key -> (URL parameter or None, cookie or None). The URL parameter wins.
+CLICK_IDS: dict[str, tuple[str | None, str | None]] = {
+    "fbp": (None, "_fbp"),
+    "fbc": ("fbclid", "_fbc"),
+    "ga": (None, "_ga"),
+    "gclid": ("gclid", "_gcl_aw"),
+    "ttclid": ("ttclid", "ttclid"),
+    "epik": ("epik", "_epik"),
+    "sccid": ("ScCid", None),
+    "scid": (None, "_scid"),
+    "rdtcid": ("rdt_cid", "rdt_cid"),
+    "twclid": ("twclid", "_twclid"),
+    "lfid": ("li_fat_id", "li_fat_id"),
+}
+
+# Props the browser SDK never forwards into custom_data.
+SKIPPED_PROPS = frozenset(
+    {
+        "value",
+        "currency",
+        "order_id",
+        "items",
+        "item_id",
+        "search_term",
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "__proto__",
+        "constructor",
+        "prototype",
+    }
+)
+
+# --- retry policy and priority [browser SDK] -------------------------------------
+_H = 3600.0
+_D = 24 * _H
+# event name -> (max age in seconds, max attempts)
+RETRY_POLICY: dict[str, tuple[float, int]] = {
+    "purchase": (7 * _D, 20),
+    "lead": (3 * _D, 10),
+    "begin_checkout": (3 * _D, 10),
+    "add_payment_info": (2 * _D, 8),
+    "add_to_cart": (1 * _D, 7),
+    "add_to_wishlist": (1 * _D, 5),
+    "search": (12 * _H, 4),
+    "view_item": (12 * _H, 4),
+    "view_item_list": (12 * _H, 4),
+    "view_category": (12 * _H, 4),
+    "view_cart": (12 * _H, 4),
+    "page_view": (6 * _H, 3),
+}
+DEFAULT_RETRY_POLICY = (12 * _H, 5)
+
+# Seconds to wait before the n-th parked retry (index n-1; past the end, the last).
+BACKOFF_LADDER = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0)
+BACKOFF_JITTER = 0.2
+
+# Eviction priority when the queue is full: higher is kept longer.
+PRIORITY: dict[str, int] = {
+    "purchase": 10,
+    "lead": 8,
+    "begin_checkout": 7,
+    "add_payment_info": 6,
+    "add_to_cart": 5,
+    "add_to_wishlist": 4,
+    "search": 3,
+    "view_item": 2,
+    "view_item_list": 2,
+    "view_category": 2,
+    "view_cart": 2,
+    "page_view": 1,
+}
+DEFAULT_PRIORITY = 1
+
+# --- URL classification [browser SDK autoTrack defaults] ------------------------
+# The browser stamps pairing headers with the name it derives from the URL it
+# calls, checking order endpoints first, then cart, then checkout.
+_I = re.IGNORECASE
+URL_EVENT_NAMES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = (
+    (
+        "purchase",
+        (
+            re.compile(r"/orders?/?(?:\?|$|/(?:create|place|submit|complete))", _I),
+            re.compile(r"/place[-_]?orders?\b", _I),
+            re.compile(r"/checkout/(?:complete|finalize|place|submit)\b", _I),
+            re.compile(r"/api/[^/]*order[^/]*\b", _I),
+            re.compile(r"\bwc-ajax=checkout\b", _I),
+        ),
+    ),
+    (
+        "add_to_cart",
+        (
+            re.compile(r"/cart/add\b", _I),
+            re.compile(r"/cart/items?\b", _I),
+            re.compile(r"/add[-_]?to[-_]?cart\b", _I),
+            re.compile(r"/addtocart\b", _I),
+            re.compile(r"/api/[^/]*cart[^/]*/?\b", _I),
+            re.compile(r"\bwc-ajax=add_to_cart\b", _I),
+            re.compile(r"/carts?\b.*/items?\b", _I),
+        ),
+    ),
+    (
+        "begin_checkout",
+        (
+            re.compile(r"/checkout/(?:init|start|begin|create)\b", _I),
+            re.compile(r"/api/[^/]*checkout[^/]*\b", _I),
+            re.compile(r"/create[-_]?checkout\b", _I),
+        ),
+    ),
+)
+
+
+def browser_event_name_for(url: str) -> str | None:
+    """The event name the browser SDK stamps on a request to ``url`` (path and query)."""
+    for name, patterns in URL_EVENT_NAMES:
+        if any(p.search(url) for p in patterns):
+            return name
+    return None
+
+
+def event_id_prefix(event_name: str) -> str:
+    return EVENT_ID_PREFIXES.get(event_name, DEFAULT_EVENT_ID_PREFIX)
+
+
+def retry_policy(event_name: str) -> tuple[float, int]:
+    return RETRY_POLICY.get(event_name, DEFAULT_RETRY_POLICY)
+
+
+def priority(event_name: str) -> int:
+    return PRIORITY.get(event_name, DEFAULT_PRIORITY)

@@ -1,0 +1,104 @@
+"""Pure ASGI middleware for Starlette, FastAPI and any ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._client import LayerSync, reset_current, set_current, shared_client
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing
+from ._request import request_context
+from ._settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("layersync")
+
+
+class LayerSyncMiddleware:
+    """Pairs matched requests with the browser SDK's events.
+
+    ``app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"])`` reads the rest
+    from ``LAYERSYNC_*`` environment variables; pass ``client=`` to share a client you
+    made. Patterns match the path the app routes on (without ``root_path``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: LayerSync | None = None,
+        consent: Consent | None = None,
+        is_success: IsSuccess | None = None,
+        drain_timeout: float | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        if client is None:
+            client = shared_client(Settings.from_env(**options))
+        elif options:
+            raise TypeError("pass settings either in client= or as options, not both")
+        self.client = client
+        self._pairing = Pairing(client, consent=consent, is_success=is_success)
+        self._match = client.settings.matcher.match
+        self._enabled = self._pairing.active
+        self._drain_timeout = drain_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+            else:  # websockets pass straight through
+                await self.app(scope, receive, send)
+            return
+        if not self._enabled or scope.get(HANDLED_KEY):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root: str = scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        rule = self._match(path)
+        if rule is None or not asgi_has_pairing(scope.get("headers") or ()):
+            await self.app(scope, receive, send)
+            return
+
+        ctx = request_context(scope)
+        pending = self._pairing.start(ctx, rule, scope)
+        if pending is None:
+            await self.app(scope, receive, send)
+            return
+        scope[HANDLED_KEY] = True
+        finish = self._pairing.finish
+
+        async def send_wrapper(message: Message) -> None:
+            # The status is known here: queue the event now, before any body is streamed.
+            if message["type"] == "http.response.start":
+                finish(pending, ctx, message["status"])
+            await send(message)
+
+        token = set_current(pending)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            reset_current(token)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                # After the app's own shutdown handlers, which may still track events.
+                try:
+                    left = await self.client.ashutdown(self._drain_timeout)
+                    if left:
+                        logger.warning("shutting down with %d undelivered event(s)", left)
+                except Exception as exc:
+                    logger.warning("layersync drain at shutdown failed: %r", exc)
+            await send(message)
+
+        return lifespan_send

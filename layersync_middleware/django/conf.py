@@ -1,0 +1,51 @@
+"""``settings.LAYERSYNC`` -> :class:`~layersync_middleware.Settings`, read when asked
+(so ``override_settings`` works in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.utils.module_loading import import_string
+
+from .._pairing import Consent, IsSuccess
+from .._settings import ConfigurationError, Settings, check_unknown
+
+SETTING = "LAYERSYNC"
+_HOOKS = ("consent", "is_success")
+
+
+def _spell(key: str) -> str:
+    return f"{SETTING}[{key!r}]"
+
+
+def raw() -> dict[str, Any]:
+    value = getattr(django_settings, SETTING, {})
+    if not isinstance(value, dict):
+        raise ConfigurationError(SETTING, "must be a dict, e.g. LAYERSYNC = {'matcher': ['/api/cart/*']}")
+    return value
+
+
+def read() -> tuple[Settings, Consent | None, IsSuccess | None]:
+    """The settings and the two hooks; raises ConfigurationError naming the key."""
+    given = raw()
+    options = {str(k).lower(): v for k, v in given.items()}
+    spelled = {str(k).lower(): _spell(str(k)) for k in given}
+    hooks = {name: _hook(options.pop(name, None), spelled.get(name, name)) for name in _HOOKS}
+    check_unknown(options, spelled)
+    settings = Settings.from_mapping(options, name_of=spelled)
+    return settings, hooks["consent"], hooks["is_success"]
+
+
+def _hook(value: Any, name: str) -> Callable[..., bool] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            raise ConfigurationError(name, f"cannot import {value!r}: {exc}") from None
+    if not callable(value):
+        raise ConfigurationError(name, "must be a callable or a dotted path to one")
+    return value  # type: ignore[no-any-return]
