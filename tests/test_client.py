@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import SECRET, LiveHub, settings
+
+from layersync_middleware import LayerSync
+from layersync_middleware.testing import MemoryTransport
+
+
+def req(headers: dict[str, str] | None = None, path: str = "/api/cart/add", peer: str = "10.0.0.2") -> dict[str, Any]:
+    raw = [(b"host", b"shop.example"), (b"user-agent", b"Mozilla/5.0 Test")]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {"type": "http", "path": path, "root_path": "", "scheme": "https", "query_string": b"", "headers": raw,
+            "client": (peer, 1234), "server": ("shop.example", 443)}
+
+
+def test_track_returns_the_event_id_and_queues(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    eid = sync_client.track("purchase", {"order_id": "O-1", "value": 10, "currency": "USD"}, request=req())
+    assert eid is not None and eid.startswith("pur_")
+    [event] = memory.events
+    assert event["event_id"] == eid
+    assert event["user_data"]["client_ip_address"] == "10.0.0.2"
+    assert event["user_data"]["user_agent"] == "Mozilla/5.0 Test"
+    assert event["event_source_url"] == "https://shop.example/api/cart/add"
+    assert event["custom_data"]["order_id"] == "O-1"
+
+
+def test_caller_may_pass_its_own_event_id(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    assert sync_client.track("lead", event_id="lead_feedfacecafebeef") == "lead_feedfacecafebeef"
+    assert sync_client.track("lead", event_id="bad id!") is None
+    assert [e["event_id"] for e in memory.events] == ["lead_feedfacecafebeef"]
+
+
+def test_track_with_identity_hashes_and_never_sends_raw(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    traits = {"email": "Ada@Example.com", "phone": "+1 555 123 4567", "first_name": "Ada", "last_name": "Lovelace"}
+    sync_client.track_with_identity("purchase", traits, {"value": 1})
+    [event] = memory.events
+    assert set(event["user_data"]) == {"em", "ph", "fn", "ln"}
+    text = repr(event).lower()
+    assert "ada@example.com" not in text and "5551234567" not in text and "lovelace" not in text
+
+
+def test_unusable_trait_is_dropped_counted_and_logged_by_name_only(
+    sync_client: LayerSync, memory: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "layersync")
+    sync_client.track_with_identity("lead", {"email": "ada@example.com", "phone": "no digits here"})
+    assert set(memory.events[0]["user_data"]) == {"em"}
+    assert sync_client.stats().dropped["invalid_trait"] == 1
+    assert "'phone'" in caplog.text and "no digits here" not in caplog.text
+
+
+def test_track_from_headers(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    headers = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+    assert sync_client.track_from_headers(req(headers), {"value": 10}) == "atc_0123456789abcdef"
+    assert memory.events[0]["event_name"] == "add_to_cart"
+    assert memory.events[0]["custom_data"] == {"value": 10}
+    # the stale id again: forwarded once
+    assert sync_client.track_from_headers(req(headers)) is None
+    assert len(memory.events) == 1 and sync_client.stats().duplicates == 1
+
+
+def test_track_from_headers_absent_or_forged(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    assert sync_client.track_from_headers(req()) is None
+    forged = {"X-LayerSync-Event-Id": "pur_0123456789abcdef", "X-LayerSync-Event-Name": "purchase"}
+    assert sync_client.track_from_headers(req(forged, path="/api/cart/add")) is None
+    junk = {"X-LayerSync-Event-Id": "x" * 500, "X-LayerSync-Event-Name": "add_to_cart"}
+    assert sync_client.track_from_headers(req(junk)) is None
+    assert memory.events == []
+    assert sync_client.stats().dropped == {"name_not_allowed": 1, "invalid_header": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("",), {}),
+        ((None,), {}),
+        (("x" * 500,), {}),
+        (("purchase", "not a mapping"), {}),
+        (("purchase",), {"request": object()}),
+        (("purchase",), {"identity": ["email"]}),
+        (("purchase",), {"event_time": "yesterday"}),
+    ],
+)
+def test_bad_input_never_raises(sync_client: LayerSync, memory: MemoryTransport, args: Any, kwargs: Any) -> None:
+    assert sync_client.track(*args, **kwargs) is None
+    assert memory.events == []
+    assert sum(sync_client.stats().dropped.values()) == 1
+
+
+def test_unencodable_props_are_dropped_as_invalid(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    dropped: list[str] = []
+    client = LayerSync(settings(sender="sync"), transport=memory, on_drop=lambda e, reason: dropped.append(reason))
+    assert client.track("lead", {"thing": object()}) is not None  # queued; encoding happens in the sender
+    assert memory.events == [] and dropped == ["invalid"]
+    client.shutdown(0)
+
+
+def test_disabled_client_does_nothing(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(enabled=False, sender="sync"), transport=memory)
+    assert client.track("purchase") is None
+    assert client.send("purchase").error == "disabled"
+    assert memory.events == []
+
+
+def test_shared_across_threads(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(), transport=memory)
+    threads = [threading.Thread(target=lambda: [client.track("add_to_cart") for _ in range(50)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.flush(5) == 0
+    assert len(memory.events) == 400
+    assert len({e["event_id"] for e in memory.events}) == 400
+    client.shutdown(1)
+
+
+def test_send_delivers_now_against_the_hub(hub: LiveHub, hub_client: LayerSync) -> None:
+    result = hub_client.send("purchase", {"order_id": "O-9", "value": 5}, identity={"email": "ada@example.com"})
+    assert result.ok and result.status == 200 and not result.queued
+    [stored] = hub.events("server")
+    assert stored["event"]["event_id"] == result.event_id
+    assert stored["hashed_fields"] == ["em"]
+
+
+def test_send_reports_a_final_rejection(hub: LiveHub) -> None:
+    client = LayerSync(settings(api_url=hub.url, secret_key="sk_wrong_key"))
+    result = client.send("purchase")
+    assert not result.ok and result.status == 401 and not result.queued
+    assert hub.events() == []
+    client.shutdown(0)
+
+
+def test_send_is_bounded_by_the_timeout_and_queues_on_failure(hub: LiveHub) -> None:
+    hub.faults(mode="hang", hang_seconds=5)
+    client = LayerSync(settings(api_url=hub.url, timeout_ms=300, max_retries=0))
+    started = time.monotonic()
+    result = client.send("purchase", timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert not result.ok and result.queued  # the background sender keeps it
+    assert client.stats().queued == 1
+    hub.faults(mode=None)
+    assert client.flush(3) == 0
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [result.event_id]
+    client.shutdown(1)
+
+
+def test_asend_does_not_block_the_loop(hub: LiveHub, hub_client: LayerSync) -> None:
+    async def main() -> tuple[Any, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        result = await hub_client.asend("lead", request=req())
+        hub.faults(mode="hang", hang_seconds=1)
+        slow = await hub_client.asend("lead", timeout=0.3)
+        task.cancel()
+        assert not slow.ok
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result.ok and ticks >= 10
+
+
+def test_from_env(memory: MemoryTransport) -> None:
+    client = LayerSync.from_env({"LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": SECRET}, transport=memory,
+                                sender="sync")
+    client.track("lead")
+    assert memory.events[0]["site_id"] == "site_1"

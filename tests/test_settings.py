@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from layersync_middleware import ConfigurationError, LayerSync, Settings
+
+KEY = "sk_live_0123456789abcdef"
+
+
+def make(**options: object) -> Settings:
+    return Settings(**{"site_id": "site_1", "secret_key": KEY, **options})  # type: ignore[arg-type]
+
+
+def test_defaults_mirror_the_node_sdk() -> None:
+    s = make()
+    assert s.api_url == "https://layersynchub.com"
+    assert (s.timeout_ms, s.max_retries, s.trust_proxy, s.console_log) == (5000, 2, 0, False)
+    assert s.sender == "thread" and s.enabled
+
+
+def test_publishable_key_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make(secret_key="pk_live_0123456789")
+    assert info.value.setting == "secret_key"
+    assert "publishable" in str(info.value) and "sk_" in str(info.value)
+    assert "0123456789" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", [None, "", "   ", "live_0123", "sk_ has space", 42])
+def test_missing_or_malformed_secret_key(key: object) -> None:
+    with pytest.raises(ConfigurationError, match="^secret_key: "):
+        make(secret_key=key)
+
+
+def test_key_is_never_echoed_in_errors() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make(secret_key="sk_abc\x00def")
+    assert "abc" not in str(info.value)
+
+
+@pytest.mark.parametrize("site", [None, "", "a b", "x" * 200, -1, 0, True])
+def test_bad_site_id(site: object) -> None:
+    with pytest.raises(ConfigurationError, match="^site_id: "):
+        make(site_id=site)
+
+
+def test_numeric_site_id_is_kept_as_a_number() -> None:
+    assert make(site_id=2388).site_id == 2388
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://hub.example", "http://hub.example", "https://", "https://user:pw@hub.example", "https://h/?x=1", "nope"],
+)
+def test_bad_api_url(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="^api_url: "):
+        make(api_url=url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8787", "http://localhost:1", "http://[::1]:80", "https://h.example/"])
+def test_good_api_url(url: str) -> None:
+    assert make(api_url=url).api_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("timeout_ms", 0), ("timeout_ms", 10**9), ("max_retries", -1), ("max_retries", 11), ("trust_proxy", -1),
+     ("trust_proxy", "two"), ("max_queue_size", 0), ("timeout_ms", True), ("shutdown_timeout", 61)],
+)
+def test_numbers_out_of_range(name: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{name}: "):
+        make(**{name: value})
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(TypeError):
+        make(time_out=5)
+    with pytest.raises(ConfigurationError, match="did you mean 'timeout_ms'"):
+        Settings.from_mapping({"site_id": "s", "secret_key": KEY, "timeout_mss": 5}, name_of={}, environ={})
+
+
+def test_malformed_matcher_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="^matcher: pattern"):
+        make(matcher=["api/cart"])
+
+
+def test_sender_kind() -> None:
+    with pytest.raises(ConfigurationError, match="^sender: "):
+        make(sender="celery")
+
+
+def test_from_env_names_the_variable() -> None:
+    env = {"LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_TIMEOUT_MS": "abc"}
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(env)
+    assert info.value.setting == "LAYERSYNC_TIMEOUT_MS"
+    env["LAYERSYNC_TIMEOUT_MS"] = "2500"
+    env["LAYERSYNC_SECRET"] = "pk_oops"
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_SECRET: is a publishable key"):
+        Settings.from_env(env)
+
+
+def test_from_env_reads_everything() -> None:
+    env = {
+        "LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_API_URL": "http://127.0.0.1:9",
+        "LAYERSYNC_MATCHER": "/api/cart/*, /api/orders/*=purchase|refund", "LAYERSYNC_TRUST_PROXY": "1",
+        "LAYERSYNC_CONSOLE_LOG": "yes", "LAYERSYNC_MAX_RETRIES": "0", "LAYERSYNC_SENDER": "sync",
+        "LAYERSYNC_PUBLISHABLE_KEY": "pk_ignored",  # other LAYERSYNC_* variables are not ours
+    }
+    s = Settings.from_env(env, timeout_ms=1000)
+    assert s.trust_proxy == 1 and s.console_log and s.max_retries == 0 and s.timeout_ms == 1000
+    assert [r.pattern for r in s.matcher.rules] == ["/api/cart/*", "/api/orders/*"]
+    assert s.matcher.rules[1].names == frozenset({"purchase", "refund"})
+    assert s.sender == "sync"
+
+
+def test_secret_key_alias_variable() -> None:
+    s = Settings.from_env({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET_KEY": KEY})
+    assert s.secret_key.reveal() == KEY
+
+
+def test_disabled_needs_no_credentials() -> None:
+    s = Settings.from_env({"LAYERSYNC_ENABLED": "false"})
+    assert not s.enabled
+
+
+def test_immutable_hashable_and_replace() -> None:
+    s = make()
+    with pytest.raises(AttributeError):
+        s.timeout_ms = 1  # type: ignore[misc]
+    assert s == make() and hash(s) == hash(make())
+    assert s.replace(timeout_ms=1000).timeout_ms == 1000
+    assert s.timeout_ms == 5000
+
+
+def test_secret_key_never_in_repr_str_or_pickle(caplog: pytest.LogCaptureFixture) -> None:
+    s = make()
+    client = LayerSync(s)
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("layersync").info("settings %s %r", s, client)
+    for text in (repr(s), str(s), repr(s.secret_key), str(s.secret_key), repr(client), caplog.text):
+        assert KEY not in text and "0123456789abcdef" not in text
+    with pytest.raises(TypeError):
+        pickle.dumps(s.secret_key)
+    client.shutdown(0)
