@@ -117,6 +117,7 @@ class Hub:
         self.sites = {s.site_id: s for s in sites}
         self.store = store
         self.faults = faults
+        self.closing = False
 
     # -- auth ------------------------------------------------------------------------------
     def _browser_site(self, request: Request) -> HubSite | None:
@@ -169,7 +170,11 @@ class Hub:
                 headers={"Retry-After": str(int(self.faults.retry_after))},
             )
         if mode == "hang":
-            await asyncio.sleep(self.faults.hang_seconds)
+            # In short steps, so that a hub being stopped lets its hung requests go.
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.faults.hang_seconds
+            while loop.time() < until and not self.closing:
+                await asyncio.sleep(0.05)
             return _error(503, "injected hang ended")
         raise _Drop()
 

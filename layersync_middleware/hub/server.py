@@ -39,6 +39,9 @@ class HubServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        hub = getattr(getattr(self.app, "state", None), "hub", None)
+        if hub is not None:
+            hub.closing = True  # release requests held by a "hang" fault
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)

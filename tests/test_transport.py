@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from conftest import LiveHub, settings
+
+from layersync_middleware import _wire
+from layersync_middleware._transport import (
+    HTTPTransport,
+    Outcome,
+    base_headers,
+    classify,
+    encode_event,
+    parse_retry_after,
+    request_body,
+)
+
+EVENTS = [{"event_id": "a_0123456789", "event_name": "lead"}, {"event_id": "b_0123456789", "event_name": "lead"}]
+
+
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [(200, "ok"), (202, "ok"), (400, "drop"), (401, "drop"), (403, "drop"), (404, "drop"), (413, "drop"),
+     (422, "drop"), (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"), (503, "retry")],
+)
+def test_status_classes(status: int, action: str) -> None:
+    assert [o.action for o in classify(status, None, b"", EVENTS)] == [action, action]
+
+
+def test_per_event_batch_outcomes_are_honoured() -> None:
+    body = json.dumps({"results": [{"event_id": "a_0123456789", "status": "drop"},
+                                   {"event_id": "b_0123456789", "status": "retry"}]}).encode()
+    assert [o.action for o in classify(200, None, body, EVENTS)] == ["drop", "retry"]
+
+
+def test_batch_without_results_is_all_or_nothing() -> None:
+    assert [o.action for o in classify(200, None, b"not json", EVENTS)] == ["ok", "ok"]
+
+
+def test_retry_after_seconds_dates_and_cap() -> None:
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("86400") == 300  # capped
+    assert parse_retry_after("-5") == 0
+    assert parse_retry_after("soon") is None
+    when = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+    assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now=when.timestamp() - 30) == pytest.approx(30)
+    assert classify(429, "3", b"", EVENTS[:1]) == [Outcome("retry", 429, 3.0, "HTTP 429")]
+
+
+def test_encoding_handles_python_values() -> None:
+    body = encode_event({"v": Decimal("1.5"), "t": datetime(2026, 1, 1), "s": {1}})
+    assert json.loads(body) == {"v": 1.5, "t": "2026-01-01T00:00:00", "s": [1]}
+    with pytest.raises(TypeError):
+        encode_event({"x": object()})
+    with pytest.raises(ValueError):
+        encode_event({"x": float("nan")})
+
+
+def test_single_and_batch_paths_and_gzip() -> None:
+    path, data, headers = request_body([b'{"a":1}'])
+    assert path == _wire.SERVER_EVENT_PATH and data == b'{"a":1}' and headers == {}
+    big = [json.dumps({"pad": "x" * 3000}).encode()] * 2
+    path, data, headers = request_body(big)
+    assert path == _wire.SERVER_BATCH_PATH and headers == {"Content-Encoding": "gzip"}
+    assert json.loads(gzip.decompress(data)) == {"events": [{"pad": "x" * 3000}] * 2}
+
+
+def test_auth_headers() -> None:
+    headers = base_headers(settings())
+    assert headers["Authorization"].startswith("Bearer sk_")
+    assert headers["X-LayerSync-Site-Id"] == "site_test"
+    assert headers["User-Agent"].startswith("layersync-middleware/")
+
+
+def test_http_transport_against_the_hub(hub: LiveHub) -> None:
+    transport = HTTPTransport(settings(api_url=hub.url))
+    events = [{"site_id": "site_test", "event_id": f"evt_{i:016x}", "event_name": "lead", "event_time": 1,
+               "user_data": {}, "custom_data": {"pad": "y" * 3000}} for i in range(3)]
+    outcomes = transport.send(events, [encode_event(e) for e in events], 5)
+    assert [o.action for o in outcomes] == ["ok"] * 3  # gzip batch accepted and unpacked by the hub
+    assert len(hub.events("server")) == 3
+    bad = dict(events[0], event_id="evt_bad_0000000001", user_data={"em": "z" * 3000})
+    good = dict(events[0], event_id="evt_good_000000001")
+    outcomes = transport.send([bad, good], [encode_event(bad), encode_event(good)], 5)
+    assert [o.action for o in outcomes] == ["drop", "ok"]
+    transport.close()
+
+
+def test_http_transport_network_errors_are_retries(hub: LiveHub) -> None:
+    hub.faults(mode="drop")
+    transport = HTTPTransport(settings(api_url=hub.url))
+    [outcome] = transport.send(EVENTS[:1], [b"{}"], 5)
+    assert outcome.action == "retry" and outcome.status is None
+    transport.close()
+    transport = HTTPTransport(settings(api_url="http://127.0.0.1:9"))  # nothing listens there
+    assert transport.send(EVENTS[:1], [b"{}"], 1)[0].action == "retry"
+    transport.close()
