@@ -51,7 +51,7 @@ def demo(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     ensure_venv("dev")
     run(PY, "-m", "ruff", "check", ".")
-    run(PY, "-m", "ruff", "format", "--check", "layersync_middleware")
+    run(PY, "-m", "ruff", "format", "--check", ".")
     run(PY, "-m", "mypy")
     if shutil.which("npm") is not None:
         # The real browser SDK for the end-to-end tests, pinned by tests/e2e/package-lock.json.

@@ -16,8 +16,16 @@ from layersync_middleware.testing import MemoryTransport
 def req(headers: dict[str, str] | None = None, path: str = "/api/cart/add", peer: str = "10.0.0.2") -> dict[str, Any]:
     raw = [(b"host", b"shop.example"), (b"user-agent", b"Mozilla/5.0 Test")]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return {"type": "http", "path": path, "root_path": "", "scheme": "https", "query_string": b"", "headers": raw,
-            "client": (peer, 1234), "server": ("shop.example", 443)}
+    return {
+        "type": "http",
+        "path": path,
+        "root_path": "",
+        "scheme": "https",
+        "query_string": b"",
+        "headers": raw,
+        "client": (peer, 1234),
+        "server": ("shop.example", 443),
+    }
 
 
 def test_track_returns_the_event_id_and_queues(sync_client: LayerSync, memory: MemoryTransport) -> None:
@@ -175,7 +183,8 @@ def test_asend_does_not_block_the_loop(hub: LiveHub, hub_client: LayerSync) -> N
 
 
 def test_from_env(memory: MemoryTransport) -> None:
-    client = LayerSync.from_env({"LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": SECRET}, transport=memory,
-                                sender="sync")
+    client = LayerSync.from_env(
+        {"LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": SECRET}, transport=memory, sender="sync"
+    )
     client.track("lead")
     assert memory.events[0]["site_id"] == "site_1"

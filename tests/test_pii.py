@@ -8,9 +8,19 @@ from layersync_middleware._pii import Unusable, hash_traits, normalize, sha256_h
 
 # trait, input, normalised (what is hashed), SHA-256 of the normalised value
 TABLE = [
-    ("email", "  Ada@Example.COM ", "ada@example.com", "b5fc85e55755f9e0d030a10ab4429b6b2944855f9a0d60077fe832becbc41d72"),
+    (
+        "email",
+        "  Ada@Example.COM ",
+        "ada@example.com",
+        "b5fc85e55755f9e0d030a10ab4429b6b2944855f9a0d60077fe832becbc41d72",
+    ),
     ("phone", "+1 (555) 123-4567", "15551234567", "d6736136ea896c1bfdc553e0e86e702c70d060d805696ca3e4e9e0961353860a"),
-    ("phone", "+44 (0)20 7946 0958", "442079460958", "35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823"),
+    (
+        "phone",
+        "+44 (0)20 7946 0958",
+        "442079460958",
+        "35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823",
+    ),
     ("phone", "0044 20 7946 0958", "442079460958", "35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823"),
     ("phone", "1-555-123-4567", "15551234567", "d6736136ea896c1bfdc553e0e86e702c70d060d805696ca3e4e9e0961353860a"),
     ("first_name", " Mary ", "mary", "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
@@ -22,7 +32,12 @@ TABLE = [
     ("gender", "Male", "m", "62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3abd63c5a"),
     ("gender", "F", "f", "252f10c83610ebca1a059c0bae8255eba2f95be4d1d7bcfa89d7248a82d9f111"),
     ("date_of_birth", "1990-01-02", "19900102", "19bb8a164e99b8549f5f5c9e810115de44d02402f68aefe2df61b4fddacfa085"),
-    ("date_of_birth", dt.date(1990, 1, 2), "19900102", "19bb8a164e99b8549f5f5c9e810115de44d02402f68aefe2df61b4fddacfa085"),
+    (
+        "date_of_birth",
+        dt.date(1990, 1, 2),
+        "19900102",
+        "19bb8a164e99b8549f5f5c9e810115de44d02402f68aefe2df61b4fddacfa085",
+    ),
     ("state", "California", "ca", "6959097001d10501ac7d54c0bdb8db61420f658f2922cc26e46d536119a31126"),
     ("state", "NY", "ny", "1b06e2003f8420d6fa42badd8f77ec0f706b976b7a48b13c567dc5a559681683"),
     ("zip", "94035-1234", "94035", "1794327a4d443904421f5ca1f3d72d0a62ba2f0770d80755ec2220fc0efb052e"),
@@ -32,8 +47,17 @@ TABLE = [
     ("external_id", " user_abc123 ", "user_abc123", "5a2e084061eae2209d14bb47650ce453f9b053745e55d0475bb9c3d695193b38"),
 ]
 KEYS = {
-    "email": "em", "phone": "ph", "first_name": "fn", "last_name": "ln", "city": "ct", "gender": "ge",
-    "date_of_birth": "db", "state": "st", "zip": "zp", "country": "country", "external_id": "external_id",
+    "email": "em",
+    "phone": "ph",
+    "first_name": "fn",
+    "last_name": "ln",
+    "city": "ct",
+    "gender": "ge",
+    "date_of_birth": "db",
+    "state": "st",
+    "zip": "zp",
+    "country": "country",
+    "external_id": "external_id",
 }
 
 

@@ -7,25 +7,50 @@ import pytest
 from layersync_middleware._request import parse_cookies, request_context, request_user_data
 
 
-def scope(path: str = "/api/cart/add", headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> dict[str, Any]:
+def scope(
+    path: str = "/api/cart/add", headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
-        "type": "http", "method": "POST", "scheme": "https", "path": path, "raw_path": path.encode(),
-        "root_path": "", "query_string": b"", "headers": headers or [(b"host", b"shop.example")],
-        "client": ("10.0.0.2", 5555), "server": ("10.0.0.1", 443), **extra,
+        "type": "http",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers or [(b"host", b"shop.example")],
+        "client": ("10.0.0.2", 5555),
+        "server": ("10.0.0.1", 443),
+        **extra,
     }
 
 
 def environ(**extra: Any) -> dict[str, Any]:
     return {
-        "REQUEST_METHOD": "POST", "wsgi.url_scheme": "https", "HTTP_HOST": "shop.example", "SCRIPT_NAME": "",
-        "PATH_INFO": "/api/cart/add", "QUERY_STRING": "", "REMOTE_ADDR": "10.0.0.2", "SERVER_NAME": "x",
-        "SERVER_PORT": "443", **extra,
+        "REQUEST_METHOD": "POST",
+        "wsgi.url_scheme": "https",
+        "HTTP_HOST": "shop.example",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/api/cart/add",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "10.0.0.2",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "443",
+        **extra,
     }
 
 
 def test_asgi_scope() -> None:
-    ctx = request_context(scope(headers=[(b"host", b"shop.example"), (b"user-agent", b"UA/1"),
-                                         (b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2")]))
+    ctx = request_context(
+        scope(
+            headers=[
+                (b"host", b"shop.example"),
+                (b"user-agent", b"UA/1"),
+                (b"x-forwarded-for", b"1.1.1.1"),
+                (b"x-forwarded-for", b"2.2.2.2"),
+            ]
+        )
+    )
     assert ctx.url == "https://shop.example/api/cart/add"
     assert ctx.peer == "10.0.0.2"
     assert ctx.headers["x-forwarded-for"] == ["1.1.1.1", "2.2.2.2"]
@@ -80,10 +105,16 @@ def test_cookies() -> None:
 
 
 def test_user_data_from_request() -> None:
-    ctx = request_context(scope(headers=[
-        (b"host", b"shop.example"), (b"user-agent", b"Mozilla/5.0"), (b"x-forwarded-for", b"6.6.6.6, 203.0.113.9"),
-        (b"cookie", b"_fbp=fb.1.1.1; _gcl_aw=GCL.1.cookie; ttclid=tt1"),
-    ]))
+    ctx = request_context(
+        scope(
+            headers=[
+                (b"host", b"shop.example"),
+                (b"user-agent", b"Mozilla/5.0"),
+                (b"x-forwarded-for", b"6.6.6.6, 203.0.113.9"),
+                (b"cookie", b"_fbp=fb.1.1.1; _gcl_aw=GCL.1.cookie; ttclid=tt1"),
+            ]
+        )
+    )
     data = request_user_data(ctx, 1, "https://shop.example/p?gclid=fromurl&fbclid=IwAR1")
     assert data["client_ip_address"] == "203.0.113.9"
     assert data["user_agent"] == "Mozilla/5.0"
@@ -102,7 +133,8 @@ def test_page_url_is_a_same_origin_referer() -> None:
 
 
 def test_pairing_headers() -> None:
-    ctx = request_context(scope(headers=[(b"x-layersync-event-id", b"atc_0123456789abcdef"),
-                                         (b"X-LayerSync-Event-Name", b"add_to_cart")]))
+    ctx = request_context(
+        scope(headers=[(b"x-layersync-event-id", b"atc_0123456789abcdef"), (b"X-LayerSync-Event-Name", b"add_to_cart")])
+    )
     assert ctx.pairing() == ("atc_0123456789abcdef", "add_to_cart")
     assert request_context(scope()).pairing() is None

@@ -20,8 +20,14 @@ from layersync_middleware.testing import MemoryTransport
 
 
 def event(name: str = "add_to_cart", **props: Any) -> Event:
-    return build_event(site_id=SITE.site_id, event_name=name, event_id=new_event_id(name), props=props,
-                       user_data={}, event_source_url=None)
+    return build_event(
+        site_id=SITE.site_id,
+        event_name=name,
+        event_id=new_event_id(name),
+        props=props,
+        user_data={},
+        event_source_url=None,
+    )
 
 
 class Clock:
@@ -78,7 +84,9 @@ def test_a_newcomer_lower_than_everything_is_itself_dropped() -> None:
 
 def test_queue_full_drops_are_counted_and_reported() -> None:
     drops: list[tuple[str, str]] = []
-    sender = ThreadSender(settings(max_queue_size=2), lambda: Scripted(), on_drop=lambda e, r: drops.append((e["event_name"], r)))
+    sender = ThreadSender(
+        settings(max_queue_size=2), lambda: Scripted(), on_drop=lambda e, r: drops.append((e["event_name"], r))
+    )
     sender._wake = lambda: None  # type: ignore[method-assign]  # keep everything queued
     for name in ["page_view", "purchase", "purchase"]:
         sender.submit(event(name))
@@ -146,8 +154,12 @@ def test_events_expire_by_their_names_policy() -> None:
     clock = Clock()
     drops: list[tuple[str, str]] = []
     transport = Scripted(*[Outcome("retry", 500, None, "HTTP 500")] * 100)
-    sender = SyncSender(settings(sender="sync", max_retries=0), lambda: transport,
-                        on_drop=lambda e, r: drops.append((e["event_name"], r)), clock=clock)
+    sender = SyncSender(
+        settings(sender="sync", max_retries=0),
+        lambda: transport,
+        on_drop=lambda e, r: drops.append((e["event_name"], r)),
+        clock=clock,
+    )
     sender.submit(event("page_view"))  # 6 h / 3 attempts
     sender.submit(event("purchase"))  # 7 d / 20 attempts
     for _ in range(40):
@@ -217,7 +229,9 @@ def test_batches_respect_count_and_byte_limits() -> None:
 
 def test_an_oversized_event_is_dropped_as_invalid() -> None:
     drops: list[str] = []
-    sender = SyncSender(settings(sender="sync"), lambda: Scripted(), on_drop=lambda e, r: drops.append(r), clock=Clock())
+    sender = SyncSender(
+        settings(sender="sync"), lambda: Scripted(), on_drop=lambda e, r: drops.append(r), clock=Clock()
+    )
     sender.submit(event("lead", pad="x" * 200_000))
     assert drops == ["invalid"]
 
@@ -233,7 +247,9 @@ def test_a_raising_transport_or_callback_does_not_break_the_sender() -> None:
     def bad_callback(e: Event, r: str) -> None:
         raise ValueError("user bug")
 
-    sender = SyncSender(settings(sender="sync", max_queue_size=1), lambda: Broken(), on_drop=bad_callback, clock=Clock())
+    sender = SyncSender(
+        settings(sender="sync", max_queue_size=1), lambda: Broken(), on_drop=bad_callback, clock=Clock()
+    )
     assert sender.submit(event("purchase"))
     assert sender.stats().last_error == "RuntimeError" and sender.stats().queued == 1
     sender.submit(event("page_view"))  # queue full -> on_drop raises -> swallowed

@@ -60,15 +60,26 @@ def test_bad_api_url(url: str) -> None:
         make(api_url=url)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8787", "http://localhost:1", "http://[::1]:80", "https://h.example/"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8787", "http://localhost:1", "http://[::1]:80", "https://h.example/"]
+)
 def test_good_api_url(url: str) -> None:
     assert make(api_url=url).api_url == url.rstrip("/")
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("timeout_ms", 0), ("timeout_ms", 10**9), ("max_retries", -1), ("max_retries", 11), ("trust_proxy", -1),
-     ("trust_proxy", "two"), ("max_queue_size", 0), ("timeout_ms", True), ("shutdown_timeout", 61)],
+    [
+        ("timeout_ms", 0),
+        ("timeout_ms", 10**9),
+        ("max_retries", -1),
+        ("max_retries", 11),
+        ("trust_proxy", -1),
+        ("trust_proxy", "two"),
+        ("max_queue_size", 0),
+        ("timeout_ms", True),
+        ("shutdown_timeout", 61),
+    ],
 )
 def test_numbers_out_of_range(name: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=f"^{name}: "):
@@ -105,9 +116,14 @@ def test_from_env_names_the_variable() -> None:
 
 def test_from_env_reads_everything() -> None:
     env = {
-        "LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_API_URL": "http://127.0.0.1:9",
-        "LAYERSYNC_MATCHER": "/api/cart/*, /api/orders/*=purchase|refund", "LAYERSYNC_TRUST_PROXY": "1",
-        "LAYERSYNC_CONSOLE_LOG": "yes", "LAYERSYNC_MAX_RETRIES": "0", "LAYERSYNC_SENDER": "sync",
+        "LAYERSYNC_SITE_ID": "site_1",
+        "LAYERSYNC_SECRET": KEY,
+        "LAYERSYNC_API_URL": "http://127.0.0.1:9",
+        "LAYERSYNC_MATCHER": "/api/cart/*, /api/orders/*=purchase|refund",
+        "LAYERSYNC_TRUST_PROXY": "1",
+        "LAYERSYNC_CONSOLE_LOG": "yes",
+        "LAYERSYNC_MAX_RETRIES": "0",
+        "LAYERSYNC_SENDER": "sync",
         "LAYERSYNC_PUBLISHABLE_KEY": "pk_ignored",  # other LAYERSYNC_* variables are not ours
     }
     s = Settings.from_env(env, timeout_ms=1000)

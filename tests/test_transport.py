@@ -24,16 +24,30 @@ EVENTS = [{"event_id": "a_0123456789", "event_name": "lead"}, {"event_id": "b_01
 
 @pytest.mark.parametrize(
     ("status", "action"),
-    [(200, "ok"), (202, "ok"), (400, "drop"), (401, "drop"), (403, "drop"), (404, "drop"), (413, "drop"),
-     (422, "drop"), (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"), (503, "retry")],
+    [
+        (200, "ok"),
+        (202, "ok"),
+        (400, "drop"),
+        (401, "drop"),
+        (403, "drop"),
+        (404, "drop"),
+        (413, "drop"),
+        (422, "drop"),
+        (408, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+    ],
 )
 def test_status_classes(status: int, action: str) -> None:
     assert [o.action for o in classify(status, None, b"", EVENTS)] == [action, action]
 
 
 def test_per_event_batch_outcomes_are_honoured() -> None:
-    body = json.dumps({"results": [{"event_id": "a_0123456789", "status": "drop"},
-                                   {"event_id": "b_0123456789", "status": "retry"}]}).encode()
+    body = json.dumps(
+        {"results": [{"event_id": "a_0123456789", "status": "drop"}, {"event_id": "b_0123456789", "status": "retry"}]}
+    ).encode()
     assert [o.action for o in classify(200, None, body, EVENTS)] == ["drop", "retry"]
 
 
@@ -78,8 +92,17 @@ def test_auth_headers() -> None:
 
 def test_http_transport_against_the_hub(hub: LiveHub) -> None:
     transport = HTTPTransport(settings(api_url=hub.url))
-    events = [{"site_id": "site_test", "event_id": f"evt_{i:016x}", "event_name": "lead", "event_time": 1,
-               "user_data": {}, "custom_data": {"pad": "y" * 3000}} for i in range(3)]
+    events = [
+        {
+            "site_id": "site_test",
+            "event_id": f"evt_{i:016x}",
+            "event_name": "lead",
+            "event_time": 1,
+            "user_data": {},
+            "custom_data": {"pad": "y" * 3000},
+        }
+        for i in range(3)
+    ]
     outcomes = transport.send(events, [encode_event(e) for e in events], 5)
     assert [o.action for o in outcomes] == ["ok"] * 3  # gzip batch accepted and unpacked by the hub
     assert len(hub.events("server")) == 3
