@@ -60,7 +60,7 @@ class Stats:
 
 
 class _Item:
-    __slots__ = ("attempts", "body", "born", "due", "event", "flush", "inflight", "name", "priority", "seq")
+    __slots__ = ("attempts", "body", "born", "due", "event", "flush", "flush_try", "inflight", "name", "priority", "seq")
 
     def __init__(self, event: Event, seq: int, now: float) -> None:
         self.event = event
@@ -71,7 +71,8 @@ class _Item:
         self.attempts = 0
         self.due = now
         self.inflight = False
-        self.flush = False
+        self.flush = False  # a flush wants one attempt of this event
+        self.flush_try = False  # the attempt in flight is that one
         self.body: bytes | None = None
 
 
@@ -237,6 +238,7 @@ class Sender:
             if batch and size + len(item.body) + 1 > _wire.BATCH_MAX_BYTES:
                 break
             item.inflight = True
+            item.flush_try = item.flush
             batch.append(item)
             size += len(item.body) + 1
             if len(batch) >= _wire.BATCH_MAX_EVENTS:
@@ -255,7 +257,8 @@ class Sender:
             outcomes = [Outcome("retry", None, None, "transport returned the wrong number of outcomes")] * len(batch)
         for item, outcome in zip(batch, outcomes):
             item.inflight = False
-            item.flush = False
+            if item.flush_try:  # a flush asked while this attempt was in flight gets its own
+                item.flush = item.flush_try = False
             self._last_status = outcome.status
             if outcome.action == "ok":
                 self._queue.remove(item)
