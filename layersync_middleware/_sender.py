@@ -60,7 +60,19 @@ class Stats:
 
 
 class _Item:
-    __slots__ = ("attempts", "body", "born", "due", "event", "flush", "flush_try", "inflight", "name", "priority", "seq")
+    __slots__ = (
+        "attempts",
+        "body",
+        "born",
+        "due",
+        "event",
+        "flush",
+        "flush_try",
+        "inflight",
+        "name",
+        "priority",
+        "seq",
+    )
 
     def __init__(self, event: Event, seq: int, now: float) -> None:
         self.event = event

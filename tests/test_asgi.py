@@ -1,0 +1,338 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from conftest import settings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from layersync_middleware import LayerSync, LayerSyncMiddleware, current_event
+from layersync_middleware.testing import MemoryTransport
+
+ATC = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+PUR = {"X-LayerSync-Event-Id": "pur_0123456789abcdef", "X-LayerSync-Event-Name": "purchase"}
+MATCHER = ["/api/cart/*", "/api/orders/**"]
+
+
+async def cart(request: Request) -> JSONResponse:
+    status = int(request.query_params.get("status", 200))
+    pending = current_event()
+    if pending is not None and request.query_params.get("enrich"):
+        pending.update(value=12.5, currency="USD", items=[{"item_id": "SKU-A", "price": 12.5}])
+        pending.identify(email="Ada@Example.com")
+    if pending is not None and request.query_params.get("cancel"):
+        pending.cancel()
+    return JSONResponse({"ok": status < 400}, status_code=status)
+
+
+def sync_cart(request: Request) -> JSONResponse:  # a plain def handler runs in a thread
+    pending = current_event()
+    assert pending is not None
+    pending.update(order_id="O-SYNC")
+    return JSONResponse({"ok": True})
+
+
+async def orders(request: Request) -> JSONResponse:
+    pending = current_event()
+    if pending is not None:
+        pending.update(order_id="O-1", value=99.0)
+    return JSONResponse({"order_id": "O-1"}, status_code=201)
+
+
+async def boom(request: Request) -> JSONResponse:  # on an order route, so the name is allowed
+    raise RuntimeError("the app's own bug")
+
+
+async def ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hi")
+    await websocket.close()
+
+
+def make_app(memory: MemoryTransport, state: dict[str, Any] | None = None, **kwargs: Any) -> tuple[Any, LayerSync]:
+    client = LayerSync(settings(sender="sync", matcher=MATCHER), transport=memory)
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first "
+            # The paired event is already queued while the body is still streaming.
+            assert state is not None
+            state["seen_while_streaming"] = len(memory.events)
+            yield b"second"
+
+        return StreamingResponse(body())
+
+    routes = [
+        Route("/api/cart/add", cart, methods=["POST"]),
+        Route("/api/cart/sync", sync_cart, methods=["POST"]),
+        Route("/api/orders", orders, methods=["POST"]),
+        Route("/api/cart/stream", stream),
+        Route("/api/orders/boom", boom, methods=["POST"]),
+        Route("/elsewhere", cart, methods=["POST"]),
+        WebSocketRoute("/ws", ws),
+    ]
+    app = Starlette(routes=routes)
+    return LayerSyncMiddleware(app, client=client, **kwargs), client
+
+
+@pytest.fixture
+def app(memory: MemoryTransport) -> Any:
+    return make_app(memory)[0]
+
+
+def post(app: Any, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+    with TestClient(app, client=("203.0.113.5", 5000), cookies={"_fbp": "fb.1.1.1", "_fbc": "fb.1.1.abc"}) as c:
+        return c.post(path, headers=headers or {}, **kw)
+
+
+def test_matched_request_with_headers_sends_one_paired_event(app: Any, memory: MemoryTransport) -> None:
+    r = post(app, "/api/cart/add", {**ATC, "User-Agent": "Mozilla/5.0 Shopper", "Referer": "http://testserver/p/a"})
+    assert r.status_code == 200
+    [event] = memory.events
+    assert (event["event_id"], event["event_name"]) == ("atc_0123456789abcdef", "add_to_cart")
+    ud = event["user_data"]
+    assert ud["client_ip_address"] == "203.0.113.5" and ud["user_agent"] == "Mozilla/5.0 Shopper"
+    assert ud["fbp"] == "fb.1.1.1" and ud["fbc"] == "fb.1.1.abc"
+    assert event["event_source_url"] == "http://testserver/p/a"  # the page, like the browser event
+
+
+def test_unmatched_path_or_missing_headers_send_nothing(app: Any, memory: MemoryTransport) -> None:
+    assert post(app, "/elsewhere", ATC).status_code == 200
+    assert post(app, "/api/cart/add").status_code == 200
+    assert memory.events == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-LayerSync-Event-Id": "atc_0123456789abcdef"},
+        {"X-LayerSync-Event-Id": "a" * 300, "X-LayerSync-Event-Name": "add_to_cart"},
+        {"X-LayerSync-Event-Id": "atc_01234567<script>", "X-LayerSync-Event-Name": "add_to_cart"},
+        {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "Add To Cart"},
+        {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "x" * 100},
+    ],
+)
+def test_malformed_headers_are_refused_and_the_response_is_untouched(
+    memory: MemoryTransport, headers: dict[str, str]
+) -> None:
+    app, _client = make_app(memory)
+    r = post(app, "/api/cart/add", headers)
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert memory.events == []
+
+
+def test_forged_name_on_a_cart_route_is_refused(memory: MemoryTransport) -> None:
+    app, client = make_app(memory)
+    post(app, "/api/cart/add", PUR)
+    assert memory.events == [] and client.stats().dropped == {"name_not_allowed": 1}
+    post(app, "/api/orders", PUR)
+    assert [e["event_name"] for e in memory.events] == ["purchase"]
+
+
+def test_names_per_pattern_override_the_default(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync", matcher={"/api/cart/*": ["add_to_wishlist"]}), transport=memory)
+    app = LayerSyncMiddleware(Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])]), client=client)
+    post(app, "/api/cart/add", ATC)
+    post(
+        app,
+        "/api/cart/add",
+        {"X-LayerSync-Event-Id": "wl_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_wishlist"},
+    )
+    assert [e["event_name"] for e in memory.events] == ["add_to_wishlist"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422, 500, 503])
+def test_failed_responses_send_nothing(app: Any, memory: MemoryTransport, status: int) -> None:
+    assert post(app, f"/api/cart/add?status={status}", ATC).status_code == status
+    assert memory.events == []
+
+
+def test_success_is_configurable(memory: MemoryTransport) -> None:
+    app, _ = make_app(memory, is_success=lambda status: status == 404)
+    post(app, "/api/cart/add?status=200", ATC)
+    assert memory.events == []
+    post(app, "/api/cart/add?status=404", ATC)
+    assert len(memory.events) == 1
+
+
+def test_app_exception_propagates_and_sends_nothing(app: Any, memory: MemoryTransport) -> None:
+    with TestClient(app) as c, pytest.raises(RuntimeError, match="own bug"):
+        c.post("/api/orders/boom", headers=PUR)
+    assert memory.events == []
+
+
+def test_handler_enrichment(app: Any, memory: MemoryTransport) -> None:
+    post(app, "/api/cart/add?enrich=1", ATC)
+    [event] = memory.events
+    assert event["custom_data"]["value"] == 12.5 and event["custom_data"]["content_ids"] == ["SKU-A"]
+    assert len(event["user_data"]["em"]) == 64
+
+
+def test_sync_handler_enrichment_through_the_threadpool(memory: MemoryTransport) -> None:
+    app, _ = make_app(memory)
+    post(app, "/api/cart/sync", {**ATC})
+    assert memory.events[0]["custom_data"]["order_id"] == "O-SYNC"
+
+
+def test_handler_cancel(app: Any, memory: MemoryTransport) -> None:
+    post(app, "/api/cart/add?cancel=1", ATC)
+    assert memory.events == []
+
+
+def test_current_event_is_none_outside_a_paired_request(app: Any) -> None:
+    assert current_event() is None
+
+
+def test_streaming_response_event_is_queued_at_response_start(memory: MemoryTransport) -> None:
+    state: dict[str, Any] = {}
+    app, _ = make_app(memory, state)
+    with TestClient(app) as c:
+        r = c.get("/api/cart/stream", headers=ATC)
+    assert r.text == "first second"
+    assert state["seen_while_streaming"] == 1
+
+
+def test_websocket_passes_through(app: Any) -> None:
+    with TestClient(app) as c, c.websocket_connect("/ws", headers=ATC) as socket:
+        assert socket.receive_text() == "hi"
+
+
+def test_lifespan_passes_through_and_drains_the_sender(memory: MemoryTransport) -> None:
+    events: list[str] = []
+    client = LayerSync(settings(matcher=MATCHER), transport=memory)  # a background thread sender
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        client.track("purchase", {"order_id": "from-shutdown-handler"})
+        events.append("shutdown")
+
+    inner = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])], lifespan=lifespan)
+    client.sender._wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until the drain
+    with TestClient(LayerSyncMiddleware(inner, client=client)) as c:
+        c.post("/api/cart/add", headers=ATC)
+        assert memory.events == []
+    assert events == ["startup", "shutdown"]
+    assert sorted(e["event_name"] for e in memory.events) == ["add_to_cart", "purchase"]
+
+
+def test_installed_twice_sends_once(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync", matcher=MATCHER), transport=memory)
+    other = LayerSync(settings(sender="sync", matcher=MATCHER, timeout_ms=1234), transport=memory)
+    inner = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])])
+    app = LayerSyncMiddleware(LayerSyncMiddleware(inner, client=other), client=client)
+    post(app, "/api/cart/add", ATC)
+    assert len(memory.events) == 1
+
+
+def test_consent_hook(memory: MemoryTransport) -> None:
+    def consent(scope: Any) -> bool:
+        return b"consent=no" not in dict(scope["headers"]).get(b"cookie", b"")
+
+    app, _ = make_app(memory, consent=consent)
+    with TestClient(app) as c:
+        c.post("/api/cart/add", headers={**ATC, "Cookie": "consent=no"})
+        assert memory.events == []
+        c.post("/api/cart/add", headers={**ATC, "Cookie": "consent=yes"})
+    assert len(memory.events) == 1
+
+
+def test_a_failing_consent_hook_never_breaks_the_request(memory: MemoryTransport) -> None:
+    def consent(scope: Any) -> bool:
+        raise ValueError("oops")
+
+    app, client = make_app(memory, consent=consent)
+    assert post(app, "/api/cart/add", ATC).status_code == 200
+    assert memory.events == [] and client.stats().dropped == {"internal_error": 1}
+
+
+def test_internal_errors_never_break_the_request(memory: MemoryTransport) -> None:
+    app, client = make_app(memory)
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("bug in tracking")
+
+    client.submit = broken  # type: ignore[method-assign]
+    r = post(app, "/api/cart/add", ATC)
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert client.stats().dropped == {"internal_error": 1}
+
+
+def test_patterns_match_the_path_without_root_path(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*"]), transport=memory)
+    shop = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])])
+    app = Starlette(routes=[Mount("/shop", app=LayerSyncMiddleware(shop, client=client))])
+    with TestClient(app) as c:
+        assert c.post("/shop/api/cart/add", headers=ATC).status_code == 200
+    [event] = memory.events
+    assert event["event_source_url"] == "http://testserver/shop/api/cart/add"
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERSYNC_SITE_ID", "site_env")
+    monkeypatch.setenv("LAYERSYNC_SECRET", "sk_env_key")
+    mw = LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"], api_url="http://127.0.0.1:9")
+    assert mw.client.settings.site_id == "site_env"
+    assert mw.client is LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"], api_url="http://127.0.0.1:9").client
+    monkeypatch.setenv("LAYERSYNC_SECRET", "pk_wrong")
+    with pytest.raises(Exception, match="LAYERSYNC_SECRET: is a publishable key"):
+        LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"])
+
+
+def test_fastapi_add_middleware(memory: MemoryTransport) -> None:
+    from fastapi import FastAPI
+
+    client = LayerSync(settings(sender="sync", matcher=["/api/orders"]), transport=memory)
+    api = FastAPI()
+
+    @api.post("/api/orders", status_code=201)
+    async def create_order() -> dict[str, str]:
+        pending = current_event()
+        assert pending is not None
+        pending.update(order_id="O-FAST", value=5.0)
+        return {"order_id": "O-FAST"}
+
+    api.add_middleware(LayerSyncMiddleware, client=client)
+    with TestClient(api) as c:
+        assert c.post("/api/orders", headers=PUR).status_code == 201
+    assert memory.events[0]["custom_data"]["order_id"] == "O-FAST"
+
+
+def test_no_framework_needed_for_a_raw_asgi_app(memory: MemoryTransport) -> None:
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*"]), transport=memory)
+    mw = LayerSyncMiddleware(raw_app, client=client)
+    scope = {
+        "type": "http",
+        "path": "/api/cart/add",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in ATC.items()],
+        "client": ("1.2.3.4", 1),
+        "server": ("x", 80),
+        "method": "POST",
+    }
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(mw(scope, receive, send))
+    assert sent[0]["status"] == 204 and len(memory.events) == 1
+    assert PlainTextResponse  # the module is importable without starlette: see test_packaging

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+from typing import Any
+
+import django
+import pytest
+from conftest import SITE, LiveHub
+from django.conf import settings as dj
+
+if not dj.configured:
+    dj.configure(
+        DEBUG=False,
+        SECRET_KEY="not-secret-test-only",
+        ALLOWED_HOSTS=["testserver", "localhost"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=["layersync_middleware.django"],
+        MIDDLEWARE=["layersync_middleware.django.LayerSyncMiddleware"],
+        LAYERSYNC={},
+    )
+    django.setup()
+
+from django.core.checks import run_checks
+from django.core.exceptions import MiddlewareNotUsed
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test import AsyncClient, Client, override_settings
+from django.urls import path
+
+from layersync_middleware import LayerSync, LayerSyncWSGIMiddleware, current_event
+from layersync_middleware._event import new_event_id
+from layersync_middleware.django import LayerSyncMiddleware
+
+
+# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
+@pytest.fixture
+def ATC() -> dict[str, str]:
+    return {"HTTP_X_LAYERSYNC_EVENT_ID": new_event_id("add_to_cart"), "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart"}
+
+
+@pytest.fixture
+def PUR() -> dict[str, str]:
+    return {"HTTP_X_LAYERSYNC_EVENT_ID": new_event_id("purchase"), "HTTP_X_LAYERSYNC_EVENT_NAME": "purchase"}
+
+
+def cart_add(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"ok": True}, status=int(request.GET.get("status", 200)))
+
+
+async def orders(request: HttpRequest) -> HttpResponse:
+    pending = current_event()
+    if pending is not None:
+        pending.update(order_id="O-DJ", value=42.0)
+    return JsonResponse({"order_id": "O-DJ"}, status=201)
+
+
+urlpatterns = [path("api/cart/add", cart_add), path("api/orders", orders)]
+
+
+def layersync(hub: LiveHub, **extra: Any) -> dict[str, Any]:
+    return {
+        "SITE_ID": SITE.site_id,
+        "SECRET_KEY": SITE.secret_key,
+        "API_URL": hub.url,
+        "SENDER": "sync",
+        "MATCHER": ["/api/cart/*", "/api/orders"],
+        **extra,
+    }
+
+
+def test_sync_view_pairs(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        r = Client().post("/api/cart/add", HTTP_USER_AGENT="UA/dj", REMOTE_ADDR="10.1.1.1", **ATC)
+    assert r.status_code == 200
+    [stored] = hub.events("server")
+    assert stored["event"]["event_id"] == ATC["HTTP_X_LAYERSYNC_EVENT_ID"]
+    assert stored["event"]["user_data"]["client_ip_address"] == "10.1.1.1"
+
+
+def test_async_view_enrichment_through_the_async_chain(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    import asyncio
+
+    async def go() -> Any:
+        headers = {k[5:].replace("_", "-"): v for k, v in PUR.items()}  # ASGI: real headers, not META keys
+        return await AsyncClient().post("/api/orders", headers=headers)
+
+    with override_settings(LAYERSYNC=layersync(hub)):
+        r = asyncio.run(go())
+    assert r.status_code == 201
+    [stored] = hub.events("server")
+    assert stored["event"]["custom_data"] == {"order_id": "O-DJ", "value": 42.0}
+
+
+def test_failed_response_and_forged_name(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        Client().post("/api/cart/add?status=500", **ATC)
+        Client().post("/api/cart/add", **PUR)
+    assert hub.events() == []
+
+
+def test_disallowed_host_does_not_break_tracking(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub), ALLOWED_HOSTS=["*"]):
+        Client().post("/api/cart/add", HTTP_HOST="evil.example:80", **ATC)
+    assert hub.events("server")[0]["event"]["event_source_url"].startswith("http://evil.example")
+
+
+def test_disabled_or_unconfigured_is_not_used() -> None:
+    with override_settings(LAYERSYNC={"ENABLED": False}), pytest.raises(MiddlewareNotUsed):
+        LayerSyncMiddleware(lambda r: HttpResponse())
+
+
+def test_both_wsgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        handler = WSGIHandler()
+        client = LayerSync(
+            site_id=SITE.site_id,
+            secret_key=SITE.secret_key,
+            api_url=hub.url,
+            sender="sync",
+            matcher=["/api/cart/*"],
+            timeout_ms=4321,
+        )
+        app = LayerSyncWSGIMiddleware(handler, client=client)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/api/cart/add",
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": __import__("io").BytesIO(b""),
+            "REMOTE_ADDR": "10.0.0.9",
+            "HTTP_HOST": "testserver",
+            **ATC,
+        }
+        body = b"".join(app(environ, lambda status, headers, exc_info=None: None))
+    assert b"ok" in body
+    assert len(hub.events("server")) == 1
+
+
+def test_system_checks_name_the_setting() -> None:
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "pk_nope", "MATCHER": ["/x"]}):
+        [error] = [m for m in run_checks() if m.id.startswith("layersync")]
+    assert error.id == "layersync.E001" and "LAYERSYNC['SECRET_KEY']" in error.msg and "publishable" in error.msg
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "TIMEOUT": 5}):
+        [error] = [m for m in run_checks() if m.id.startswith("layersync")]
+    assert "LAYERSYNC['TIMEOUT']" in error.msg and "timeout_ms" in error.msg
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x"}):
+        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+    assert ids == ["layersync.W001"]
+    with override_settings(LAYERSYNC="nope"):
+        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+    assert ids == ["layersync.E001"]
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "MATCHER": ["/x"]}, MIDDLEWARE=[]):
+        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+    assert ids == ["layersync.W002"]
+
+
+def test_consent_hook_by_dotted_path(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub, CONSENT=f"{__name__}.deny_all")):
+        Client().post("/api/cart/add", **ATC)
+    assert hub.events() == []
+
+
+def deny_all(request: HttpRequest) -> bool:
+    return False

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+from conftest import SITE, LiveHub
+from flask import Flask, jsonify
+
+from layersync_middleware import ConfigurationError, current_event
+from layersync_middleware._event import new_event_id
+from layersync_middleware.flask import FlaskLayerSync, settings_from_config
+
+
+# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
+@pytest.fixture
+def ATC() -> dict[str, str]:
+    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
+
+
+@pytest.fixture
+def PUR() -> dict[str, str]:
+    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
+
+
+def make_app(hub: LiveHub, **config: object) -> tuple[Flask, FlaskLayerSync]:
+    app = Flask(__name__)
+    app.config.update(
+        LAYERSYNC_SITE_ID=SITE.site_id,
+        LAYERSYNC_SECRET=SITE.secret_key,
+        LAYERSYNC_API_URL=hub.url,
+        LAYERSYNC_SENDER="sync",
+        LAYERSYNC_MATCHER=["/api/cart/*", "/api/orders"],
+        **config,
+    )
+
+    @app.post("/api/cart/add")
+    def cart_add():  # type: ignore[no-untyped-def]
+        return jsonify(ok=True)
+
+    @app.post("/api/orders")
+    def orders():  # type: ignore[no-untyped-def]
+        pending = current_event()
+        assert pending is not None
+        pending.update(order_id="O-FL", value=7.0)
+        return jsonify(order_id="O-FL"), 201
+
+    @app.post("/api/orders/fail")
+    def fail():  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    return app, FlaskLayerSync(app)
+
+
+def test_flask_extension_pairs_and_enriches(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    app, ext = make_app(hub)
+    c = app.test_client()
+    assert c.post("/api/cart/add", headers=ATC).status_code == 200
+    assert c.post("/api/orders", headers=PUR).status_code == 201
+    events = [e["event"] for e in hub.events("server")]
+    assert [e["event_name"] for e in events] == ["add_to_cart", "purchase"]
+    assert events[1]["custom_data"] == {"order_id": "O-FL", "value": 7.0}
+    assert app.extensions["layersync"] is ext.client
+
+
+def test_flask_error_handler_500_sends_nothing(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    app, _ = make_app(hub)
+    assert app.test_client().post("/api/orders/fail", headers=PUR).status_code == 500
+    assert hub.events() == []
+
+
+def test_flask_client_tracks_with_the_request(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    app, ext = make_app(hub)
+    with app.test_request_context(
+        "/checkout/done", headers={"User-Agent": "UA/fl"}, environ_base={"REMOTE_ADDR": "10.9.9.9"}
+    ):
+        from flask import request
+
+        ext.client.track_with_identity("purchase", {"email": "ada@example.com"}, {"value": 1}, request=request)
+    [stored] = hub.events("server")
+    assert stored["event"]["user_data"]["client_ip_address"] == "10.9.9.9"
+    assert stored["event"]["event_source_url"] == "http://localhost/checkout/done"
+
+
+def test_flask_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigurationError, match="LAYERSYNC_TIMEOUT_MS"):
+        settings_from_config({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_TIMEOUT_MS": "x"}, {})
+    with pytest.raises(ConfigurationError, match="LAYERSYNC_MATCHERS.*did you mean 'matcher'"):
+        settings_from_config({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHERS": []}, {})
+
+
+def test_init_app_later() -> None:
+    ext = FlaskLayerSync()
+    with pytest.raises(RuntimeError, match="init_app"):
+        ext.client  # noqa: B018

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from conftest import settings
+from werkzeug.test import Client
+from werkzeug.wrappers import Request, Response
+
+from layersync_middleware import LayerSync, LayerSyncWSGIMiddleware, current_event
+from layersync_middleware.testing import MemoryTransport
+
+ATC = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+PUR = {"X-LayerSync-Event-Id": "pur_0123456789abcdef", "X-LayerSync-Event-Name": "purchase"}
+
+
+@Request.application  # type: ignore[arg-type]
+def shop(request: Request) -> Response:
+    pending = current_event()
+    if request.path == "/api/orders/boom":
+        raise RuntimeError("the app's own bug")
+    if pending is not None and request.args.get("enrich"):
+        pending.update(order_id="O-W", value=3.5)
+    if pending is not None and request.args.get("cancel"):
+        pending.cancel()
+    return Response("ok", status=int(request.args.get("status", 200)))
+
+
+def make(memory: MemoryTransport, app: Any = shop, **kw: Any) -> tuple[LayerSyncWSGIMiddleware, LayerSync]:
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*", "/api/orders/**"]), transport=memory)
+    return LayerSyncWSGIMiddleware(app, client=client, **kw), client
+
+
+def call(app: Any, path: str, headers: dict[str, str] | None = None, **environ: Any) -> Any:
+    c = Client(app)
+    c.set_cookie("_fbp", "fb.1.2.3")
+    return c.post(path, headers=headers or {}, environ_base={"REMOTE_ADDR": "10.0.0.2", **environ})
+
+
+def test_paired_event(memory: MemoryTransport) -> None:
+    app, _ = make(memory)
+    r = call(app, "/api/cart/add", {**ATC, "User-Agent": "UA/1", "X-Forwarded-For": "6.6.6.6"})
+    assert r.status_code == 200 and r.get_data() == b"ok"
+    [event] = memory.events
+    assert event["event_id"] == "atc_0123456789abcdef"
+    assert event["user_data"]["client_ip_address"] == "10.0.0.2"  # trust_proxy=0: the forged header is ignored
+    assert event["user_data"]["fbp"] == "fb.1.2.3" and event["user_data"]["user_agent"] == "UA/1"
+
+
+def test_trust_proxy_takes_the_load_balancers_entry(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*"], trust_proxy=1), transport=memory)
+    app = LayerSyncWSGIMiddleware(shop, client=client)
+    call(app, "/api/cart/add", {**ATC, "X-Forwarded-For": "6.6.6.6, 198.51.100.4"})
+    assert memory.events[0]["user_data"]["client_ip_address"] == "198.51.100.4"
+
+
+def test_nothing_without_match_or_headers(memory: MemoryTransport) -> None:
+    app, _ = make(memory)
+    call(app, "/elsewhere", ATC)
+    call(app, "/api/cart/add")
+    assert memory.events == []
+
+
+def test_forged_and_malformed_headers(memory: MemoryTransport) -> None:
+    app, client = make(memory)
+    call(app, "/api/cart/add", PUR)
+    call(app, "/api/cart/add", {"X-LayerSync-Event-Id": "\u00e9" * 20, "X-LayerSync-Event-Name": "add_to_cart"})
+    assert memory.events == []
+    assert client.stats().dropped == {"name_not_allowed": 1, "invalid_header": 1}
+
+
+@pytest.mark.parametrize("status", [400, 409, 500])
+def test_failures_send_nothing(memory: MemoryTransport, status: int) -> None:
+    app, _ = make(memory)
+    assert call(app, f"/api/cart/add?status={status}", ATC).status_code == status
+    assert memory.events == []
+
+
+def test_enrich_and_cancel(memory: MemoryTransport) -> None:
+    app, _ = make(memory)
+    call(app, "/api/orders?enrich=1", PUR)
+    call(app, "/api/cart/add?cancel=1", ATC)
+    [event] = memory.events
+    assert event["custom_data"] == {"order_id": "O-W", "value": 3.5}
+
+
+def test_app_exception_propagates(memory: MemoryTransport) -> None:
+    app, _ = make(memory)
+    with pytest.raises(RuntimeError, match="own bug"):
+        call(app, "/api/orders/boom", PUR)
+    assert memory.events == []
+
+
+def test_response_iterable_is_returned_untouched(memory: MemoryTransport) -> None:
+    class FileWrapper:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+            self.closed = False
+
+        def __iter__(self) -> Any:
+            return iter([self.f.read()])
+
+        def close(self) -> None:
+            self.closed = True
+
+    returned: list[Any] = []
+
+    def file_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        body = environ["wsgi.file_wrapper"](io.BytesIO(b"file body"))
+        returned.append(body)
+        return body  # type: ignore[no-any-return]
+
+    app, _ = make(memory, file_app)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/cart/add",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "10.0.0.2",
+        "wsgi.file_wrapper": FileWrapper,
+        "HTTP_X_LAYERSYNC_EVENT_ID": ATC["X-LayerSync-Event-Id"],
+        "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart",
+    }
+    statuses: list[str] = []
+    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert result is returned[0]  # identity kept: servers' sendfile/offload still work
+    assert statuses == ["200 OK"] and len(memory.events) == 1
+
+
+def test_streaming_body_event_is_queued_before_the_body(memory: MemoryTransport) -> None:
+    seen: list[int] = []
+
+    def streaming_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        yield b"a"
+        seen.append(len(memory.events))
+        yield b"b"
+
+    app, _ = make(memory, streaming_app)
+    assert call(app, "/api/cart/add", ATC).get_data() == b"ab"
+    assert seen == [1]
+
+
+def test_start_response_gets_exc_info_only_when_given(memory: MemoryTransport) -> None:
+    def app_with_exc(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        try:
+            raise ValueError("x")
+        except ValueError:
+            import sys
+
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return [b"err"]
+
+    app, _ = make(memory, app_with_exc)
+    calls: list[tuple[Any, ...]] = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/cart/add",
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "HTTP_X_LAYERSYNC_EVENT_ID": "atc_0123456789abcdef",
+        "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart",
+    }
+    app(environ, lambda *args: calls.append(args))
+    assert len(calls[0]) == 3 and memory.events == []
+    calls.clear()
+    environ.pop("layersync.handled")
+    make(memory)[0](environ, lambda *args: calls.append(args))
+    assert len(calls[0]) == 2
+
+
+def test_patterns_match_path_info_not_script_name(memory: MemoryTransport) -> None:
+    app, _ = make(memory)
+    Client(app).post("/api/cart/add", headers=ATC, base_url="http://localhost/shop")
+    assert memory.events[0]["event_source_url"] == "http://localhost/shop/api/cart/add"
+
+
+def test_installed_twice_sends_once(memory: MemoryTransport) -> None:
+    inner, _ = make(memory)
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*"], timeout_ms=999), transport=memory)
+    call(LayerSyncWSGIMiddleware(inner, client=client), "/api/cart/add", ATC)
+    assert len(memory.events) == 1
+
+
+def test_consent(memory: MemoryTransport) -> None:
+    app, _ = make(memory, consent=lambda environ: "consent=no" not in environ.get("HTTP_COOKIE", ""))
+    c = Client(app)
+    c.set_cookie("consent", "no")
+    c.post("/api/cart/add", headers=ATC)
+    assert memory.events == []
