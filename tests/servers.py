@@ -1,0 +1,108 @@
+"""Run an example app under a real server (uvicorn, gunicorn) in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def command(server: str, target: str, port: int) -> list[str]:
+    bind = ["127.0.0.1", str(port)]
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", target, "--host", bind[0], "--port", bind[1], "--log-level", "warning"]
+    if server == "gunicorn":  # two workers forked from a master that imported the app first
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            target,
+            "-b",
+            ":".join(bind),
+            "-w",
+            "2",
+            "--preload",
+            "--graceful-timeout",
+            "5",
+            "--log-level",
+            "warning",
+        ]
+    if server == "gunicorn-gthread":
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            target,
+            "-b",
+            ":".join(bind),
+            "-w",
+            "1",
+            "--threads",
+            "4",
+            "-k",
+            "gthread",
+            "--graceful-timeout",
+            "5",
+            "--log-level",
+            "warning",
+        ]
+    raise ValueError(server)
+
+
+@contextmanager
+def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.Popen(
+        command(server, target, port),
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{server} {target} exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server} {target} did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """Stop gracefully (SIGTERM, as a deploy does) and return what the server printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stdout.read() if proc.stdout else ""
