@@ -4,41 +4,16 @@ pytest_plugins = ["layersync_middleware.testing"]
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
+from helpers import SITE, LiveHub, settings
 
-from layersync_middleware import LayerSync, Settings
-from layersync_middleware.hub import HubServer, HubSite, create_hub
+from layersync_middleware import LayerSync
+from layersync_middleware.hub import HubServer, create_hub
 
 if TYPE_CHECKING:
     from layersync_middleware.testing import MemoryTransport
-
-SITE = HubSite("site_test", "pk_test_publishable", "sk_test_secret_key")
-SECRET = SITE.secret_key
-
-
-class LiveHub:
-    """The project's own hub on a loopback port, with helpers for assertions."""
-
-    def __init__(self, server: HubServer) -> None:
-        self.server = server
-        self.url = server.url
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-
-    def events(self, source: str | None = None) -> list[dict[str, Any]]:
-        evs = [e for e in self.http.get("/api/hub/events").json()["events"] if source in (None, e["source"])]
-        return list(reversed(evs))
-
-    def groups(self) -> list[dict[str, Any]]:
-        return list(reversed(self.http.get("/api/hub/groups").json()["groups"]))
-
-    def faults(self, **faults: Any) -> None:
-        self.http.post("/api/hub/faults", json=faults).raise_for_status()
-
-    def reset(self) -> None:
-        self.http.post("/api/hub/reset").raise_for_status()
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +29,6 @@ def hub(_hub_server: HubServer) -> Iterator[LiveHub]:
     yield live
     live.reset()
     live.http.close()
-
-
-def settings(**options: Any) -> Settings:
-    base: dict[str, Any] = {"site_id": SITE.site_id, "secret_key": SECRET, "api_url": "http://127.0.0.1:9"}
-    return Settings(**{**base, **options})
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import SECRET, LiveHub, settings
+from helpers import SECRET, LiveHub, settings
 
 from layersync_middleware import LayerSync
 from layersync_middleware.testing import MemoryTransport

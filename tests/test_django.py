@@ -4,8 +4,8 @@ from typing import Any
 
 import django
 import pytest
-from conftest import SITE, LiveHub
 from django.conf import settings as dj
+from helpers import SITE, LiveHub
 
 if not dj.configured:
     dj.configure(

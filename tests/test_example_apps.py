@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import SITE, LiveHub
+from helpers import SITE, LiveHub
 from servers import serve
 
 from layersync_middleware._event import new_event_id

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SITE, LiveHub
 from flask import Flask, jsonify
+from helpers import SITE, LiveHub
 
 from layersync_middleware import ConfigurationError, current_event
 from layersync_middleware._event import new_event_id

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from conftest import SITE, LiveHub, settings
+from helpers import SITE, LiveHub, settings
 
 from layersync_middleware import LayerSync
 from layersync_middleware._event import Event, build_event, new_event_id

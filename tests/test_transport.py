@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
-from conftest import LiveHub, settings
+from helpers import LiveHub, settings
 
 from layersync_middleware import _wire
 from layersync_middleware._transport import (

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from conftest import settings
+from helpers import settings
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 

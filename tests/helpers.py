@@ -1,0 +1,40 @@
+"""Shared by the tests: the test site, a live hub wrapper, settings with defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from layersync_middleware import Settings
+from layersync_middleware.hub import HubServer, HubSite
+
+SITE = HubSite("site_test", "pk_test_publishable", "sk_test_secret_key")
+SECRET = SITE.secret_key
+
+
+class LiveHub:
+    """The project's own hub on a loopback port, with helpers for assertions."""
+
+    def __init__(self, server: HubServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def events(self, source: str | None = None) -> list[dict[str, Any]]:
+        evs = [e for e in self.http.get("/api/hub/events").json()["events"] if source in (None, e["source"])]
+        return list(reversed(evs))
+
+    def groups(self) -> list[dict[str, Any]]:
+        return list(reversed(self.http.get("/api/hub/groups").json()["groups"]))
+
+    def faults(self, **faults: Any) -> None:
+        self.http.post("/api/hub/faults", json=faults).raise_for_status()
+
+    def reset(self) -> None:
+        self.http.post("/api/hub/reset").raise_for_status()
+
+
+def settings(**options: Any) -> Settings:
+    base: dict[str, Any] = {"site_id": SITE.site_id, "secret_key": SECRET, "api_url": "http://127.0.0.1:9"}
+    return Settings(**{**base, **options})
