@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from layersync_middleware.testing import MemoryTransport
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The browser tests go last: Playwright's sync API keeps an event loop running in
+    # the main thread while it is open, which asyncio.run() in other tests refuses.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(scope="session")
 def _hub_server() -> Iterator[HubServer]:
     with HubServer(create_hub([SITE])) as server:
