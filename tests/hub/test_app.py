@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from layersync_middleware._event import new_event_id
+from layersync_middleware.hub import Faults, HubSite, create_hub
+
+SITE = HubSite("site_h", "pk_h_pub", "sk_h_secret")
+SERVER = {"Authorization": "Bearer sk_h_secret", "X-LayerSync-Site-Id": "site_h"}
+BROWSER = {"X-LayerSync-Api-Key": "pk_h_pub", "X-LayerSync-Site-Id": "site_h"}
+
+
+def event(name: str = "purchase", event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "site_id": "site_h",
+        "event_id": event_id or new_event_id(name),
+        "event_name": name,
+        "event_time": int(time.time()),
+        "user_data": {},
+        "custom_data": {},
+        **extra,
+    }
+
+
+@pytest.fixture
+def hub() -> Iterator[TestClient]:
+    with TestClient(create_hub([SITE])) as client:
+        yield client
+
+
+def groups(hub: TestClient) -> list[dict[str, Any]]:
+    return list(hub.get("/api/hub/groups").json()["groups"])
+
+
+def test_server_key_only_on_server_endpoints(hub: TestClient) -> None:
+    assert hub.post("/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
+    assert (
+        hub.post(
+            "/api/v1/events/browser", json=event(), headers={**BROWSER, "X-LayerSync-Api-Key": "sk_h_secret"}
+        ).status_code
+        == 401
+    )
+    assert (
+        hub.post(
+            "/api/v1/events/server", json=event(), headers={**SERVER, "Authorization": "Bearer pk_h_pub"}
+        ).status_code
+        == 401
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer sk_wrong", "X-LayerSync-Site-Id": "site_h"},
+        {"Authorization": "sk_h_secret", "X-LayerSync-Site-Id": "site_h"},
+        {"Authorization": "Bearer sk_h_secret", "X-LayerSync-Site-Id": "other"},
+    ],
+)
+def test_wrong_or_missing_key_is_401_and_not_stored(hub: TestClient, headers: dict[str, str]) -> None:
+    r = hub.post("/api/v1/events/server", json=event(), headers=headers)
+    assert r.status_code == 401 and "key" in r.json()["error"]
+    assert groups(hub) == []
+
+
+def test_beacon_query_string_auth(hub: TestClient) -> None:
+    body = json.dumps(event("page_view"))
+    r = hub.post(
+        "/api/v1/events/browser?_ls_api_key=pk_h_pub&_ls_site_id=site_h",
+        content=body,
+        headers={"Content-Type": "text/plain"},
+    )
+    assert r.status_code == 200 and groups(hub)[0]["browser"] == 1
+
+
+def test_dedupe_groups(hub: TestClient) -> None:
+    eid = new_event_id("add_to_cart")
+    hub.post("/api/v1/events/browser", json=event("add_to_cart", eid), headers=BROWSER)
+    hub.post("/api/v1/events/server", json=event("add_to_cart", eid), headers=SERVER)
+    r = hub.post("/api/v1/events/server", json=event("add_to_cart", eid), headers=SERVER)
+    assert r.json()["duplicate"] is True
+    hub.post("/api/v1/events/server", json=event("purchase", eid), headers=SERVER)  # another name: another group
+    by_name = {g["event_name"]: g for g in groups(hub)}
+    assert by_name["add_to_cart"]["paired"] and by_name["add_to_cart"]["duplicates"] == 1
+    assert by_name["add_to_cart"]["sources"] == ["browser", "server"]
+    assert by_name["purchase"]["sources"] == ["server"] and not by_name["purchase"]["paired"]
+
+
+def test_batch_with_per_event_results_and_gzip(hub: TestClient) -> None:
+    good, bad = event("lead"), event("lead", site_id="someone_else")
+    body = gzip.compress(json.dumps({"events": [good, bad]}).encode())
+    r = hub.post("/api/v1/events/server/batch", content=body, headers={**SERVER, "Content-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert [x["status"] for x in r.json()["results"]] == ["ok", "drop"]
+    assert len(groups(hub)) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b"{not json", 400),
+        (b"[]", 422),
+        (json.dumps({"event_id": "x"}).encode(), 422),
+        (json.dumps({**event(), "event_time": "now"}).encode(), 422),
+        (json.dumps({**event(), "user_data": []}).encode(), 422),
+        (b"x" * (1024 * 1024 + 1), 413),
+    ],
+)
+def test_validation(hub: TestClient, content: bytes, status: int) -> None:
+    r = hub.post("/api/v1/events/server", content=content, headers=SERVER)
+    assert r.status_code == status and "error" in r.json()
+    assert groups(hub) == []
+
+
+def test_gzip_bomb_is_refused(hub: TestClient) -> None:
+    bomb = gzip.compress(b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    r = hub.post("/api/v1/events/server", content=bomb, headers={**SERVER, "Content-Encoding": "gzip"})
+    assert r.status_code == 413
+
+
+def test_batch_limits(hub: TestClient) -> None:
+    r = hub.post("/api/v1/events/server/batch", json={"events": [event() for _ in range(51)]}, headers=SERVER)
+    assert r.status_code == 413
+    assert hub.post("/api/v1/events/server/batch", json={"events": []}, headers=SERVER).status_code == 422
+
+
+def test_config_with_etag(hub: TestClient) -> None:
+    r = hub.get("/api/v1/config/platforms?site_id=site_h&sdk=x", headers=BROWSER)
+    assert r.status_code == 200 and r.json()["retry_policy"]["purchase"]["max_attempts"] == 20
+    etag = r.headers["etag"]
+    assert hub.get("/api/v1/config/platforms?site_id=site_h", headers={"If-None-Match": etag}).status_code == 304
+    assert hub.get("/api/v1/config/platforms?site_id=nope").status_code == 404
+
+
+def test_cors_preflight_for_the_browser_sdk(hub: TestClient) -> None:
+    r = hub.options(
+        "/api/v1/events/browser",
+        headers={
+            "Origin": "http://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-layersync-api-key,x-layersync-site-id",
+        },
+    )
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_fault_injection_500_429_and_count(hub: TestClient) -> None:
+    hub.post("/api/hub/faults", json={"mode": "429", "retry_after": 7, "count": 1})
+    r = hub.post("/api/v1/events/server", json=event(), headers=SERVER)
+    assert r.status_code == 429 and r.headers["retry-after"] == "7"
+    assert hub.post("/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
+    hub.post("/api/hub/faults", json={"mode": "500"})
+    assert hub.post("/api/v1/events/server", json=event(), headers=SERVER).status_code == 500
+    assert hub.post("/api/v1/events/browser", json=event(), headers=BROWSER).status_code == 200  # target: server
+    assert hub.get("/api/hub/faults").json()["hits"] == 1  # counted since the faults were set
+    assert hub.post("/api/hub/faults", json={"mode": "teapot"}).status_code == 400
+
+
+def test_fault_rate_is_a_share() -> None:
+    faults = Faults(mode="500", rate=0.5)
+    hits = sum(faults.pick("server") is not None for _ in range(2000))
+    assert 800 < hits < 1200
+
+
+def test_hang_and_drop_over_real_http() -> None:
+    from layersync_middleware.hub import HubServer
+
+    with HubServer(create_hub([SITE], faults=Faults(mode="hang", hang_seconds=5))) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=0.3)
+        httpx.post(server.url + "/api/hub/faults", json={"mode": "drop"})
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=3)
+        httpx.post(server.url + "/api/hub/faults", json={"mode": None})
+        assert httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
+
+
+def test_sqlite_file_survives_a_restart(tmp_path: Any) -> None:
+    db = str(tmp_path / "hub.sqlite3")
+    with TestClient(create_hub([SITE], database=db)) as hub:
+        hub.post("/api/v1/events/server", json=event(), headers=SERVER)
+    with TestClient(create_hub([SITE], database=db)) as hub:
+        assert len(groups(hub)) == 1
+
+
+def test_page_is_served(hub: TestClient) -> None:
+    r = hub.get("/")
+    assert r.status_code == 200 and "Dedupe groups" in r.text and "/api/hub/groups" in r.text
