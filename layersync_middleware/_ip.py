@@ -10,10 +10,12 @@ forge all sit to the left of the ones the trusted proxies wrote: with the right
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
 
+@functools.lru_cache(maxsize=4096)  # the same clients and proxies come back again and again
 def parse_ip(value: str) -> str | None:
     """A normalised address from ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``; else None."""
     v = value.strip().strip('"')

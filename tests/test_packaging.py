@@ -24,7 +24,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 import layersync_middleware as l
 from layersync_middleware import LayerSyncMiddleware, LayerSyncWSGIMiddleware
-c = l.LayerSync(site_id="s", secret_key="sk_x", sender="sync", transport=__import__("layersync_middleware.testing", fromlist=["x"]).MemoryTransport())
+from layersync_middleware.testing import MemoryTransport
+c = l.LayerSync(site_id="s", secret_key="sk_x", sender="sync", transport=MemoryTransport())
 assert c.track("purchase", request={"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "REMOTE_ADDR": "1.2.3.4"})
 print("ok")
 """
