@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_middleware.py [--n 20000]
 
 Calls a routed Starlette app and a Flask app in-process, bare and wrapped (no sockets, so
-the middleware's own cost is not hidden by network noise), for: a path the matcher does not match, a matched path without
-pairing headers, and a matched path with them (the event is built and queued; the
+the middleware's own cost is not hidden by network noise), for: a path the matcher does
+not match, a matched path without pairing headers, and a matched path with them (the event is built and queued; the
 sender delivers to an in-memory transport). Reports microseconds per request and the
 ratio to the bare app. Timings vary by machine; the ratios are the claim.
 """
