@@ -526,6 +526,7 @@ class ThreadSender(Sender):
     def _wake(self) -> None:
         if self._worker_alive() or self._finalizing or sys.is_finalizing():
             return
+        _warn_if_uwsgi_without_threads()
         with self._lock:
             if self._worker_alive():
                 return
@@ -755,6 +756,24 @@ class AsyncioSender(Sender):
                 self._loop.call_soon_threadsafe(self._wakeup.set)
             except RuntimeError:
                 pass
+
+
+_uwsgi_checked = False
+
+
+def _warn_if_uwsgi_without_threads() -> None:
+    """uWSGI without --enable-threads never runs our worker thread: say so, once."""
+    global _uwsgi_checked
+    if _uwsgi_checked:
+        return
+    _uwsgi_checked = True
+    uwsgi = sys.modules.get("uwsgi")
+    opt = getattr(uwsgi, "opt", None)
+    if isinstance(opt, dict) and not (opt.get("enable-threads") or opt.get("threads")):
+        logger.warning(
+            "uWSGI runs without --enable-threads: LayerSync's sender thread cannot run. "
+            "Start uWSGI with --enable-threads (and --py-call-uwsgi-fork-hooks), or use sender='sync'."
+        )
 
 
 def _after_fork_in_child() -> None:

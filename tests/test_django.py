@@ -163,3 +163,19 @@ def test_consent_hook_by_dotted_path(hub: LiveHub, ATC: dict[str, str], PUR: dic
 
 def deny_all(request: HttpRequest) -> bool:
     return False
+
+
+def streaming(request: HttpRequest) -> HttpResponse:
+    from django.http import StreamingHttpResponse
+
+    return StreamingHttpResponse(iter([b"a", b"b"]))
+
+
+urlpatterns.append(path("api/cart/stream", streaming))
+
+
+def test_streaming_response_pairs_when_returned(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        r = Client().post("/api/cart/stream", **ATC)
+        assert len(hub.events("server")) == 1  # queued when the response was returned, before the body
+        assert b"".join(r.streaming_content) == b"ab"

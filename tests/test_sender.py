@@ -418,3 +418,30 @@ def test_sender_interface_is_small() -> None:
     public = {n for n in dir(Sender) if not n.startswith("_")}
     assert {"submit", "flush", "shutdown", "stats", "deliver_now"} <= public
     assert isinstance(HTTPTransport(settings()), object)
+
+
+def test_uwsgi_without_threads_is_reported(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import types
+
+    from layersync_middleware import _sender
+
+    fake = types.ModuleType("uwsgi")
+    fake.opt = {"master": True}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uwsgi", fake)
+    monkeypatch.setattr(_sender, "_uwsgi_checked", False)
+    sender = ThreadSender(settings(), lambda: Scripted())
+    sender.submit(event())
+    assert "--enable-threads" in caplog.text
+    sender.shutdown(1)
+
+
+def test_console_log_goes_to_stderr() -> None:
+    script = textwrap.dedent("""
+        from layersync_middleware import LayerSync
+        ls = LayerSync(site_id="s", secret_key="sk_hidden_value", console_log=True, sender="sync",
+                       api_url="http://127.0.0.1:9", max_retries=0, timeout_ms=200)
+        ls.track("lead", event_id="no")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert "[LayerSync] WARNING event_id must be" in result.stderr
+    assert "sk_hidden_value" not in result.stderr
