@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._client import LayerSync, PendingEvent
+from ._client import LayerSync, PendingEvent, shared_client
 from ._log import RateLimitedLog
 from ._match import Rule
 from ._request import RequestContext
+from ._settings import Settings
 
 # Set in the ASGI scope / WSGI environ of a request whose pairing is already handled,
 # so that two layers installed (say ASGI and Django) send one event.
@@ -18,6 +19,16 @@ _ID_HEADER = b"x-layersync-event-id"
 
 Consent = Callable[[Any], bool]
 IsSuccess = Callable[[int], bool]
+
+
+def resolve_client(client: LayerSync | None, options: dict[str, Any]) -> LayerSync:
+    """The client an adapter uses: the one given, or the process's one for the settings
+    from the environment with ``options`` on top."""
+    if client is None:
+        return shared_client(Settings.from_env(**options))
+    if options:
+        raise TypeError(f"pass settings either in client= or as options, not both (got {', '.join(options)})")
+    return client
 
 
 def default_is_success(status: int) -> bool:

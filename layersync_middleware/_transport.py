@@ -152,33 +152,45 @@ def _network_error(exc: Exception, n: int) -> list[Outcome]:
 
 
 # -- HTTP transports ----------------------------------------------------------------------
-def _limits() -> httpx.Limits:
-    return httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0)
-
-
-class HTTPTransport:
-    """One keep-alive ``httpx.Client`` per process; retries a connect error once at once."""
+class _HTTPBase:
+    """What the sync and async transports share: the endpoint, the headers, the limits."""
 
     def __init__(self, settings: Settings) -> None:
         self._url = settings.api_url
         self._headers = base_headers(settings)
         self._timeout = settings.timeout_ms / 1000
+        self._client_options: dict[str, Any] = {
+            "timeout": self._timeout,
+            "follow_redirects": False,  # a redirect would carry the key elsewhere
+            "trust_env": False,
+        }
+        self._limits = httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0)
+
+    def _request(self, bodies: Sequence[bytes], timeout: float) -> dict[str, Any]:
+        path, data, extra = request_body(bodies)
+        return {
+            "url": self._url + path,
+            "content": data,
+            "headers": {**self._headers, **extra},
+            "timeout": max(min(timeout, self._timeout), 0.001),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_url={self._url!r})"
+
+
+class HTTPTransport(_HTTPBase):
+    """One keep-alive ``httpx.Client`` per process; retries a failed connect once, at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self._client = httpx.Client(
-            transport=httpx.HTTPTransport(retries=1, limits=_limits()),
-            timeout=self._timeout,
-            follow_redirects=False,
-            trust_env=False,
+            transport=httpx.HTTPTransport(retries=1, limits=self._limits), **self._client_options
         )
 
     def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
-        path, data, extra = request_body(bodies)
         try:
-            resp = self._client.post(
-                self._url + path,
-                content=data,
-                headers={**self._headers, **extra},
-                timeout=max(min(timeout, self._timeout), 0.001),
-            )
+            resp = self._client.post(**self._request(bodies, timeout))
         except (httpx.HTTPError, OSError) as exc:
             return _network_error(exc, len(events))
         return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
@@ -186,39 +198,22 @@ class HTTPTransport:
     def close(self) -> None:
         self._client.close()
 
-    def __repr__(self) -> str:
-        return f"HTTPTransport(api_url={self._url!r})"
 
-
-class AsyncHTTPTransport:
+class AsyncHTTPTransport(_HTTPBase):
     """The same over ``httpx.AsyncClient``, for the asyncio sender. Bound to one event loop."""
 
     def __init__(self, settings: Settings) -> None:
-        self._url = settings.api_url
-        self._headers = base_headers(settings)
-        self._timeout = settings.timeout_ms / 1000
+        super().__init__(settings)
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(retries=1, limits=_limits()),
-            timeout=self._timeout,
-            follow_redirects=False,
-            trust_env=False,
+            transport=httpx.AsyncHTTPTransport(retries=1, limits=self._limits), **self._client_options
         )
 
     async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
-        path, data, extra = request_body(bodies)
         try:
-            resp = await self._client.post(
-                self._url + path,
-                content=data,
-                headers={**self._headers, **extra},
-                timeout=max(min(timeout, self._timeout), 0.001),
-            )
+            resp = await self._client.post(**self._request(bodies, timeout))
         except (httpx.HTTPError, OSError) as exc:
             return _network_error(exc, len(events))
         return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    def __repr__(self) -> str:
-        return f"AsyncHTTPTransport(api_url={self._url!r})"

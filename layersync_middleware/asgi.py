@@ -6,10 +6,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._client import LayerSync, reset_current, set_current, shared_client
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing
+from ._client import LayerSync, reset_current, set_current
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing, resolve_client
 from ._request import request_context
-from ._settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,11 +38,7 @@ class LayerSyncMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        if client is None:
-            client = shared_client(Settings.from_env(**options))
-        elif options:
-            raise TypeError("pass settings either in client= or as options, not both")
-        self.client = client
+        self.client = client = resolve_client(client, options)
         self._pairing = Pairing(client, consent=consent, is_success=is_success)
         self._match = client.settings.matcher.match
         self._enabled = self._pairing.active

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._client import LayerSync, reset_current, set_current, shared_client
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing
+from ._client import LayerSync, reset_current, set_current
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, resolve_client
 from ._request import request_context
-from ._settings import Settings
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -43,11 +42,7 @@ class LayerSyncWSGIMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        if client is None:
-            client = shared_client(Settings.from_env(**options))
-        elif options:
-            raise TypeError("pass settings either in client= or as options, not both")
-        self.client = client
+        self.client = client = resolve_client(client, options)
         self._pairing = Pairing(client, consent=consent, is_success=is_success)
         self._match = client.settings.matcher.match
         self._enabled = self._pairing.active
