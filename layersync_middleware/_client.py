@@ -15,7 +15,7 @@ from ._match import Rule
 from ._pii import hash_traits
 from ._request import RequestContext, request_context, request_user_data
 from ._sender import AsyncioSender, OnDrop, Sender, Stats, SyncSender, ThreadSender
-from ._settings import Settings
+from ._settings import Settings, check_unknown
 from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport
 
 
@@ -110,8 +110,9 @@ class LayerSync:
         **options: Any,
     ) -> None:
         if settings is None:
-            settings = Settings(**options)
+            settings = Settings.from_options(options)
         elif options:
+            check_unknown(sorted(options), {})
             settings = settings.replace(**options)
         self.settings = settings
         if settings.console_log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,9 +22,12 @@ class RateLimitedLog:
         self._interval = interval
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def warn(self, key: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
         now = time.monotonic()
+        if self._pid != os.getpid():  # a lock copied by fork may be held by a thread that is gone
+            self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
             last, held = self._last.get(key, (-1e18, 0))
             if now - last < self._interval:

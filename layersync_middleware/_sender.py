@@ -450,18 +450,22 @@ class Sender:
     def shutdown(self, timeout: float | None = None) -> int:
         """Flush within ``timeout``, then stop the worker and close connections.
         Returns how many events could not be delivered. The sender restarts on next use."""
-        left = self.flush(self.settings.shutdown_timeout if timeout is None else timeout)
-        self._stop()
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            try:
-                transport.close()
-            except Exception:
-                pass
+        timeout = self.settings.shutdown_timeout if timeout is None else max(timeout, 0.0)
+        deadline = self._clock() + timeout
+        left = self.flush(timeout)
+        stopped = self._stop(max(deadline - self._clock(), 0.0))
+        if stopped:  # a worker still in a request keeps its connection; it is a daemon
+            transport, self._transport = self._transport, None
+            if transport is not None:
+                try:
+                    transport.close()
+                except Exception:
+                    pass
         return left
 
-    def _stop(self) -> None:
-        """Stop the worker, if any."""
+    def _stop(self, timeout: float) -> bool:
+        """Stop the worker, waiting at most ``timeout``; True when no worker runs any more."""
+        return True
 
     def stats(self) -> Stats:
         with self._lock:
@@ -496,7 +500,7 @@ class Sender:
         with self._lock:
             queued = len(self._queue)
         if not queued:
-            self._stop()
+            self._stop(0.1)
             return
         left = self.shutdown(self.settings.shutdown_timeout)
         if left:
@@ -582,14 +586,15 @@ class ThreadSender(Sender):
                     break
                 self._cond.wait(min(remaining, 0.1))
 
-    def _stop(self) -> None:
+    def _stop(self, timeout: float) -> bool:
         thread = self._thread
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.settings.timeout_ms / 1000 + 1)
+            thread.join(timeout)
         self._thread = None
+        return thread is None or not thread.is_alive()
 
 
 class AsyncioSender(Sender):
@@ -637,8 +642,18 @@ class AsyncioSender(Sender):
             else:
                 loop.call_soon_threadsafe(wakeup.set)
             return
-        if running is not None and not self._finalizing:
+        if self._finalizing:
+            return
+        if running is not None:
             self._start(running)
+        elif self._loop is not None and self._loop.is_running():
+            # From a worker thread (a sync endpoint): start the task on the app's loop.
+            loop = self._loop
+            loop.call_soon_threadsafe(self._start_if_needed, loop)
+
+    def _start_if_needed(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._worker_alive():
+            self._start(loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
@@ -749,13 +764,14 @@ class AsyncioSender(Sender):
         # very thread, so deliver inline with the synchronous transport.
         self._drain_inline(deadline, flush_only=True)
 
-    def _stop(self) -> None:
+    def _stop(self, timeout: float) -> bool:
         self._stopping = True
         if self._worker_alive() and self._loop is not None and self._wakeup is not None:
             try:
                 self._loop.call_soon_threadsafe(self._wakeup.set)
             except RuntimeError:
                 pass
+        return not self._worker_alive()
 
 
 _uwsgi_checked = False

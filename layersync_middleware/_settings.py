@@ -311,9 +311,8 @@ class Settings:
 
     @classmethod
     def _build(cls, options: dict[str, Any], names: dict[str, str], overrides: Mapping[str, Any]) -> Settings:
-        unknown = sorted(set(options) - set(cls.__slots__))
-        if unknown:
-            raise ConfigurationError(names.get(unknown[0], unknown[0]), _unknown_message(unknown[0]))
+        check_unknown(sorted(options), names)
+        check_unknown(sorted(overrides), {})
         merged = {**options, **overrides}
         for key in overrides:
             names.pop(key, None)
@@ -321,8 +320,12 @@ class Settings:
             return cls(**merged)
         except ConfigurationError as exc:
             raise exc.renamed(names.get(exc.setting, exc.setting)) from None
-        except TypeError as exc:  # an unknown keyword in overrides
-            raise ConfigurationError("options", str(exc)) from None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """``Settings(**options)``, refusing an unknown option with a suggestion."""
+        check_unknown(sorted(options), {})
+        return cls(**options)
 
     def replace(self, **changes: Any) -> Settings:
         current: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}

@@ -179,3 +179,32 @@ def test_streaming_response_pairs_when_returned(hub: LiveHub, ATC: dict[str, str
         r = Client().post("/api/cart/stream", **ATC)
         assert len(hub.events("server")) == 1  # queued when the response was returned, before the body
         assert b"".join(r.streaming_content) == b"ab"
+
+
+def broken(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("the view's own bug")
+
+
+urlpatterns.append(path("api/orders/broken", broken))
+
+
+def test_view_exception_becomes_500_and_sends_nothing(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub, MATCHER=["/api/orders/**"])):
+        r = Client(raise_request_exception=False).post("/api/orders/broken", **PUR)
+    assert r.status_code == 500
+    assert hub.events() == []
+
+
+def test_malformed_headers_are_refused(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        r = Client().post(
+            "/api/cart/add", HTTP_X_LAYERSYNC_EVENT_ID="<script>", HTTP_X_LAYERSYNC_EVENT_NAME="add_to_cart"
+        )
+        assert r.status_code == 200
+        r = Client().post(
+            "/api/cart/add",
+            HTTP_X_LAYERSYNC_EVENT_ID=ATC["HTTP_X_LAYERSYNC_EVENT_ID"],
+            HTTP_X_LAYERSYNC_EVENT_NAME="x" * 300,
+        )
+        assert r.status_code == 200
+    assert hub.events() == []

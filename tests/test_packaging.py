@@ -40,16 +40,22 @@ def test_exported_names_are_sorted_and_importable() -> None:
         assert getattr(layersync_middleware, name) is not None
 
 
-@pytest.mark.slow
-def test_wheel_builds_with_py_typed_and_without_tests(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    [wheel] = tmp_path.glob("*.whl")
+    [built] = out.glob("*.whl")
+    return built
+
+
+@pytest.mark.slow
+def test_wheel_builds_with_py_typed_and_without_tests(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "layersync_middleware/py.typed" in names
     assert "layersync_middleware/hub/page.html" in names
@@ -58,3 +64,25 @@ def test_wheel_builds_with_py_typed_and_without_tests(tmp_path: Path) -> None:
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Requires-Dist: httpx" in text
     assert "Requires-Dist: starlette" in text and "extra == 'hub'" in text  # frameworks only as extras
+
+
+@pytest.mark.slow
+def test_wheel_installs_with_only_its_declared_dependencies(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+
+    def pip(*args: str) -> None:
+        result = subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", *args], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    pip(str(wheel))
+    core = "import layersync_middleware, importlib.util as u; print(u.find_spec('starlette') is None)"
+    result = subprocess.run([str(py), "-c", core], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "True", result.stderr  # the core works with httpx alone
+    pip(f"{wheel}[hub]")
+    demo = subprocess.run([str(venv / "bin" / "layersync"), "demo"], capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "paired" in demo.stdout

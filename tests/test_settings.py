@@ -162,3 +162,12 @@ def test_secret_key_never_in_repr_str_or_pickle(caplog: pytest.LogCaptureFixture
     with pytest.raises(TypeError):
         pickle.dumps(s.secret_key)
     client.shutdown(0)
+
+
+def test_unknown_client_and_middleware_options_suggest_the_setting() -> None:
+    from layersync_middleware import LayerSyncMiddleware
+
+    with pytest.raises(ConfigurationError, match="^timeout: .*did you mean 'timeout_ms'"):
+        LayerSync(site_id="s", secret_key=KEY, timeout=5)
+    with pytest.raises(ConfigurationError, match="^matchers: .*did you mean 'matcher'"):
+        LayerSyncMiddleware(lambda *a: None, site_id="s", secret_key=KEY, matchers=["/x"])
