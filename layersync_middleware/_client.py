@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -371,9 +370,7 @@ class LayerSync:
             except TypeError as exc:
                 self._refuse("invalid", "%s", exc)
                 return Delivery(False, None, None, "refused")
-        call = contextvars.copy_context().run
-        return await asyncio.to_thread(
-            call,
+        return await asyncio.to_thread(  # copies the context, as a handler's code would expect
             self.send,
             event_name,
             props,
@@ -449,4 +446,4 @@ def reset_current(token: contextvars.Token[PendingEvent | None]) -> None:
     try:
         _current.reset(token)
     except ValueError:  # reset from another context: nothing to undo there
-        logging.getLogger("layersync").debug("pending event context already left")
+        pass

@@ -223,11 +223,6 @@ class Sender:
         with self._lock:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
 
-    def forget(self, event: Event) -> None:
-        """Let ``(event_id, event_name)`` through again (used when a send-now fails for good)."""
-        with self._lock:
-            self._recent.pop((str(event.get("event_id")), str(event.get("event_name"))), None)
-
     def _wake(self) -> None:
         """Make sure something will deliver the queue (start a worker, or send inline)."""
 
@@ -241,7 +236,7 @@ class Sender:
             if item.body is None:
                 try:
                     item.body = encode_event(item.event)
-                except (TypeError, ValueError):
+                except Exception:  # not JSON-able (an object, NaN, a cycle): it can never be sent
                     bad.append(item)
                     continue
                 if len(item.body) + _BATCH_OVERHEAD > _wire.BATCH_MAX_BYTES:
@@ -288,8 +283,10 @@ class Sender:
 
     def _reschedule(self, item: _Item, outcome: Outcome, now: float) -> None:
         item.attempts += 1
-        item.event["client_meta"]["attempts"] = item.attempts
-        item.body = None  # re-encode: attempts changed
+        meta = item.event.get("client_meta")
+        if isinstance(meta, dict):  # the hub sees how many tries an event took
+            meta["attempts"] = item.attempts
+            item.body = None  # re-encode with the new count
         max_age, max_attempts = _wire.retry_policy(item.name)
         if item.attempts >= max_attempts:
             self._queue.remove(item)

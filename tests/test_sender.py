@@ -467,3 +467,14 @@ def test_asyncio_sender_started_from_a_worker_thread(hub: LiveHub) -> None:
 
     assert asyncio.run(main()) == 0
     assert len(hub.events("server")) == 2
+
+
+def test_a_hand_made_event_without_client_meta_still_retries() -> None:
+    clock = Clock()
+    transport = Scripted(Outcome("retry", 500, None, "HTTP 500"))
+    sender = sync_sender(transport, clock)
+    assert sender.submit({"event_id": "evt_handmade0001", "event_name": "lead"})
+    [item] = list(sender._queue)
+    assert item.attempts == 1 and not item.inflight
+    clock.now = item.due
+    assert sender.flush(1) == 0

@@ -177,7 +177,7 @@ def test_hang_and_drop_over_real_http() -> None:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=0.3)
         httpx.post(server.url + "/api/hub/faults", json={"mode": "drop"})
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # closed mid-response
             httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=3)
         httpx.post(server.url + "/api/hub/faults", json={"mode": None})
         assert httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
