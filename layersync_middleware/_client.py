@@ -139,6 +139,20 @@ class LayerSync:
     def __repr__(self) -> str:
         return f"LayerSync(site_id={self.settings.site_id!r}, api_url={self.settings.api_url!r})"
 
+    # ``with LayerSync(...) as ls:`` in scripts and jobs: everything is delivered (or
+    # reported as left) before the block ends.
+    def __enter__(self) -> LayerSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> LayerSync:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ashutdown()
+
     # -- building -------------------------------------------------------------------------
     def _refuse(self, reason: str, message: str, *args: object) -> None:
         self._sender.count_refused(reason)

@@ -12,7 +12,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Union
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from . import _wire
@@ -85,8 +85,6 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_queue_size": (1, 1_000_000),
 }
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-SettingValue = Union[str, int, float, bool, None, MatcherSpec]
 
 
 def _is_loopback(host: str) -> bool:
@@ -273,6 +271,8 @@ class Settings:
             set_(self, "matcher", matcher)
         else:
             try:
+                if isinstance(matcher, str):  # "/a/*, /b/*=purchase", as in LAYERSYNC_MATCHER
+                    matcher = parse_matcher_env(matcher)
                 set_(self, "matcher", Matcher(matcher or ()))
             except ValueError as exc:
                 raise ConfigurationError("matcher", str(exc)) from None

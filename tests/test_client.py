@@ -188,3 +188,17 @@ def test_from_env(memory: MemoryTransport) -> None:
     )
     client.track("lead")
     assert memory.events[0]["site_id"] == "site_1"
+
+
+def test_context_manager_delivers_before_the_block_ends(hub: LiveHub) -> None:
+    with LayerSync(settings(api_url=hub.url)) as client:
+        client.track("purchase", {"order_id": "O-CTX"})
+    assert [e["event"]["custom_data"]["order_id"] for e in hub.events("server")] == ["O-CTX"]
+    assert not client.stats().worker_alive
+
+    async def main() -> None:
+        async with LayerSync(settings(api_url=hub.url, sender="asyncio")) as aclient:
+            aclient.track("lead")
+
+    asyncio.run(main())
+    assert len(hub.events("server")) == 2

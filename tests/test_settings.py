@@ -171,3 +171,9 @@ def test_unknown_client_and_middleware_options_suggest_the_setting() -> None:
         LayerSync(site_id="s", secret_key=KEY, timeout=5)
     with pytest.raises(ConfigurationError, match="^matchers: .*did you mean 'matcher'"):
         LayerSyncMiddleware(lambda *a: None, site_id="s", secret_key=KEY, matchers=["/x"])
+
+
+def test_matcher_string_is_read_like_the_environment_variable() -> None:
+    s = make(matcher="/api/cart/*, /api/orders=purchase")
+    assert [r.pattern for r in s.matcher.rules] == ["/api/cart/*", "/api/orders"]
+    assert s.matcher.rules[1].names == frozenset({"purchase"})
