@@ -62,6 +62,24 @@ def command(server: str, target: str, port: int) -> list[str]:
             "--log-level",
             "warning",
         ]
+    if server == "uwsgi":  # forks after loading the app, without Python's fork hooks
+        uwsgi = str(Path(sys.executable).parent / "uwsgi")
+        return [
+            uwsgi,
+            "--http-socket",
+            ":".join(bind),
+            "--module",
+            target,
+            "--master",
+            "--processes",
+            "2",
+            "--enable-threads",
+            "--die-on-term",
+            "--need-app",
+            "--disable-logging",
+            "--chdir",
+            str(ROOT),
+        ]
     raise ValueError(server)
 
 

@@ -19,6 +19,7 @@ APPS = [
     ("gunicorn", "example_apps.flask_app:app"),
     ("gunicorn-gthread", "example_apps.wsgi_app:app"),
     ("gunicorn", "example_apps.django_app:application"),
+    ("uwsgi", "example_apps.flask_app:app"),
 ]
 
 

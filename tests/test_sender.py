@@ -478,3 +478,19 @@ def test_a_hand_made_event_without_client_meta_still_retries() -> None:
     assert item.attempts == 1 and not item.inflight
     clock.now = item.due
     assert sender.flush(1) == 0
+
+
+def test_pid_check_covers_forks_that_skip_the_hooks(hub: LiveHub) -> None:
+    # uWSGI and Celery fork from C: Python's fork hooks never run. The pid check on enqueue
+    # notices and starts over as a fresh child would.
+    client = LayerSync(settings(api_url=hub.url))
+    client.track("lead")
+    assert client.flush(3) == 0
+    sender = client.sender
+    old_thread, old_lock = sender._thread, sender._lock  # type: ignore[attr-defined]
+    sender._pid = -1  # what a forked child sees: the parent's pid
+    client.track("lead")
+    assert sender._pid == os.getpid()
+    assert sender._lock is not old_lock and sender._thread is not old_thread  # type: ignore[attr-defined]
+    assert client.flush(3) == 0 and len(hub.events("server")) == 2
+    client.shutdown(1)
