@@ -71,3 +71,56 @@ def test_send_test_event_to_nowhere_is_bounded(
 def test_hub_command_help() -> None:
     result = run("hub", "--help")
     assert result.returncode == 0 and "--db" in result.stdout and "--fault" in result.stdout
+
+
+def test_hub_command_serves_ingest_and_the_page(tmp_path: object) -> None:
+    import time
+
+    import httpx
+    from servers import free_port
+
+    port = free_port()
+    db = str(tmp_path) + "/hub.sqlite3"  # type: ignore[operator]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "layersync_middleware.cli",
+            "hub",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--site",
+            "site_x",
+            "--secret-key",
+            "sk_x_secret",
+            "--publishable-key",
+            "pk_x_pub",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        body = {"site_id": "site_x", "event_id": "pur_0123456789abcdef", "event_name": "purchase", "event_time": 1}
+        r = httpx.post(
+            url + "/api/v1/events/server",
+            json=body,
+            headers={"Authorization": "Bearer sk_x_secret", "X-LayerSync-Site-Id": "site_x"},
+        )
+        assert r.status_code == 200
+        assert httpx.get(url + "/api/hub/groups").json()["groups"][0]["event_id"] == "pur_0123456789abcdef"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert f"LayerSync local hub on http://127.0.0.1:{port}" in out and "sk_x_secret" not in out
