@@ -208,3 +208,54 @@ def test_malformed_headers_are_refused(hub: LiveHub, ATC: dict[str, str], PUR: d
         )
         assert r.status_code == 200
     assert hub.events() == []
+
+
+def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    import asyncio
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    from layersync_middleware import LayerSyncMiddleware as ASGIMiddleware
+
+    with override_settings(LAYERSYNC=layersync(hub)):
+        client = LayerSync(
+            site_id=SITE.site_id,
+            secret_key=SITE.secret_key,
+            api_url=hub.url,
+            sender="sync",
+            matcher=["/api/cart/*"],
+            timeout_ms=4322,
+        )
+        app = ASGIMiddleware(ASGIHandler(), client=client)
+        headers = [(b"host", b"testserver")] + [
+            (k[5:].replace("_", "-").lower().encode(), v.encode()) for k, v in ATC.items()
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/api/cart/add",
+            "raw_path": b"/api/cart/add",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("10.0.0.8", 1),
+            "server": ("testserver", 80),
+        }
+        sent: list[dict[str, object]] = []
+        bodies = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            if bodies:
+                return bodies.pop()
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert len(hub.events("server")) == 1
