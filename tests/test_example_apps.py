@@ -23,6 +23,11 @@ APPS = [
 ]
 
 
+# A fresh connection per request: uWSGI's --http-socket closes idle keep-alive
+# connections, and a reused one can be reset under the client's feet.
+ONE_SHOT = httpx.Limits(max_keepalive_connections=0)
+
+
 def env(hub: LiveHub) -> dict[str, str]:
     return {"LAYERSYNC_SITE_ID": SITE.site_id, "LAYERSYNC_SECRET": SITE.secret_key, "LAYERSYNC_API_URL": hub.url}
 
@@ -35,7 +40,7 @@ def pairing(event_id: str, name: str) -> dict[str, str]:
 def test_example_app_pairs_under_a_real_server(hub: LiveHub, server: str, target: str) -> None:
     atc, pur, forged = new_event_id("add_to_cart"), new_event_id("purchase"), new_event_id("purchase")
     ua = {"User-Agent": "Mozilla/5.0 ExampleAppTest"}
-    with serve(server, target, env(hub)) as url, httpx.Client(base_url=url, headers=ua) as shop:
+    with serve(server, target, env(hub)) as url, httpx.Client(base_url=url, headers=ua, limits=ONE_SHOT) as shop:
         shop.cookies.set("_fbp", "fb.1.1795665695826.42")
         assert shop.post("/api/cart/add", json={"item_id": "SKU-A"}).status_code == 200  # no headers
         r = shop.post("/api/cart/add", json={"item_id": "SKU-A"}, headers=pairing(forged, "purchase"))
