@@ -72,6 +72,9 @@ def current_event() -> PendingEvent | None:
     return _current.get()
 
 
+_MAX_URL = 2048
+
+
 def _is_mapping(value: object) -> bool:
     # Typed callers pass mappings; this guards the untyped ones at run time.
     return isinstance(value, Mapping)
@@ -211,6 +214,11 @@ class LayerSync:
             user_data = request_user_data(ctx, self.settings.trust_proxy, page)
             if event_source_url is None:
                 event_source_url = page
+        if event_source_url is not None and len(event_source_url) > _MAX_URL:
+            # An overlong URL is a query string gone wild; the page without it still attributes.
+            event_source_url = event_source_url.split("?", 1)[0]
+            if len(event_source_url) > _MAX_URL:
+                event_source_url = None
         if identity:
             if not _is_mapping(identity):
                 self._refuse("invalid", "identity traits must be a mapping")

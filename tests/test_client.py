@@ -202,3 +202,20 @@ def test_context_manager_delivers_before_the_block_ends(hub: LiveHub) -> None:
 
     asyncio.run(main())
     assert len(hub.events("server")) == 2
+
+
+def test_overlong_urls_lose_their_query(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    long_query = {
+        "type": "http",
+        "path": "/p",
+        "root_path": "",
+        "scheme": "https",
+        "headers": [(b"host", b"s.example")],
+        "query_string": b"q=" + b"x" * 5000,
+        "client": ("1.2.3.4", 1),
+        "server": ("s", 443),
+    }
+    sync_client.track("page_view", request=long_query)
+    sync_client.track("page_view", event_source_url="https://s.example/" + "y" * 5000)
+    assert memory.events[0]["event_source_url"] == "https://s.example/p"
+    assert "event_source_url" not in memory.events[1]
