@@ -24,62 +24,29 @@ def free_port() -> int:
 
 
 def command(server: str, target: str, port: int) -> list[str]:
-    bind = ["127.0.0.1", str(port)]
+    host = f"127.0.0.1:{port}"
+    gunicorn = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        target,
+        "-b",
+        host,
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
     if server == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", target, "--host", bind[0], "--port", bind[1], "--log-level", "warning"]
+        return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
     if server == "gunicorn":  # two workers forked from a master that imported the app first
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            target,
-            "-b",
-            ":".join(bind),
-            "-w",
-            "2",
-            "--preload",
-            "--graceful-timeout",
-            "5",
-            "--log-level",
-            "warning",
-        ]
+        return [*gunicorn, "-w", "2", "--preload"]
     if server == "gunicorn-gthread":
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            target,
-            "-b",
-            ":".join(bind),
-            "-w",
-            "1",
-            "--threads",
-            "4",
-            "-k",
-            "gthread",
-            "--graceful-timeout",
-            "5",
-            "--log-level",
-            "warning",
-        ]
+        return [*gunicorn, "-w", "1", "--threads", "4", "-k", "gthread"]
     if server == "uwsgi":  # forks after loading the app, without Python's fork hooks
         uwsgi = str(Path(sys.executable).parent / "uwsgi")
-        return [
-            uwsgi,
-            "--http-socket",
-            ":".join(bind),
-            "--module",
-            target,
-            "--master",
-            "--processes",
-            "2",
-            "--enable-threads",
-            "--die-on-term",
-            "--need-app",
-            "--disable-logging",
-            "--chdir",
-            str(ROOT),
-        ]
+        options = "--master --processes 2 --enable-threads --die-on-term --need-app --disable-logging".split()
+        return [uwsgi, "--http-socket", host, "--module", target, "--chdir", str(ROOT), *options]
     raise ValueError(server)
 
 

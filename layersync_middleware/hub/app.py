@@ -104,8 +104,6 @@ def validate_event(event: Any, site_id: str) -> dict[str, Any]:
     for key in ("user_data", "custom_data", "client_meta"):
         if key in event and not isinstance(event[key], dict):
             raise _Invalid(422, f"{key} must be an object")
-    if not isinstance(event.get("user_data", {}), dict):
-        raise _Invalid(422, "user_data must be an object")
     for key, value in (event.get("user_data") or {}).items():
         if not isinstance(value, (str, int, float)) or (isinstance(value, str) and len(value) > 2048):
             raise _Invalid(422, f"user_data.{key} must be a short string")
