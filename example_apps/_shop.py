@@ -27,6 +27,12 @@ def new_order_id() -> str:
     return f"ORD-{secrets.token_hex(3).upper()}"
 
 
+def cart_props(item_id: str | None) -> dict[str, object]:
+    """What the server adds to a paired add_to_cart: the real price, from the catalogue."""
+    price = PRICES.get(item_id or "", 0.0)
+    return {"value": price, "currency": "USD", "items": [{"item_id": item_id, "price": price}]}
+
+
 def order_total(items: list[str]) -> float:
     return round(sum(PRICES.get(i, 0.0) for i in items), 2)
 

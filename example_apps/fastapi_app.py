@@ -29,8 +29,7 @@ async def cart_add(request: Request, fail: int = 0) -> JSONResponse:
     item = await request.json()
     pending = current_event()  # the paired event; enrich it with what only the server knows
     if pending is not None:
-        price = _shop.PRICES.get(item.get("item_id"), 0.0)
-        pending.update(value=price, currency="USD", items=[{"item_id": item.get("item_id"), "price": price}])
+        pending.update(_shop.cart_props(item.get("item_id")))
     return JSONResponse({"ok": not fail}, status_code=500 if fail else 200)
 
 

@@ -34,8 +34,7 @@ def cart_add() -> ResponseReturnValue:
         return jsonify(ok=False), 500
     pending = current_event()
     if pending is not None:
-        price = _shop.PRICES.get(item.get("item_id"), 0.0)
-        pending.update(value=price, currency="USD", items=[{"item_id": item.get("item_id"), "price": price}])
+        pending.update(_shop.cart_props(item.get("item_id")))
     return jsonify(ok=True)
 
 

@@ -37,8 +37,7 @@ def shop(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
             if fail:
                 return _json(start_response, "500 Internal Server Error", {"ok": False})
             if pending is not None:
-                price = _shop.PRICES.get(doc.get("item_id"), 0.0)
-                pending.update(value=price, currency="USD", items=[{"item_id": doc.get("item_id"), "price": price}])
+                pending.update(_shop.cart_props(doc.get("item_id")))
             return _json(start_response, "200 OK", {"ok": True})
         if path == "/api/checkout/start":
             return _json(start_response, "200 OK", {"ok": True})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 import secrets
 import time
@@ -25,16 +26,19 @@ def new_event_id(event_name: str) -> str:
     return f"{_wire.event_id_prefix(event_name)}_{secrets.token_hex(8)}"
 
 
+def _money(value: Any) -> Any:
+    # Decimal is how Python code holds money; the wire wants a JSON number.
+    return float(value) if isinstance(value, decimal.Decimal) else value
+
+
 def custom_data(props: Mapping[str, Any] | None) -> dict[str, Any]:
     """Props -> ``custom_data``, mapped exactly as the browser SDK maps them."""
     if not props:
         return {}
     out: dict[str, Any] = {}
-    value = props.get("value")
+    value = _money(props.get("value"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out["value"] = value
-    elif value is not None and type(value).__name__ == "Decimal":
-        out["value"] = float(value)  # Decimal: money in Python; a number on the wire
     if isinstance(props.get("currency"), str):
         out["currency"] = props["currency"]
     order_id = props.get("order_id")
@@ -55,9 +59,7 @@ def custom_data(props: Mapping[str, Any] | None) -> dict[str, Any]:
                 {
                     "id": it.get("item_id"),
                     "quantity": 1 if quantity is None else quantity,
-                    "item_price": 0
-                    if price is None
-                    else (float(price) if type(price).__name__ == "Decimal" else price),
+                    "item_price": 0 if price is None else _money(price),
                 }
             )
         out["contents"] = contents

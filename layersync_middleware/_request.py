@@ -7,6 +7,7 @@ duck typing: no web framework is imported here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -200,6 +201,4 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
 
 def _fbc_from_fbclid(fbclid: str) -> str:
     # Meta's documented fbc format: fb.<subdomain index>.<creation time ms>.<fbclid>
-    import time
-
     return f"fb.1.{int(time.time() * 1000)}.{fbclid}"

@@ -414,13 +414,21 @@ class Sender:
         return outcome
 
     # -- flush, shutdown, stats -------------------------------------------------------------
-    def _mark_flush(self) -> int:
-        """Make every queued event due now for one attempt; must hold the lock."""
-        n = 0
-        for item in self._queue:
-            item.flush = True
-            n += 1
-        return n
+    def _begin_flush(self, timeout: float | None) -> float | None:
+        """Make every queued event due now for one attempt; the deadline, or None if empty."""
+        timeout = self.settings.timeout_ms / 1000 if timeout is None else max(timeout, 0.0)
+        deadline = self._clock() + timeout
+        with self._lock:
+            for item in self._queue:
+                item.flush = True
+            return deadline if len(self._queue) else None
+
+    def _end_flush(self) -> int:
+        """Forget the flush; how many events are still queued."""
+        with self._lock:
+            for item in self._queue:
+                item.flush = False
+            return len(self._queue)
 
     def _flush_pending(self) -> bool:
         return any(item.flush for item in self._queue)
@@ -430,16 +438,11 @@ class Sender:
         ``timeout_ms``). Returns how many events are still queued."""
         if self._pid != os.getpid():
             self._after_fork()
-        timeout = self.settings.timeout_ms / 1000 if timeout is None else max(timeout, 0.0)
-        deadline = self._clock() + timeout
-        with self._lock:
-            if not self._mark_flush():
-                return 0
+        deadline = self._begin_flush(timeout)
+        if deadline is None:
+            return 0
         self._flush_until(deadline)
-        with self._lock:
-            for item in self._queue:
-                item.flush = False
-            return len(self._queue)
+        return self._end_flush()
 
     def _flush_until(self, deadline: float) -> None:
         self._drain_inline(deadline, flush_only=True)
@@ -560,14 +563,11 @@ class ThreadSender(Sender):
             if self._stopping and not flushing:
                 return None
             now = self._clock()
-            if flushing or now >= self._hold_until:
-                batch = self._take(now, flush_only=False)
-                if batch or self._pending:
-                    return batch
+            batch = self._take(now) if flushing or now >= self._hold_until else []
+            if batch or self._pending:  # something to send, or drops to report outside the lock
+                return batch
             next_due = self._queue.next_due()
             wait = None if next_due is None else max(next_due, self._hold_until) - now
-            if self._pending:
-                return []
             self._cond.wait(None if wait is None else max(wait, 0.001))
 
     def _flush_until(self, deadline: float) -> None:
@@ -707,11 +707,9 @@ class AsyncioSender(Sender):
 
     async def aflush(self, timeout: float | None = None) -> int:
         """Like :meth:`flush`, awaiting the loop's worker instead of blocking the loop."""
-        timeout = self.settings.timeout_ms / 1000 if timeout is None else max(timeout, 0.0)
-        deadline = self._clock() + timeout
-        with self._lock:
-            if not self._mark_flush():
-                return 0
+        deadline = self._begin_flush(timeout)
+        if deadline is None:
+            return 0
         self._wake()
         loop = asyncio.get_running_loop()
         if self._worker_alive() and self._loop is loop and self._progress is not None:
@@ -730,10 +728,7 @@ class AsyncioSender(Sender):
                     pass
         else:
             await asyncio.to_thread(self._drain_inline, deadline, True)
-        with self._lock:
-            for item in self._queue:
-                item.flush = False
-            return len(self._queue)
+        return self._end_flush()
 
     async def ashutdown(self, timeout: float | None = None) -> int:
         left = await self.aflush(self.settings.shutdown_timeout if timeout is None else timeout)

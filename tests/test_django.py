@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import django
 import pytest
 from django.conf import settings as dj
-from helpers import SITE, LiveHub
+from helpers import SITE, LiveHub, settings
 
 if not dj.configured:
     dj.configure(
@@ -111,14 +112,8 @@ def test_disabled_or_unconfigured_is_not_used() -> None:
 def test_both_wsgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
         handler = WSGIHandler()
-        client = LayerSync(
-            site_id=SITE.site_id,
-            secret_key=SITE.secret_key,
-            api_url=hub.url,
-            sender="sync",
-            matcher=["/api/cart/*"],
-            timeout_ms=4321,
-        )
+        # A client of its own (other settings): only the marker can prevent a second event.
+        client = LayerSync(settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4321))
         app = LayerSyncWSGIMiddleware(handler, client=client)
         environ = {
             "REQUEST_METHOD": "POST",
@@ -127,7 +122,7 @@ def test_both_wsgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
             "SERVER_NAME": "testserver",
             "SERVER_PORT": "80",
             "wsgi.url_scheme": "http",
-            "wsgi.input": __import__("io").BytesIO(b""),
+            "wsgi.input": io.BytesIO(b""),
             "REMOTE_ADDR": "10.0.0.9",
             "HTTP_HOST": "testserver",
             **ATC,
@@ -218,14 +213,8 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
     from layersync_middleware import LayerSyncMiddleware as ASGIMiddleware
 
     with override_settings(LAYERSYNC=layersync(hub)):
-        client = LayerSync(
-            site_id=SITE.site_id,
-            secret_key=SITE.secret_key,
-            api_url=hub.url,
-            sender="sync",
-            matcher=["/api/cart/*"],
-            timeout_ms=4322,
-        )
+        # A client of its own (other settings): only the marker can prevent a second event.
+        client = LayerSync(settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4322))
         app = ASGIMiddleware(ASGIHandler(), client=client)
         headers = [(b"host", b"testserver")] + [
             (k[5:].replace("_", "-").lower().encode(), v.encode()) for k, v in ATC.items()
