@@ -9,29 +9,47 @@ source spells it, and the secret key is never echoed.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import _wire
 from ._match import Matcher, MatcherSpec, parse_matcher_env
 
-SenderKind = Literal["thread", "asyncio", "sync"]
-_SENDERS: tuple[SenderKind, ...] = ("thread", "asyncio", "sync")
+SenderKind = Literal["thread", "asyncio", "sync", "celery"]
+_SENDERS: tuple[SenderKind, ...] = ("thread", "asyncio", "sync", "celery")
 
 
 class ConfigurationError(ValueError):
-    """A setting is missing or wrong. ``setting`` is its name as the source spells it."""
+    """A setting is missing or wrong.
 
-    def __init__(self, setting: str, problem: str) -> None:
-        self.setting = setting
+    ``setting`` is its name as the source spells it (``LAYERSYNC_SITE_ID``,
+    ``LAYERSYNC['site_id']``, the keyword...); ``settings`` lists every name involved
+    when several are (both credentials missing). ``missing`` is True when the problem
+    is an absent required credential, which adapters treat as "tracking disabled"
+    rather than as a crash (see :func:`settings_or_disabled`). ``strict`` is True when
+    the settings themselves asked for a hard failure.
+    """
+
+    def __init__(self, setting: str | Sequence[str], problem: str, *, missing: bool = False) -> None:
+        self.settings: tuple[str, ...] = (setting,) if isinstance(setting, str) else tuple(setting)
+        self.setting = self.settings[0]
         self.problem = problem
-        super().__init__(f"{setting}: {problem}")
+        self.missing = missing
+        self.strict = False
+        super().__init__(f"{' and '.join(self.settings)}: {problem}")
+
+    def respelled(self, spell: Callable[[str], str]) -> ConfigurationError:
+        """The same error, each setting named by ``spell(name)``."""
+        new = ConfigurationError([spell(s) for s in self.settings], self.problem, missing=self.missing)
+        new.strict = self.strict
+        return new
 
     def renamed(self, setting: str) -> ConfigurationError:
-        return ConfigurationError(setting, self.problem)
+        return self.respelled(lambda _: setting)
 
 
 class SecretKey:
@@ -66,6 +84,7 @@ ENV_NAMES: dict[str, str] = {
     "secret_key": "LAYERSYNC_SECRET",
     "api_url": "LAYERSYNC_API_URL",
     "enabled": "LAYERSYNC_ENABLED",
+    "strict": "LAYERSYNC_STRICT",
     "console_log": "LAYERSYNC_CONSOLE_LOG",
     "trust_proxy": "LAYERSYNC_TRUST_PROXY",
     "timeout_ms": "LAYERSYNC_TIMEOUT_MS",
@@ -74,9 +93,29 @@ ENV_NAMES: dict[str, str] = {
     "max_queue_size": "LAYERSYNC_MAX_QUEUE_SIZE",
     "sender": "LAYERSYNC_SENDER",
     "shutdown_timeout": "LAYERSYNC_SHUTDOWN_TIMEOUT",
+    "allow_insecure_http": "LAYERSYNC_ALLOW_INSECURE_HTTP",
+    "spool_path": "LAYERSYNC_SPOOL_PATH",
+    "dedup_url": "LAYERSYNC_DEDUP_URL",
+    "celery_queue": "LAYERSYNC_CELERY_QUEUE",
+    "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
 }
-# Accepted too, for people who name the variable after the setting.
-_ENV_ALIASES = {"LAYERSYNC_SECRET_KEY": "secret_key"}
+# Accepted too, for people who name the variable after the setting. The one place
+# aliases live: the environment and Flask's config both read them from here.
+ENV_ALIASES: dict[str, str] = {"LAYERSYNC_SECRET_KEY": "secret_key"}
+
+
+def env_field(name: str) -> str | None:
+    """The setting a ``LAYERSYNC_*`` variable (or Flask config key) sets, or None."""
+    for field, var in ENV_NAMES.items():
+        if var == name:
+            return field
+    return ENV_ALIASES.get(name)
+
+
+def env_name(field: str) -> str:
+    """How the environment spells a setting (also for unknown ones, in suggestions)."""
+    return ENV_NAMES.get(field, f"LAYERSYNC_{field.upper()}")
+
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "trust_proxy": (0, 32),
@@ -84,11 +123,19 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_retries": (0, 10),
     "max_queue_size": (1, 1_000_000),
 }
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+_CREDENTIALS = {
+    "site_id": "the site id from your LayerSync dashboard",
+    "secret_key": "the secret key 'sk_...' from your LayerSync dashboard",
+}
+
+_log = logging.getLogger("layersync")
+_unprefixed_key_warned = False
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES or host.lower().endswith(".localhost"):
+    # ``*.localhost`` names are loopback only by convention: here they go through DNS
+    # and may resolve anywhere, so only ``localhost`` itself and literal IPs count.
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -124,6 +171,11 @@ def _check_bool(name: str, value: object) -> bool:
     raise ConfigurationError(name, "must be true or false (1/0, yes/no, on/off)")
 
 
+def _is_blank(value: object) -> bool:
+    # An empty variable (``LAYERSYNC_SITE_ID=`` from an unset ``${VAR}`` in compose) is missing.
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _check_site_id(value: object) -> str | int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
@@ -131,18 +183,14 @@ def _check_site_id(value: object) -> str | int:
         return value
     if isinstance(value, str):
         v = value.strip()
-        if v and len(v) <= 128 and all((c.isalnum() and c.isascii()) or c in "_-." for c in v):
+        if len(v) <= 128 and all((c.isalnum() and c.isascii()) or c in "_-." for c in v):
             return v
         raise ConfigurationError("site_id", "must be 1-128 characters of letters, digits, '_', '-' or '.'")
-    if value is None:
-        raise ConfigurationError("site_id", "is required (the site id from your LayerSync dashboard)")
     raise ConfigurationError("site_id", "must be a string or a positive number")
 
 
 def _check_secret_key(value: object) -> SecretKey:
     # Messages here never include the value, not even a part of it.
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise ConfigurationError("secret_key", "is required (the secret key 'sk_...' from your LayerSync dashboard)")
     if isinstance(value, SecretKey):
         value = value.reveal()
     if not isinstance(value, str):
@@ -154,14 +202,39 @@ def _check_secret_key(value: object) -> SecretKey:
             "is a publishable key (pk_...). Publishable keys are for browsers and can only "
             "send browser events; the server needs the secret key (sk_...)",
         )
-    if not v.startswith(_wire.SECRET_KEY_PREFIX):
-        raise ConfigurationError("secret_key", "must be a secret key starting with 'sk_'")
     if len(v) > 512 or not v.isascii() or not v.isprintable() or " " in v:
         raise ConfigurationError("secret_key", "contains characters a key cannot have")
+    if v and not v.startswith(_wire.SECRET_KEY_PREFIX):
+        _warn_unprefixed_key()
     return SecretKey(v)
 
 
-def _check_api_url(value: object) -> str:
+def _warn_unprefixed_key() -> None:
+    # Keys issued without the prefix exist (the Node README's example has none), so
+    # this is a hint, not an error; once per process, as settings are rebuilt often.
+    global _unprefixed_key_warned
+    if not _unprefixed_key_warned:
+        _unprefixed_key_warned = True
+        _log.warning(
+            "The LayerSync secret key does not start with 'sk_'; using it as given. "
+            "If the hub answers 401, copy the secret key from your LayerSync dashboard."
+        )
+
+
+def _url_origin(parts: SplitResult) -> str:
+    # What an error may show of a URL: never the user info, path or query, where a
+    # misplaced secret key or password would be.
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _check_api_url(value: object, allow_insecure_http: bool) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError("api_url", "must be an http(s) URL")
     url = value.strip().rstrip("/")
@@ -170,16 +243,18 @@ def _check_api_url(value: object) -> str:
         host = parts.hostname or ""
         _ = parts.port  # raises on a malformed port
     except ValueError:
-        raise ConfigurationError("api_url", f"is not a valid URL: {url!r}") from None
+        raise ConfigurationError("api_url", "is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise ConfigurationError("api_url", f"must be an http(s) URL with a host, got {url!r}")
+        raise ConfigurationError("api_url", "must be an http(s) URL with a host")
     if parts.username or parts.password:
         raise ConfigurationError("api_url", "must not carry credentials; the secret key goes in secret_key")
     if parts.query or parts.fragment:
-        raise ConfigurationError("api_url", f"must not have a query or fragment, got {url!r}")
-    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError("api_url", f"must not have a query or fragment (use {_url_origin(parts)})")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise ConfigurationError(
-            "api_url", f"must use https; plain http is allowed only for loopback hosts, got {url!r}"
+            "api_url",
+            f"must use https: over plain http to {_url_origin(parts)} the secret key would travel in "
+            "clear. Plain http is allowed for loopback hosts, or set allow_insecure_http to opt in",
         )
     return url
 
@@ -197,6 +272,72 @@ def _check_timeout(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_spool_path(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigurationError("spool_path", "must be a file path (a string or os.PathLike)")
+    return value
+
+
+_DEDUP_SCHEMES = ("redis", "rediss", "unix")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (user info or ``?password=``) replaced by stars."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{user}:********@{host}")
+        if parts.query:
+            query = [(k, "********" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return urlunsplit(parts)
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def _check_dedup_url(value: object) -> str | None:
+    # Errors name the problem, never the URL: it may carry the Redis password.
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError("dedup_url", "must be a redis://, rediss:// or unix:// URL")
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise ConfigurationError("dedup_url", "is not a valid URL (check the port)") from None
+    if parts.scheme not in _DEDUP_SCHEMES:
+        raise ConfigurationError("dedup_url", "must be a redis://, rediss:// or unix:// URL")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigurationError("dedup_url", "needs the socket path, as in unix:///run/redis.sock")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigurationError("dedup_url", "needs a host, as in redis://localhost:6379/0")
+    return url
+
+
+def _check_celery_queue(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+        raise ConfigurationError("celery_queue", "must be a queue name of 1-200 printable characters")
+    return value.strip()
+
+
+def _check_region(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        v = value.strip().upper()
+        if len(v) == 2 and v.isascii() and v.isalpha():
+            return v
+    raise ConfigurationError("default_phone_region", "must be a two-letter ISO 3166 country code, like 'US' or 'FR'")
+
+
 class Settings:
     """Validated LayerSync settings. Immutable; compare and hash by value.
 
@@ -205,8 +346,12 @@ class Settings:
     """
 
     __slots__ = (
+        "allow_insecure_http",
         "api_url",
+        "celery_queue",
         "console_log",
+        "dedup_url",
+        "default_phone_region",
         "enabled",
         "matcher",
         "max_queue_size",
@@ -215,6 +360,8 @@ class Settings:
         "sender",
         "shutdown_timeout",
         "site_id",
+        "spool_path",
+        "strict",
         "timeout_ms",
         "trust_proxy",
     )
@@ -223,6 +370,7 @@ class Settings:
     secret_key: SecretKey
     api_url: str
     enabled: bool
+    strict: bool
     console_log: bool
     trust_proxy: int
     timeout_ms: int
@@ -231,6 +379,11 @@ class Settings:
     max_queue_size: int
     sender: SenderKind
     shutdown_timeout: float
+    allow_insecure_http: bool
+    spool_path: str | None
+    dedup_url: str | None
+    celery_queue: str
+    default_phone_region: str | None
 
     def __init__(
         self,
@@ -239,6 +392,7 @@ class Settings:
         secret_key: str | SecretKey | None = None,
         api_url: str = _wire.DEFAULT_API_URL,
         enabled: bool | str = True,
+        strict: bool | str = False,
         console_log: bool | str = False,
         trust_proxy: int | str = 0,
         timeout_ms: int | str = 5000,
@@ -247,39 +401,58 @@ class Settings:
         max_queue_size: int | str = 1000,
         sender: str = "thread",
         shutdown_timeout: float | str = 2.0,
+        allow_insecure_http: bool | str = False,
+        spool_path: str | os.PathLike[str] | None = None,
+        dedup_url: str | None = None,
+        celery_queue: str = "layersync",
+        default_phone_region: str | None = None,
     ) -> None:
         set_ = object.__setattr__
-        set_(self, "enabled", _check_bool("enabled", enabled))
-        if self.enabled or site_id is not None:
-            set_(self, "site_id", _check_site_id(site_id))
-        else:
+        set_(self, "strict", _check_bool("strict", strict))
+        try:
+            set_(self, "enabled", _check_bool("enabled", enabled))
+            self._set_credentials(site_id, secret_key)
+            set_(self, "allow_insecure_http", _check_bool("allow_insecure_http", allow_insecure_http))
+            set_(self, "api_url", _check_api_url(api_url, self.allow_insecure_http))
+            set_(self, "console_log", _check_bool("console_log", console_log))
+            for name, value in (
+                ("trust_proxy", trust_proxy),
+                ("timeout_ms", timeout_ms),
+                ("max_retries", max_retries),
+                ("max_queue_size", max_queue_size),
+            ):
+                set_(self, name, _check_int(name, value))
+            set_(self, "matcher", _check_matcher(matcher))
+            if sender not in _SENDERS:
+                raise ConfigurationError("sender", f"must be one of {', '.join(_SENDERS)}, got {sender!r}")
+            set_(self, "sender", sender)
+            set_(self, "shutdown_timeout", _check_timeout("shutdown_timeout", shutdown_timeout))
+            set_(self, "spool_path", _check_spool_path(spool_path))
+            set_(self, "dedup_url", _check_dedup_url(dedup_url))
+            set_(self, "celery_queue", _check_celery_queue(celery_queue))
+            set_(self, "default_phone_region", _check_region(default_phone_region))
+        except ConfigurationError as exc:
+            exc.strict = self.strict
+            raise
+
+    def _set_credentials(self, site_id: object, secret_key: object) -> None:
+        set_ = object.__setattr__
+        if not self.enabled and _is_blank(site_id) and _is_blank(secret_key):
             set_(self, "site_id", "")
-        if self.enabled or secret_key is not None:
-            set_(self, "secret_key", _check_secret_key(secret_key))
-        else:
             set_(self, "secret_key", SecretKey(""))
-        set_(self, "api_url", _check_api_url(api_url))
-        set_(self, "console_log", _check_bool("console_log", console_log))
-        for name, value in (
-            ("trust_proxy", trust_proxy),
-            ("timeout_ms", timeout_ms),
-            ("max_retries", max_retries),
-            ("max_queue_size", max_queue_size),
-        ):
-            set_(self, name, _check_int(name, value))
-        if isinstance(matcher, Matcher):
-            set_(self, "matcher", matcher)
-        else:
-            try:
-                if isinstance(matcher, str):  # "/a/*, /b/*=purchase", as in LAYERSYNC_MATCHER
-                    matcher = parse_matcher_env(matcher)
-                set_(self, "matcher", Matcher(matcher or ()))
-            except ValueError as exc:
-                raise ConfigurationError("matcher", str(exc)) from None
-        if sender not in _SENDERS:
-            raise ConfigurationError("sender", f"must be one of {', '.join(_SENDERS)}, got {sender!r}")
-        set_(self, "sender", sender)
-        set_(self, "shutdown_timeout", _check_timeout("shutdown_timeout", shutdown_timeout))
+            return
+        missing = [name for name, value in (("site_id", site_id), ("secret_key", secret_key)) if _is_blank(value)]
+        if self.enabled and missing:
+            what = " and ".join(_CREDENTIALS[name] for name in missing)
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigurationError(missing, f"{verb} not set ({what})", missing=True)
+        set_(self, "site_id", "" if _is_blank(site_id) else _check_site_id(site_id))
+        set_(self, "secret_key", SecretKey("") if _is_blank(secret_key) else _check_secret_key(secret_key))
+
+    @property
+    def timeout(self) -> float:
+        """``timeout_ms`` in seconds, as httpx and the senders take it."""
+        return self.timeout_ms / 1000
 
     # -- alternative sources -----------------------------------------------------------
     @classmethod
@@ -290,42 +463,63 @@ class Settings:
         other programs (a front-end build may read ``LAYERSYNC_PUBLISHABLE_KEY``).
         """
         options, names = _env_options(environ)
-        return cls._build(options, names, overrides)
+        return cls._build(options, names, env_name, overrides)
 
     @classmethod
     def from_mapping(
         cls,
         mapping: Mapping[str, Any],
         *,
-        name_of: Mapping[str, str],
+        spell: Callable[[str], str],
         environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> Settings:
-        """Settings from a framework's config: ``mapping`` is keyed by field name and
-        ``name_of`` says how the framework spells each one, for error messages. Values
-        missing from ``mapping`` fall back to the environment."""
-        base = _env_options(environ)
-        options = {**base[0], **mapping}
-        names = {**base[1], **{k: name_of.get(k, k) for k in mapping}}
-        return cls._build(options, names, overrides)
+        """Settings from a framework's config. ``mapping`` is keyed by setting name and
+        ``spell(name)`` says how the framework spells a setting (``LAYERSYNC['site_id']``),
+        for errors and suggestions. Settings missing from ``mapping`` fall back to the
+        environment."""
+        env_options, env_names = _env_options(environ)
+        options = {**env_options, **mapping}
+        names = {**env_names, **{k: spell(k) for k in mapping}}
+        return cls._build(options, names, spell, overrides)
 
     @classmethod
-    def _build(cls, options: dict[str, Any], names: dict[str, str], overrides: Mapping[str, Any]) -> Settings:
-        check_unknown(sorted(options), names)
-        check_unknown(sorted(overrides), {})
+    def _build(
+        cls,
+        options: Mapping[str, Any],
+        names: Mapping[str, str],
+        spell: Callable[[str], str],
+        overrides: Mapping[str, Any],
+    ) -> Settings:
+        # An override is named by its keyword; the rest as the source spells them.
+        names = {k: v for k, v in names.items() if k not in overrides}
+
+        def name(field: str) -> str:
+            return names.get(field) or spell(field)
+
         merged = {**options, **overrides}
-        for key in overrides:
-            names.pop(key, None)
+        strict = _peek_strict(merged.get("strict"))
+        try:
+            check_unknown(options, name)
+            check_unknown(overrides)
+        except ConfigurationError as exc:
+            exc.strict = strict
+            raise
         try:
             return cls(**merged)
         except ConfigurationError as exc:
-            raise exc.renamed(names.get(exc.setting, exc.setting)) from None
+            exc.strict = exc.strict or strict
+            raise exc.respelled(lambda f: f if f in overrides else name(f)) from None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
         """``Settings(**options)``, refusing an unknown option with a suggestion."""
-        check_unknown(sorted(options), {})
-        return cls(**options)
+        return cls._build({}, {}, str, options)
+
+    @classmethod
+    def disabled(cls) -> Settings:
+        """Settings that track nothing, for when configuration failed."""
+        return cls(enabled=False)
 
     def replace(self, **changes: Any) -> Settings:
         current: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
@@ -349,8 +543,31 @@ class Settings:
         raise AttributeError("Settings are immutable")
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Settings({parts})"
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            if name == "dedup_url" and value is not None:
+                return repr(mask_url(value))
+            return repr(value)
+
+        return f"Settings({', '.join(f'{name}={shown(name)}' for name in self.__slots__)})"
+
+
+def _check_matcher(matcher: object) -> Matcher:
+    if isinstance(matcher, Matcher):
+        return matcher
+    try:
+        if isinstance(matcher, str):  # "/a/*, /b/*=purchase", as in LAYERSYNC_MATCHER
+            matcher = parse_matcher_env(matcher)
+        return Matcher(matcher or ())  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError("matcher", str(exc)) from None
+
+
+def _peek_strict(value: object) -> bool:
+    try:
+        return _check_bool("strict", value) if value is not None else False
+    except ConfigurationError:
+        return False
 
 
 def _env_options(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -360,27 +577,55 @@ def _env_options(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], dic
     for field, var in ENV_NAMES.items():
         if var in env:
             options[field], names[field] = env[var], var
-    for var, field in _ENV_ALIASES.items():
+    for var, field in ENV_ALIASES.items():
         if var in env and field not in options:
             options[field], names[field] = env[var], var
-    if "matcher" in options:
-        try:
-            options["matcher"] = parse_matcher_env(options["matcher"])
-        except ValueError as exc:
-            raise ConfigurationError(names["matcher"], str(exc)) from None
     return options, names
 
 
-def _unknown_message(name: str) -> str:
+def _unknown_message(key: str, spell: Callable[[str], str]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name.lower(), Settings.__slots__, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"is not a LayerSync setting{hint} (known: {', '.join(Settings.__slots__)})"
+    close = difflib.get_close_matches(key.lower(), Settings.__slots__, n=1)
+    if close:
+        suggestion = spell(close[0])
+        return f"is not a LayerSync setting; did you mean {suggestion if '[' in suggestion else repr(suggestion)}?"
+    return f"is not a LayerSync setting (known: {', '.join(spell(s) for s in Settings.__slots__)})"
 
 
-def check_unknown(keys: Iterable[str], spell: Mapping[str, str]) -> None:
-    """Refuse keys that are not settings; ``spell`` maps a key to its display name."""
-    for key in keys:
+def check_unknown(keys: Iterable[str], spell: Callable[[str], str] | Mapping[str, str] = str) -> None:
+    """Refuse keys that are not settings, naming each (and the suggestion) by ``spell``."""
+    if isinstance(spell, Mapping):
+        given = spell
+        spell = lambda key: given.get(key, key)  # noqa: E731
+    for key in sorted(keys):
         if key not in Settings.__slots__:
-            raise ConfigurationError(spell.get(key, key), _unknown_message(key))
+            raise ConfigurationError(spell(key), _unknown_message(key, spell))
+
+
+def settings_or_disabled(
+    build: Callable[[], Settings], *, strict: bool = False, raise_invalid: bool = False
+) -> Settings:
+    """``build()``, or disabled settings and one error log when it fails, so that
+    tracking never takes the app down.
+
+    Missing credentials always disable (one ``ERROR`` on the ``layersync`` logger
+    naming what to set). Invalid settings (a ``pk_`` key, a bad pattern) raise when
+    ``raise_invalid`` (the adapter builds at start-up, where a crash is seen at once)
+    and disable otherwise. ``strict`` (or ``strict`` in the settings themselves)
+    raises in every case.
+    """
+    try:
+        return build()
+    except ConfigurationError as exc:
+        if strict or exc.strict or (raise_invalid and not exc.missing):
+            raise
+        _log.error("%s: LayerSync tracking is disabled", describe(exc))
+        return Settings.disabled()
+
+
+def describe(exc: ConfigurationError) -> str:
+    """A one-line description for logs and checks: ``LAYERSYNC_SITE_ID is not set (...)``."""
+    if exc.missing:
+        return f"{' and '.join(exc.settings)} {exc.problem}"
+    return str(exc)

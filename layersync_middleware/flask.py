@@ -13,25 +13,28 @@ from flask import Flask
 
 from ._client import LayerSync, shared_client
 from ._pairing import Consent, IsSuccess
-from ._settings import ENV_NAMES, Settings, check_unknown
+from ._settings import Settings, env_field, env_name
 from .wsgi import LayerSyncWSGIMiddleware
 
 PREFIX = "LAYERSYNC_"
-_CONFIG_KEYS = {**{v: k for k, v in ENV_NAMES.items()}, "LAYERSYNC_SECRET_KEY": "secret_key"}
 _HOOK_KEYS = {"LAYERSYNC_CONSENT": "consent", "LAYERSYNC_IS_SUCCESS": "is_success"}
 
 
 def settings_from_config(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from a Flask config; unknown ``LAYERSYNC_*`` keys are refused by name."""
+    """Settings from a Flask config, then the environment. Errors name the key as
+    ``app.config["LAYERSYNC_..."]``; unknown ``LAYERSYNC_*`` keys are refused."""
     options: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in config.items():
         if not isinstance(key, str) or not key.startswith(PREFIX) or key in _HOOK_KEYS:
             continue
-        field = _CONFIG_KEYS.get(key, key[len(PREFIX) :].lower())
+        field = env_field(key) or key[len(PREFIX) :].lower()
         options[field], spelled[field] = value, key
-    check_unknown(options, spelled)
-    return Settings.from_mapping(options, name_of=spelled, environ=environ)
+
+    def spell(field: str) -> str:
+        return f'app.config["{spelled.get(field) or env_name(field)}"]'
+
+    return Settings.from_mapping(options, spell=spell, environ=environ)
 
 
 class FlaskLayerSync:

@@ -138,7 +138,7 @@ def test_system_checks_name_the_setting() -> None:
     assert error.id == "layersync.E001" and "LAYERSYNC['SECRET_KEY']" in error.msg and "publishable" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "TIMEOUT": 5}):
         [error] = [m for m in run_checks() if m.id.startswith("layersync")]
-    assert "LAYERSYNC['TIMEOUT']" in error.msg and "timeout_ms" in error.msg
+    assert "LAYERSYNC['TIMEOUT']:" in error.msg and "did you mean LAYERSYNC['TIMEOUT_MS']" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x"}):
         ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
     assert ids == ["layersync.W001"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 import pickle
 
 import pytest
@@ -29,7 +30,7 @@ def test_publishable_key_is_refused_with_the_reason() -> None:
     assert "0123456789" not in str(info.value)
 
 
-@pytest.mark.parametrize("key", [None, "", "   ", "live_0123", "sk_ has space", 42])
+@pytest.mark.parametrize("key", [None, "", "   ", "sk_ has space", "sk_\u00e9t\u00e9", 42])
 def test_missing_or_malformed_secret_key(key: object) -> None:
     with pytest.raises(ConfigurationError, match="^secret_key: "):
         make(secret_key=key)
@@ -90,7 +91,7 @@ def test_unknown_option_is_refused() -> None:
     with pytest.raises(TypeError):
         make(time_out=5)
     with pytest.raises(ConfigurationError, match="did you mean 'timeout_ms'"):
-        Settings.from_mapping({"site_id": "s", "secret_key": KEY, "timeout_mss": 5}, name_of={}, environ={})
+        Settings.from_mapping({"site_id": "s", "secret_key": KEY, "timeout_mss": 5}, spell=str, environ={})
 
 
 def test_malformed_matcher_is_refused() -> None:
@@ -99,8 +100,9 @@ def test_malformed_matcher_is_refused() -> None:
 
 
 def test_sender_kind() -> None:
+    assert make(sender="celery").sender == "celery"
     with pytest.raises(ConfigurationError, match="^sender: "):
-        make(sender="celery")
+        make(sender="process")
 
 
 def test_from_env_names_the_variable() -> None:
@@ -177,3 +179,69 @@ def test_matcher_string_is_read_like_the_environment_variable() -> None:
     s = make(matcher="/api/cart/*, /api/orders=purchase")
     assert [r.pattern for r in s.matcher.rules] == ["/api/cart/*", "/api/orders"]
     assert s.matcher.rules[1].names == frozenset({"purchase"})
+
+
+def test_new_settings_defaults_and_timeout_in_seconds() -> None:
+    s = make(timeout_ms=2500)
+    assert (s.strict, s.allow_insecure_http, s.spool_path, s.dedup_url) == (False, False, None, None)
+    assert (s.celery_queue, s.default_phone_region) == ("layersync", None)
+    assert s.timeout == 2.5
+
+
+def test_new_settings_from_env_and_validated() -> None:
+    env = {
+        "LAYERSYNC_SITE_ID": "site_1",
+        "LAYERSYNC_SECRET": KEY,
+        "LAYERSYNC_STRICT": "1",
+        "LAYERSYNC_ALLOW_INSECURE_HTTP": "yes",
+        "LAYERSYNC_API_URL": "http://hub.staging.internal:8080",
+        "LAYERSYNC_SPOOL_PATH": "/var/spool/layersync.db",
+        "LAYERSYNC_DEDUP_URL": "redis://:hunter2@redis:6379/0",
+        "LAYERSYNC_CELERY_QUEUE": "tracking",
+        "LAYERSYNC_DEFAULT_PHONE_REGION": "fr",
+        "LAYERSYNC_SENDER": "celery",
+    }
+    s = Settings.from_env(env)
+    assert s.strict and s.allow_insecure_http and s.api_url == "http://hub.staging.internal:8080"
+    assert (s.spool_path, s.dedup_url, s.celery_queue) == (
+        "/var/spool/layersync.db",
+        env["LAYERSYNC_DEDUP_URL"],
+        "tracking",
+    )
+    assert (s.default_phone_region, s.sender) == ("FR", "celery")
+    for var, bad in [
+        ("LAYERSYNC_STRICT", "maybe"),
+        ("LAYERSYNC_ALLOW_INSECURE_HTTP", "2"),
+        ("LAYERSYNC_SPOOL_PATH", " "),
+        ("LAYERSYNC_DEDUP_URL", "http://redis:6379"),
+        ("LAYERSYNC_CELERY_QUEUE", ""),
+        ("LAYERSYNC_DEFAULT_PHONE_REGION", "FRA"),
+    ]:
+        with pytest.raises(ConfigurationError) as info:
+            Settings.from_env({**env, var: bad})
+        assert info.value.setting == var
+
+
+def test_spool_path_accepts_a_path() -> None:
+    assert make(spool_path=pathlib.Path("/tmp/spool.db")).spool_path == "/tmp/spool.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@redis.example:6379/0",
+        "rediss://default:hunter2@redis.example:6380",
+        "unix:///run/redis.sock?password=hunter2&db=1",
+    ],
+)
+def test_dedup_url_password_is_masked(url: str) -> None:
+    s = make(dedup_url=url)
+    assert s.dedup_url == url  # the real URL, for the client that connects
+    assert "hunter2" not in repr(s) and "********" in repr(s)
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@redis.example:99999/0", "redis://:hunter2@/0", "ftp://:hunter2@h"])
+def test_dedup_url_errors_do_not_echo_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="^dedup_url: ") as info:
+        make(dedup_url=url)
+    assert "hunter2" not in str(info.value)

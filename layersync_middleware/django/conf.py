@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
 from .._pairing import Consent, IsSuccess
-from .._settings import ConfigurationError, Settings, check_unknown
+from .._settings import ConfigurationError, Settings
 
 SETTING = "LAYERSYNC"
 _HOOKS = ("consent", "is_success")
@@ -31,10 +31,15 @@ def read() -> tuple[Settings, Consent | None, IsSuccess | None]:
     """The settings and the two hooks; raises ConfigurationError naming the key."""
     given = raw()
     options = {str(k).lower(): v for k, v in given.items()}
-    spelled = {str(k).lower(): _spell(str(k)) for k in given}
-    hooks = {name: _hook(options.pop(name, None), spelled.get(name, name)) for name in _HOOKS}
-    check_unknown(options, spelled)
-    settings = Settings.from_mapping(options, name_of=spelled)
+    spelled = {str(k).lower(): str(k) for k in given}
+    # Name a setting the user did not write in the case of the ones they did.
+    upper = bool(given) and all(str(k).isupper() for k in given)
+
+    def spell(field: str) -> str:
+        return _spell(spelled.get(field) or (field.upper() if upper else field))
+
+    hooks = {name: _hook(options.pop(name, None), spell(name)) for name in _HOOKS}
+    settings = Settings.from_mapping(options, spell=spell)
     return settings, hooks["consent"], hooks["is_success"]
 
 
