@@ -34,17 +34,25 @@ class ConfigurationError(ValueError):
     the settings themselves asked for a hard failure.
     """
 
-    def __init__(self, setting: str | Sequence[str], problem: str, *, missing: bool = False) -> None:
+    def __init__(
+        self, setting: str | Sequence[str], problem: str, *, missing: bool = False, mentions: Sequence[str] = ()
+    ) -> None:
         self.settings: tuple[str, ...] = (setting,) if isinstance(setting, str) else tuple(setting)
         self.setting = self.settings[0]
-        self.problem = problem
+        # ``problem`` may name other settings as ``{name}``: they are spelled like ``setting``.
+        self._template = problem
+        self._mentions = tuple(mentions)
+        self.problem = problem.format_map({m: m for m in mentions}) if mentions else problem
         self.missing = missing
         self.strict = False
-        super().__init__(f"{' and '.join(self.settings)}: {problem}")
+        super().__init__(f"{' and '.join(self.settings)}: {self.problem}")
 
     def respelled(self, spell: Callable[[str], str]) -> ConfigurationError:
-        """The same error, each setting named by ``spell(name)``."""
-        new = ConfigurationError([spell(s) for s in self.settings], self.problem, missing=self.missing)
+        """The same error, each setting it names spelled by ``spell(name)``."""
+        new = ConfigurationError([spell(s) for s in self.settings], self._template, missing=self.missing)
+        if self._mentions:
+            new.problem = self._template.format_map({m: spell(m) for m in self._mentions})
+            new.args = (f"{' and '.join(new.settings)}: {new.problem}",)
         new.strict = self.strict
         return new
 
@@ -123,10 +131,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_retries": (0, 10),
     "max_queue_size": (1, 1_000_000),
 }
-_CREDENTIALS = {
-    "site_id": "the site id from your LayerSync dashboard",
-    "secret_key": "the secret key 'sk_...' from your LayerSync dashboard",
-}
+_CREDENTIALS = {"site_id": "the site id", "secret_key": "the secret key 'sk_...'"}
 
 _log = logging.getLogger("layersync")
 _unprefixed_key_warned = False
@@ -254,7 +259,9 @@ def _check_api_url(value: object, allow_insecure_http: bool) -> str:
         raise ConfigurationError(
             "api_url",
             f"must use https: over plain http to {_url_origin(parts)} the secret key would travel in "
-            "clear. Plain http is allowed for loopback hosts, or set allow_insecure_http to opt in",
+            "clear. Plain http is allowed to loopback hosts; to send in clear elsewhere (a staging hub, "
+            "a compose service), set {allow_insecure_http} to true",
+            mentions=("allow_insecure_http",),
         )
     return url
 
@@ -445,7 +452,7 @@ class Settings:
         if self.enabled and missing:
             what = " and ".join(_CREDENTIALS[name] for name in missing)
             verb = "is" if len(missing) == 1 else "are"
-            raise ConfigurationError(missing, f"{verb} not set ({what})", missing=True)
+            raise ConfigurationError(missing, f"{verb} not set ({what} from your LayerSync dashboard)", missing=True)
         set_(self, "site_id", "" if _is_blank(site_id) else _check_site_id(site_id))
         set_(self, "secret_key", SecretKey("") if _is_blank(secret_key) else _check_secret_key(secret_key))
 
@@ -607,25 +614,29 @@ def settings_or_disabled(
     build: Callable[[], Settings], *, strict: bool = False, raise_invalid: bool = False
 ) -> Settings:
     """``build()``, or disabled settings and one error log when it fails, so that
-    tracking never takes the app down.
-
-    Missing credentials always disable (one ``ERROR`` on the ``layersync`` logger
-    naming what to set). Invalid settings (a ``pk_`` key, a bad pattern) raise when
-    ``raise_invalid`` (the adapter builds at start-up, where a crash is seen at once)
-    and disable otherwise. ``strict`` (or ``strict`` in the settings themselves)
-    raises in every case.
-    """
+    tracking never takes the app down. See :func:`disable_or_raise`."""
     try:
         return build()
     except ConfigurationError as exc:
-        if strict or exc.strict or (raise_invalid and not exc.missing):
-            raise
-        _log.error("%s: LayerSync tracking is disabled", describe(exc))
-        return Settings.disabled()
+        return disable_or_raise(exc, strict=strict, raise_invalid=raise_invalid)
+
+
+def disable_or_raise(exc: ConfigurationError, *, strict: bool = False, raise_invalid: bool = False) -> Settings:
+    """Disabled settings after one ``ERROR`` on the ``layersync`` logger, or ``exc`` raised.
+
+    Missing credentials disable. Invalid settings (a ``pk_`` key, a bad pattern) raise
+    when ``raise_invalid`` (the adapter builds at start-up, where a crash is seen at
+    once) and disable otherwise (built lazily, on a request, where a crash would
+    answer 500 on every route). ``strict``, as an argument or a setting, always raises.
+    """
+    if strict or exc.strict or (raise_invalid and not exc.missing):
+        raise exc
+    _log.error("%s: LayerSync tracking is disabled", describe(exc))
+    return Settings.disabled()
 
 
 def describe(exc: ConfigurationError) -> str:
-    """A one-line description for logs and checks: ``LAYERSYNC_SITE_ID is not set (...)``."""
+    """One line for logs and checks: ``LAYERSYNC_SITE_ID is not set (the site id ...)``."""
     if exc.missing:
         return f"{' and '.join(exc.settings)} {exc.problem}"
     return str(exc)

@@ -6,9 +6,11 @@ import pickle
 
 import pytest
 
-from layersync_middleware import ConfigurationError, LayerSync, Settings
+from layersync_middleware import ConfigurationError, LayerSync, Settings, _settings
+from layersync_middleware._settings import settings_or_disabled
 
 KEY = "sk_live_0123456789abcdef"
+CREDS = {"LAYERSYNC_SITE_ID": "site_1", "LAYERSYNC_SECRET": KEY}
 
 
 def make(**options: object) -> Settings:
@@ -54,7 +56,16 @@ def test_numeric_site_id_is_kept_as_a_number() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://hub.example", "http://hub.example", "https://", "https://user:pw@hub.example", "https://h/?x=1", "nope"],
+    [
+        "ftp://hub.example",
+        "http://hub.example",
+        "http://app.localhost:8787",  # DNS decides where *.localhost goes (10.5)
+        "http://127.0.0.1.nip.io",
+        "https://",
+        "https://user:pw@hub.example",
+        "https://h/?x=1",
+        "nope",
+    ],
 )
 def test_bad_api_url(url: str) -> None:
     with pytest.raises(ConfigurationError, match="^api_url: "):
@@ -245,3 +256,123 @@ def test_dedup_url_errors_do_not_echo_the_password(url: str) -> None:
     with pytest.raises(ConfigurationError, match="^dedup_url: ") as info:
         make(dedup_url=url)
     assert "hunter2" not in str(info.value)
+
+
+# -- 14.1: missing credentials disable, invalid ones fail where it is seen, strict fails always
+
+
+def test_missing_credentials_are_flagged_and_named_as_the_source_spells_them() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({"LAYERSYNC_SECRET": KEY})
+    assert info.value.missing and info.value.settings == ("LAYERSYNC_SITE_ID",)
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({})
+    assert info.value.missing and info.value.settings == ("LAYERSYNC_SITE_ID", "LAYERSYNC_SECRET")
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({"LAYERSYNC_SITE_ID": "  ", "LAYERSYNC_SECRET": KEY})  # an unset ${VAR} in compose
+    assert info.value.missing and info.value.setting == "LAYERSYNC_SITE_ID"
+    with pytest.raises(ConfigurationError) as info:
+        Settings(site_id="s")
+    assert info.value.missing and str(info.value).startswith("secret_key: is not set")
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({"LAYERSYNC_SITE_ID": "s"}, secret_key=None)  # a keyword is named as the keyword
+    assert info.value.setting == "secret_key"
+    with pytest.raises(ConfigurationError) as info:
+        make(secret_key="pk_live_0123")
+    assert not info.value.missing
+
+
+def test_missing_credentials_disable_with_one_error_naming_what_to_set(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="layersync")
+    s = settings_or_disabled(lambda: Settings.from_env({"LAYERSYNC_SECRET": KEY, "LAYERSYNC_MATCHER": "/api/*"}))
+    assert s == Settings.disabled() and not s.enabled
+    [record] = [r for r in caplog.records if r.name == "layersync"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("LAYERSYNC_SITE_ID is not set (the site id from your LayerSync dashboard)")
+    assert "LayerSync tracking is disabled" in record.getMessage() and KEY not in caplog.text
+
+
+def test_invalid_settings_raise_at_start_up_and_disable_when_built_lazily(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "pk_live_0123", "LAYERSYNC_MATCHER": "/api/*"}
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_SECRET: is a publishable key"):
+        settings_or_disabled(lambda: Settings.from_env(env), raise_invalid=True)
+    caplog.set_level(logging.ERROR, logger="layersync")
+    assert not settings_or_disabled(lambda: Settings.from_env(env)).enabled
+    assert "LAYERSYNC_SECRET: is a publishable key" in caplog.text and "pk_live_0123" not in caplog.text
+    # Missing credentials disable even where invalid ones raise.
+    assert not settings_or_disabled(lambda: Settings.from_env({}), raise_invalid=True).enabled
+
+
+def test_strict_mode_raises_on_missing_credentials_as_argument_or_setting() -> None:
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_SITE_ID: is not set"):
+        settings_or_disabled(lambda: Settings.from_env({"LAYERSYNC_SECRET": KEY}), strict=True)
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_SITE_ID: is not set") as info:
+        settings_or_disabled(lambda: Settings.from_env({"LAYERSYNC_SECRET": KEY, "LAYERSYNC_STRICT": "1"}))
+    assert info.value.strict
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_TIMEOUT_MS: "):  # strict seen before a later error
+        settings_or_disabled(
+            lambda: Settings.from_env({**CREDS, "LAYERSYNC_STRICT": "on", "LAYERSYNC_TIMEOUT_MS": "x"})
+        )
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_MATCHERS: "):  # and before an unknown key
+        settings_or_disabled(lambda: Settings.from_mapping({"strict": True, "matchers": []}, spell=_settings.env_name))
+
+
+# -- 14.2: errors name what the user set
+
+
+def test_errors_name_the_keyword_the_variable_or_the_alias() -> None:
+    with pytest.raises(ConfigurationError, match="^timeout_ms: "):
+        Settings(site_id="s", secret_key=KEY, timeout_ms="x")
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_SECRET_KEY: is a publishable key"):
+        Settings.from_env({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET_KEY": "pk_x"})
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_API_URL: .* set LAYERSYNC_ALLOW_INSECURE_HTTP to true"):
+        Settings.from_env({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_API_URL": "http://hub:8"})
+    assert _settings.env_field("LAYERSYNC_SECRET_KEY") == "secret_key"  # the alias lives in one place
+
+
+# -- 14.3 / 10.5 / 10.6: keys and transport security
+
+
+def test_secret_key_without_prefix_is_accepted_with_one_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_settings, "_unprefixed_key_warned", False)
+    caplog.set_level(logging.WARNING, logger="layersync")
+    assert make(secret_key="a1b2c3d4e5").secret_key.reveal() == "a1b2c3d4e5"
+    make(secret_key="a1b2c3d4e5", timeout_ms=1000)
+    [record] = [r for r in caplog.records if r.name == "layersync"]
+    assert record.levelno == logging.WARNING and "does not start with 'sk_'" in record.getMessage()
+    assert "a1b2c3d4e5" not in caplog.text
+
+
+def test_plain_http_to_a_remote_hub_needs_the_opt_in() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make(api_url="http://hub.staging.internal:8080")
+    assert "allow_insecure_http" in str(info.value) and "in clear" in str(info.value)
+    assert make(api_url="http://hub.staging.internal:8080", allow_insecure_http=True).api_url.startswith("http://")
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8787", "http://127.0.0.2:1", "http://[::1]:1"])
+def test_only_literal_loopback_counts_for_plain_http(url: str) -> None:
+    assert make(api_url=url).api_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{KEY}@hub.example",
+        f"https://site:{KEY}@hub.example",
+        f"https://hub.example/?key={KEY}",
+        f"https://hub.example/#{KEY}",
+        f"http://hub.example/{KEY}",
+        f"https://hub.example:{KEY}/",
+        f"ftp://hub.example/{KEY}",
+    ],
+)
+def test_secret_key_in_the_url_is_never_echoed(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="^api_url: ") as info:
+        make(api_url=url)
+    assert "0123456789abcdef" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="^LAYERSYNC_API_URL: ") as info:
+        Settings.from_env({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_API_URL": url})
+    assert "0123456789abcdef" not in str(info.value)
