@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import django
@@ -27,9 +28,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
-from layersync_middleware import LayerSync, LayerSyncWSGIMiddleware, current_event
+from layersync_middleware import ConfigurationError, LayerSync, LayerSyncWSGIMiddleware, current_event
 from layersync_middleware._event import new_event_id
-from layersync_middleware.django import LayerSyncMiddleware
+from layersync_middleware._settings import ENV_ALIASES, ENV_NAMES
+from layersync_middleware.django import LayerSyncMiddleware, conf
+from layersync_middleware.testing import capture_events
 
 
 # Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
@@ -248,3 +251,69 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
         asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 200
     assert len(hub.events("server")) == 1
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [*ENV_NAMES.values(), *ENV_ALIASES]:
+        monkeypatch.delenv(var, raising=False)
+
+
+def layersync_ids() -> list[str]:
+    return [m.id for m in run_checks() if m.id.startswith("layersync")]
+
+
+def test_missing_credentials_are_a_warning_not_an_error(no_env: None) -> None:
+    with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"]}):
+        [message] = [m for m in run_checks() if m.id.startswith("layersync")]
+    assert message.id == "layersync.W003" and not message.is_serious()
+    assert message.msg.startswith("LAYERSYNC['SITE_ID'] and LAYERSYNC['SECRET_KEY'] are not set")
+    with override_settings(LAYERSYNC={"site_id": "s"}):  # named in the case the user writes keys
+        [message] = [m for m in run_checks() if m.id.startswith("layersync")]
+    assert message.msg.startswith("LAYERSYNC['secret_key'] is not set")
+    with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"], "STRICT": True}):
+        assert layersync_ids() == ["layersync.E001"]
+
+
+def test_missing_credentials_disable_the_middleware_with_one_error(
+    no_env: None, caplog: pytest.LogCaptureFixture, ATC: dict[str, str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="layersync")
+    with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"]}):
+        with pytest.raises(MiddlewareNotUsed):
+            LayerSyncMiddleware(lambda r: HttpResponse())
+        assert Client().post("/api/cart/add", **ATC).status_code == 200  # the site keeps serving
+    errors = [r.getMessage() for r in caplog.records if r.name == "layersync" and r.levelno >= logging.ERROR]
+    assert errors and errors[0].startswith("LAYERSYNC['SITE_ID'] and LAYERSYNC['SECRET_KEY'] are not set")
+    assert "LayerSync tracking is disabled" in errors[0]
+
+
+def test_load_disables_on_missing_credentials_and_raises_on_invalid(
+    no_env: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="layersync")
+    with override_settings(LAYERSYNC={"MATCHER": ["/x"], "SECRET_KEY": SITE.secret_key}):
+        settings_, consent, _ = conf.load()
+    assert not settings_.enabled and consent is None
+    [record] = [r for r in caplog.records if r.name == "layersync"]
+    assert record.levelno == logging.ERROR and record.getMessage().startswith("LAYERSYNC['SITE_ID'] is not set")
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "pk_live_x"}), pytest.raises(ConfigurationError):
+        conf.load()
+    with (
+        override_settings(LAYERSYNC={"SECRET_KEY": SITE.secret_key, "STRICT": True}),
+        pytest.raises(ConfigurationError, match=r"^LAYERSYNC\['SITE_ID'\]: is not set"),
+    ):
+        conf.load()
+
+
+def test_capture_events_reaches_the_django_middleware_client(
+    hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]
+) -> None:
+    with override_settings(LAYERSYNC=layersync(hub)):
+        with capture_events() as captured:
+            assert Client().post("/api/cart/add", **ATC).status_code == 200
+        assert [e["event_id"] for e in captured.wait_for(1)] == [ATC["HTTP_X_LAYERSYNC_EVENT_ID"]]
+        assert hub.events() == []
+        Client().post("/api/orders", **PUR)  # restored on exit: to the hub again
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["HTTP_X_LAYERSYNC_EVENT_ID"]]
+    assert len(captured.events) == 1

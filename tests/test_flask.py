@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 from flask import Flask, jsonify
 from helpers import SITE, LiveHub
 
 from layersync_middleware import ConfigurationError, current_event
 from layersync_middleware._event import new_event_id
+from layersync_middleware._settings import ENV_ALIASES, ENV_NAMES
 from layersync_middleware.flask import FlaskLayerSync, settings_from_config
+from layersync_middleware.testing import capture_events
 
 
 # Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
@@ -94,3 +98,81 @@ def test_init_app_later() -> None:
     ext = FlaskLayerSync()
     with pytest.raises(RuntimeError, match="init_app"):
         ext.client  # noqa: B018
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [*ENV_NAMES.values(), *ENV_ALIASES]:
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_missing_credentials_disable_tracking_with_one_error(
+    no_env: None, caplog: pytest.LogCaptureFixture, ATC: dict[str, str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="layersync")
+    app = Flask(__name__)
+    app.config["LAYERSYNC_MATCHER"] = ["/api/cart/*"]
+    app.post("/api/cart/add")(lambda: jsonify(ok=True))
+    ext = FlaskLayerSync(app)  # does not raise: tracking must never take the app down
+    assert app.test_client().post("/api/cart/add", headers=ATC).status_code == 200
+    assert not ext.client.settings.enabled
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.getMessage().startswith(
+        'app.config["LAYERSYNC_SITE_ID"] and app.config["LAYERSYNC_SECRET"] are not set'
+    )
+    assert "LayerSync tracking is disabled" in error.getMessage()
+
+
+def test_invalid_settings_and_strict_mode_fail_in_init_app(no_env: None) -> None:
+    app = Flask(__name__)
+    app.config.update(LAYERSYNC_SITE_ID="s", LAYERSYNC_SECRET="pk_live_abc")
+    with pytest.raises(ConfigurationError, match=r'^app\.config\["LAYERSYNC_SECRET"\]: is a publishable key'):
+        FlaskLayerSync(app)
+    app = Flask(__name__)
+    app.config.update(LAYERSYNC_STRICT=True, LAYERSYNC_SECRET=SITE.secret_key)
+    with pytest.raises(ConfigurationError, match=r'^app\.config\["LAYERSYNC_SITE_ID"\]: is not set'):
+        FlaskLayerSync(app)
+
+
+def test_two_apps_from_one_factory_each_get_their_own_client(
+    hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]
+) -> None:
+    ext = FlaskLayerSync()  # module level, as with an app factory
+
+    def create_app(matcher: list[str], timeout_ms: int) -> Flask:
+        app = Flask(__name__)
+        app.config.update(
+            LAYERSYNC_SITE_ID=SITE.site_id,
+            LAYERSYNC_SECRET=SITE.secret_key,
+            LAYERSYNC_API_URL=hub.url,
+            LAYERSYNC_SENDER="sync",
+            LAYERSYNC_MATCHER=matcher,
+            LAYERSYNC_TIMEOUT_MS=timeout_ms,
+        )
+        app.post("/api/cart/add")(lambda: jsonify(ok=True))
+        ext.init_app(app)
+        return app
+
+    carts, orders = create_app(["/api/cart/*"], 3001), create_app(["/api/orders"], 3002)
+    with carts.app_context():
+        assert ext.client is carts.extensions["layersync"] and ext.client.settings.timeout_ms == 3001
+    with orders.app_context():
+        assert ext.client is orders.extensions["layersync"] and ext.client.settings.timeout_ms == 3002
+    with pytest.raises(RuntimeError, match="app context"):
+        ext.client  # noqa: B018  (which app's? refuse to guess)
+    orders.test_client().post("/api/cart/add", headers=ATC)  # not in this app's matcher
+    assert hub.events() == []
+    carts.test_client().post("/api/cart/add", headers=ATC)
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [ATC["X-LayerSync-Event-Id"]]
+
+
+def test_capture_events_reaches_the_extension_client(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
+    app, ext = make_app(hub)  # built before capturing, as a module-level app is
+    with capture_events() as captured:
+        assert app.test_client().post("/api/orders", headers=PUR).status_code == 201
+        ext.client.flush()
+    assert [e["event_id"] for e in captured.events] == [PUR["X-LayerSync-Event-Id"]]
+    assert captured.events[0]["custom_data"] == {"order_id": "O-FL", "value": 7.0}
+    assert hub.events() == []
+    app.test_client().post("/api/cart/add", headers=ATC)  # restored on exit: to the hub again
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [ATC["X-LayerSync-Event-Id"]]

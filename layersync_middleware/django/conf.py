@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
 from .._pairing import Consent, IsSuccess
-from .._settings import ConfigurationError, Settings
+from .._settings import ConfigurationError, Settings, disable_or_raise
 
 SETTING = "LAYERSYNC"
 _HOOKS = ("consent", "is_success")
@@ -41,6 +41,18 @@ def read() -> tuple[Settings, Consent | None, IsSuccess | None]:
     hooks = {name: _hook(options.pop(name, None), spell(name)) for name in _HOOKS}
     settings = Settings.from_mapping(options, spell=spell)
     return settings, hooks["consent"], hooks["is_success"]
+
+
+def load() -> tuple[Settings, Consent | None, IsSuccess | None]:
+    """What the middleware uses: :func:`read`, except that missing credentials give
+    disabled settings and one error log naming the key to set, so that the site keeps
+    serving. Invalid settings raise (the middleware is built at start-up, and
+    ``manage.py check`` reports them as layersync.E001); so does any problem with
+    ``LAYERSYNC['strict']`` set."""
+    try:
+        return read()
+    except ConfigurationError as exc:
+        return disable_or_raise(exc, raise_invalid=True), None, None
 
 
 def _hook(value: Any, name: str) -> Callable[..., bool] | None:
