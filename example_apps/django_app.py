@@ -17,9 +17,16 @@ settings.configure(
     SECRET_KEY="example-only-not-secret",
     ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
-    INSTALLED_APPS=["layersync_middleware.django"],  # for `manage.py check`
-    MIDDLEWARE=["layersync_middleware.django.LayerSyncMiddleware"],
-    # Site id, secret key and hub URL come from LAYERSYNC_* environment variables.
+    INSTALLED_APPS=["layersync_middleware.django"],  # its checks run in `manage.py check`
+    MIDDLEWARE=[
+        "django.middleware.security.SecurityMiddleware",
+        # Early, so that it sees the final status: a CSRF 403 or any error sends nothing.
+        "layersync_middleware.django.LayerSyncMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+    ],
+    # Site id, secret key and hub URL come from LAYERSYNC_* environment variables. Without
+    # them the site runs with tracking off: a warning in `manage.py check` (layersync.W003).
     LAYERSYNC={"matcher": _shop.MATCHER},
 )
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import logging
 import pathlib
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -290,6 +292,19 @@ def test_missing_credentials_disable_with_one_error_naming_what_to_set(caplog: p
     assert record.levelno == logging.ERROR
     assert record.getMessage().startswith("LAYERSYNC_SITE_ID is not set (the site id from your LayerSync dashboard)")
     assert "LayerSync tracking is disabled" in record.getMessage() and KEY not in caplog.text
+
+
+def test_the_disabled_error_is_seen_in_an_app_without_logging_config() -> None:
+    # The library adds a NullHandler for silence by default; this one line must get through.
+    code = (
+        "import logging\n"
+        "logging.getLogger('layersync').addHandler(logging.NullHandler())\n"
+        "from layersync_middleware._settings import Settings, settings_or_disabled\n"
+        "settings_or_disabled(lambda: Settings.from_env({}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "LAYERSYNC_SITE_ID and LAYERSYNC_SECRET are not set" in done.stderr
+    assert done.stderr.count("tracking is disabled") == 1
 
 
 def test_invalid_settings_raise_at_start_up_and_disable_when_built_lazily(caplog: pytest.LogCaptureFixture) -> None:
