@@ -178,6 +178,8 @@ def _check_bool(name: str, value: object) -> bool:
 
 def _is_blank(value: object) -> bool:
     # An empty variable (``LAYERSYNC_SITE_ID=`` from an unset ``${VAR}`` in compose) is missing.
+    if isinstance(value, SecretKey):
+        value = value.reveal()
     return value is None or (isinstance(value, str) and not value.strip())
 
 

@@ -284,6 +284,12 @@ def test_missing_credentials_are_flagged_and_named_as_the_source_spells_them() -
     assert not info.value.missing
 
 
+def test_disabled_settings_cannot_be_re_enabled_without_credentials() -> None:
+    with pytest.raises(ConfigurationError, match="^site_id and secret_key: are not set") as info:
+        Settings.disabled().replace(enabled=True)
+    assert info.value.missing
+
+
 def test_missing_credentials_disable_with_one_error_naming_what_to_set(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="layersync")
     s = settings_or_disabled(lambda: Settings.from_env({"LAYERSYNC_SECRET": KEY, "LAYERSYNC_MATCHER": "/api/*"}))
