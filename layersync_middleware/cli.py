@@ -1,4 +1,5 @@
-"""The ``layersync`` command: ``hub``, ``demo``, ``send-test-event``, ``check``."""
+"""The ``layersync`` command (also ``python -m layersync_middleware``): ``hub``, ``demo``,
+``send-test-event``, ``check``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ._settings import ConfigurationError, Settings
+from . import _wire
+from ._match import Rule
+from ._settings import ENV_NAMES, ConfigurationError, Settings
+from ._version import __version__
+from .hub.sites import DEMO_SITE
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+_OFF = ("0", "false", "no", "off")
 
 
 def _data_dir() -> Path:
@@ -21,37 +30,84 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _say(message: str = "") -> None:
+    print(message, flush=True)  # flushed: `layersync hub` runs until it is killed
+
+
+# -- hub and demo ----------------------------------------------------------------------------
 def cmd_hub(args: argparse.Namespace) -> int:
     try:
+        import uvicorn
+
         from .hub import Faults, HubSite, create_hub
     except ImportError:
         return _fail("the hub needs the 'hub' extra: pip install 'layersync-middleware[hub]'")
-    import uvicorn
-
+    try:
+        faults = Faults(mode=args.fault, rate=args.fault_rate)
+    except ValueError as exc:
+        return _fail(f"--fault-rate: {exc}")
     database = args.db
     if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    faults = Faults(mode=args.fault, rate=args.fault_rate)
-    app = create_hub([HubSite(args.site, args.publishable_key, args.secret_key)], database=database, faults=faults)
-    print(f"LayerSync local hub on http://{args.host}:{args.port}  (site {args.site}, database {database})")
-    print(
-        f"point an app at it: LAYERSYNC_API_URL=http://{args.host}:{args.port} LAYERSYNC_SITE_ID={args.site} "
-        "LAYERSYNC_SECRET=<the --secret-key>"
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    site = HubSite(args.site, args.publishable_key, args.secret_key)
+    allowed = [*args.allow_host, *([] if args.host in _WILDCARD_HOSTS else [args.host])]
+    app = create_hub([site], database=database, faults=faults, allowed_hosts=allowed)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}"
+    # The demo secret is public (it is in the docs): showing it is the point. A key of
+    # the user's own is not echoed.
+    shown = site.secret_key if site.secret_key == DEMO_SITE.secret_key else None
+    _say(f"LayerSync local hub on {url}  (database {database})")
+    _say(f"  site id          {site.site_id}")
+    _say(f"  publishable key  {site.publishable_key}   (browser pages)")
+    _say(f"  secret key       {shown or '(the --secret-key you gave; not shown)'}   (servers)")
+    _say("point an app at it:")
+    secret = shown or "<your --secret-key>"
+    _say(f"  LAYERSYNC_API_URL={url} LAYERSYNC_SITE_ID={site.site_id} LAYERSYNC_SECRET={secret}")
+    if faults.mode is not None:
+        _say(f"injecting fault {faults.mode} on {faults.rate:.0%} of server ingest requests")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1, http="h11")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from ._demo import run_demo
+        from .hub.demo import run_demo
     except ImportError:
         return _fail("the demo needs the 'hub' extra: pip install 'layersync-middleware[hub]'")
     return run_demo()
 
 
+# -- settings --------------------------------------------------------------------------------
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The ``LAYERSYNC_*`` settings; a ConfigurationError names the variable to fix."""
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        raise ConfigurationError(ENV_NAMES.get(exc.setting, exc.setting), exc.problem) from None
+    if os.environ.get("LAYERSYNC_ENABLED", "").strip().lower() in _OFF:
+        return settings
+    # Required whatever Settings does without them (it may disable tracking instead).
+    if not os.environ.get("LAYERSYNC_SITE_ID"):
+        raise ConfigurationError("LAYERSYNC_SITE_ID", "is not set (the site id from your LayerSync dashboard)")
+    if not (os.environ.get("LAYERSYNC_SECRET") or os.environ.get("LAYERSYNC_SECRET_KEY")):
+        raise ConfigurationError("LAYERSYNC_SECRET", "is not set (the secret key 'sk_...' from your dashboard)")
+    return settings
+
+
+def describe_rule(rule: Rule) -> str:
+    """``/api/cart/* -> add_to_cart (browser SDK's name for the URL)``."""
+    if rule.names is None:
+        name = _wire.browser_event_name_for(rule.pattern)
+        if name is None:
+            return (
+                f"{rule.pattern} -> the browser SDK's name for each matching URL "
+                f"(the pattern itself names none; to be explicit: {rule.pattern}=name)"
+            )
+        return f"{rule.pattern} -> {name} (browser SDK's name for the URL)"
+    if "*" in rule.names:
+        return f"{rule.pattern} -> any event name"
+    return f"{rule.pattern} -> {', '.join(sorted(rule.names))}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -60,59 +116,113 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return _fail(str(exc))
     print("settings OK")
-    print(f"  site_id      {settings.site_id}")
-    print("  secret_key   set (sk_...)" if settings.enabled else "  secret_key   -")
+    print(f"  site_id      {settings.site_id or '-'}")
+    print("  secret_key   set (not shown)" if settings.secret_key.reveal() else "  secret_key   -")
     print(f"  api_url      {settings.api_url}")
     print(f"  enabled      {settings.enabled}")
     print(f"  trust_proxy  {settings.trust_proxy}")
-    print(f"  matcher      {', '.join(r.pattern for r in settings.matcher.rules) or '(none)'}")
     print(f"  sender       {settings.sender}, timeout {settings.timeout_ms} ms, {settings.max_retries} retries")
+    rules = settings.matcher.rules
+    print(f"  matcher      {len(rules)} pattern(s); a pairing header is forwarded only with a name its pattern allows")
+    for rule in rules:
+        print(f"    {describe_rule(rule)}")
     return 0
+
+
+# -- send-test-event -------------------------------------------------------------------------
+def _hint(status: int | None, settings: Settings, timeout: float) -> str:
+    """What to check, for the statuses a first setup meets."""
+    if status is None:
+        return f"nothing answered within {timeout:g} s: is the hub at LAYERSYNC_API_URL running? (`layersync hub`)"
+    if status == 401:
+        hint = (
+            f"the hub refused the key: check LAYERSYNC_SECRET (the secret key 'sk_...' of site "
+            f"{settings.site_id}, not the publishable one) and LAYERSYNC_SITE_ID ({settings.site_id})"
+        )
+        host = urlsplit(settings.api_url).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1"):
+            hint += (
+                f"; `layersync hub` prints the ones it accepts (the demo's: LAYERSYNC_SITE_ID={DEMO_SITE.site_id} "
+                f"LAYERSYNC_SECRET={DEMO_SITE.secret_key})"
+            )
+        return hint
+    if status == 404:
+        return "no ingest endpoint there: is LAYERSYNC_API_URL the hub's base URL?"
+    return "the hub refused the event"
 
 
 def cmd_send_test_event(args: argparse.Namespace) -> int:
     from ._client import LayerSync
 
     try:
-        client = LayerSync(_settings())
+        settings = _settings()
     except ConfigurationError as exc:
         return _fail(str(exc))
-    if not client.settings.enabled:
+    if not settings.enabled:
         return _fail("LAYERSYNC_ENABLED is off")
-    print(f"sending a {args.event} event to {client.settings.api_url} ...", flush=True)
+    timeout = settings.timeout_ms / 1000
+    # One attempt, bounded by the timeout: a test answers now or says why.
+    client = LayerSync(settings.replace(max_retries=0))
+    print(f"sending a {args.event} event to {settings.api_url} (timeout {timeout:g} s) ...", flush=True)
     started = time.perf_counter()
-    result = client.send(args.event, {"test_event": True})
+    result = client.send(args.event, {"test_event": True}, timeout=timeout)
     elapsed = (time.perf_counter() - started) * 1000
     client.shutdown(0)
     if result.ok:
         print(f"ok: HTTP {result.status} in {elapsed:.0f} ms, event_id {result.event_id}")
         return 0
     status = f"HTTP {result.status}" if result.status else "no response"
-    return _fail(f"not delivered: {status} ({result.error}) after {elapsed:.0f} ms", 1)
+    return _fail(
+        f"not delivered: {status} ({result.error}) after {elapsed:.0f} ms; {_hint(result.status, settings, timeout)}",
+        1,
+    )
 
 
+# -- the parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="layersync", description="LayerSync server-side tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    hub = sub.add_parser("hub", help="run the local LayerSync hub")
-    hub.add_argument("--host", default="127.0.0.1")
-    hub.add_argument("--port", type=int, default=8787)
+    hub = sub.add_parser("hub", help="run the local LayerSync hub", formatter_class=formatter)
+    hub.add_argument("--host", default="127.0.0.1", help="address to listen on; keep it on loopback")
+    hub.add_argument("--port", type=int, default=8787, help="port to listen on")
     hub.add_argument("--db", default=str(_data_dir() / "hub.sqlite3"), help="SQLite file, or :memory:")
-    hub.add_argument("--site", default="site_demo")
-    hub.add_argument("--publishable-key", default="pk_demo_publishable")
-    hub.add_argument("--secret-key", default="sk_demo_secret")
-    hub.add_argument("--fault", choices=["500", "429", "hang", "drop"], help="inject a fault on server ingest")
-    hub.add_argument("--fault-rate", type=float, default=1.0, help="share of requests hit by --fault")
+    hub.add_argument("--site", default=DEMO_SITE.site_id, help="the site id the hub accepts")
+    hub.add_argument("--publishable-key", default=DEMO_SITE.publishable_key, help="the browser key it accepts")
+    hub.add_argument("--secret-key", default=DEMO_SITE.secret_key, help="the server key it accepts")
+    hub.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name besides loopback under which the page and /api/hub/* answer (repeatable)",
+    )
+    hub.add_argument(
+        "--fault",
+        choices=["500", "429", "hang", "drip", "reset", "drop"],
+        help="inject a fault on server ingest (more options: POST /api/hub/faults)",
+    )
+    hub.add_argument("--fault-rate", type=float, default=1.0, help="share of requests hit by --fault, 0-1")
     hub.set_defaults(func=cmd_hub)
 
-    sub.add_parser("demo", help="run the hub, an example shop and a shopping session").set_defaults(func=cmd_demo)
+    demo = sub.add_parser("demo", help="run the hub, an example shop and a shopping session", formatter_class=formatter)
+    demo.set_defaults(func=cmd_demo)
 
-    test = sub.add_parser("send-test-event", help="send one event with the LAYERSYNC_* settings")
-    test.add_argument("--event", default="test_event")
+    test = sub.add_parser(
+        "send-test-event",
+        help="send one event with the LAYERSYNC_* settings",
+        description="One attempt, within LAYERSYNC_TIMEOUT_MS.",
+        formatter_class=formatter,
+    )
+    test.add_argument("--event", default="test_event", help="the event name")
     test.set_defaults(func=cmd_send_test_event)
 
-    sub.add_parser("check", help="validate the LAYERSYNC_* settings").set_defaults(func=cmd_check)
+    check = sub.add_parser(
+        "check", help="validate the LAYERSYNC_* settings; exit 2 if they are wrong", formatter_class=formatter
+    )
+    check.set_defaults(func=cmd_check)
     return parser
 
 

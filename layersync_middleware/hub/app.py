@@ -1,82 +1,54 @@
-"""The hub's HTTP side (Starlette): ingest, config, fault injection and the page."""
+"""The hub's HTTP side: ingest, config, the page, inspection and control, and faults."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
-import random
+import re
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _wire
+from . import faults as _faults
+from .faults import Faults, FaultSwitch, Mode
+from .sites import DEMO_SITE, HubSite
 from .store import Store
 
 MAX_BODY = 1024 * 1024  # after gunzip too
+# Deep enough for any real event; shallow enough that re-encoding it inside the
+# feed's own document can never hit Python's recursion limit.
+MAX_DEPTH = 32
 _ID_MAX = 128
 
-
-@dataclass(frozen=True)
-class HubSite:
-    site_id: str
-    publishable_key: str
-    secret_key: str
-
-    def __repr__(self) -> str:
-        return f"HubSite(site_id={self.site_id!r})"
-
-
-@dataclass
-class Faults:
-    """What the hub does to a share of ingest requests. ``mode``: "500", "429", "hang"
-    or "drop" (close the connection mid-response). ``rate``: the share (0-1) of requests
-    hit; ``count``: if set, only that many more requests are hit. ``target``: "server",
-    "browser" or "all" ingest endpoints."""
-
-    mode: str | None = None
-    rate: float = 1.0
-    count: int | None = None
-    retry_after: float = 1.0
-    hang_seconds: float = 30.0
-    target: str = "server"
-    hits: int = field(default=0)
-
-    def pick(self, source: str) -> str | None:
-        if self.mode is None or self.target not in (source, "all"):
-            return None
-        if self.count is not None and self.count <= 0:
-            return None
-        if self.rate < 1.0 and random.random() >= self.rate:
-            return None
-        if self.count is not None:
-            self.count -= 1
-        self.hits += 1
-        return self.mode
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "rate": self.rate,
-            "count": self.count,
-            "retry_after": self.retry_after,
-            "hang_seconds": self.hang_seconds,
-            "target": self.target,
-            "hits": self.hits,
-        }
-
-
-class _Drop(Exception):
-    pass
+_KIND_OF_PATH = {
+    _wire.BROWSER_EVENT_PATH: "browser",
+    _wire.BROWSER_BATCH_PATH: "browser",
+    _wire.SERVER_EVENT_PATH: "server",
+    _wire.SERVER_BATCH_PATH: "server",
+    _wire.CONFIG_PATH: "config",  # fetched by the browser SDK, cross-origin
+}
+# The browser SDK posts cross-origin with credentials omitted; any origin may.
+_CORS: dict[str, Any] = {
+    "allow_origins": ["*"],
+    "allow_methods": ["GET", "POST"],
+    "allow_headers": ["Content-Type", "Content-Encoding", _wire.API_KEY_HEADER, _wire.SITE_ID_HEADER, "If-None-Match"],
+    "expose_headers": ["ETag"],
+    "max_age": 600,
+}
+# A Host header as browsers send it: a name or an IPv4 literal, or a bracketed IPv6.
+_HOST_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
 
 
 class _Invalid(Exception):
@@ -89,8 +61,39 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _depth(doc: Any) -> int:
+    """How deeply ``doc``'s containers nest (iteratively: it must not recurse itself)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body as JSON the hub can store and serve back: raises _Invalid(400) on what
+    ``json.loads`` accepts but the events feed could not render (NaN, ``1e400``, an
+    unpaired surrogate, nesting deeper than MAX_DEPTH)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _Invalid(400, "body is not valid JSON") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise _Invalid(400, f"body nests deeper than {MAX_DEPTH} levels")
+    try:  # exactly what the feed's JSONResponse will do with it
+        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError:  # UnicodeEncodeError included
+        raise _Invalid(400, "body holds NaN, Infinity, a number out of range or an unpaired surrogate") from None
+    return doc
+
+
 def validate_event(event: Any, site_id: str) -> dict[str, Any]:
-    """The wire.md event body's schema; raises _Invalid(422) naming the first problem."""
+    """The event body's schema (the browser SDK's, ``_wire``); raises _Invalid(422)
+    naming the first problem."""
     if not isinstance(event, dict):
         raise _Invalid(422, "an event must be a JSON object")
     for key, kind in (("event_id", str), ("event_name", str)):
@@ -110,12 +113,47 @@ def validate_event(event: Any, site_id: str) -> dict[str, Any]:
     return event
 
 
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise _Invalid(413, f"body larger than {MAX_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise _Invalid(413, f"body larger than {MAX_BODY} bytes")
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            raw = inflater.decompress(raw, MAX_BODY + 1)
+        except zlib.error:
+            raise _Invalid(400, "body is not valid gzip") from None
+        if len(raw) > MAX_BODY or inflater.unconsumed_tail:
+            raise _Invalid(413, f"body larger than {MAX_BODY} bytes after gunzip")
+    return raw
+
+
+async def _control_body(request: Request) -> dict[str, Any]:
+    """A control route's body: JSON, declared as such. A cross-site form or a
+    ``fetch`` without a preflight cannot send ``application/json``, and the hub
+    grants no preflight on these routes."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise _Invalid(415, 'control routes take a JSON body with Content-Type: application/json (e.g. "{}")')
+    doc = parse_json(await _read_body(request))
+    if not isinstance(doc, dict):
+        raise _Invalid(400, "the body must be a JSON object")
+    return doc
+
+
 class Hub:
-    def __init__(self, sites: list[HubSite], store: Store, faults: Faults) -> None:
+    """The routes' endpoints, and the hub's state: sites, store, faults."""
+
+    def __init__(self, sites: list[HubSite], store: Store, faults: FaultSwitch) -> None:
         self.sites = {s.site_id: s for s in sites}
         self.store = store
         self.faults = faults
-        self.closing = False
+        self.closing = False  # set when the server stops: hung requests let go
 
     # -- auth ------------------------------------------------------------------------------
     def _browser_site(self, request: Request) -> HubSite | None:
@@ -132,71 +170,18 @@ class Hub:
             return None
         return site
 
-    # -- bodies ----------------------------------------------------------------------------
-    async def _json(self, request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
-            raise _Invalid(413, f"body larger than {MAX_BODY} bytes")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise _Invalid(413, f"body larger than {MAX_BODY} bytes")
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                raw = inflater.decompress(raw, MAX_BODY + 1)
-            except zlib.error:
-                raise _Invalid(400, "body is not valid gzip") from None
-            if len(raw) > MAX_BODY or inflater.unconsumed_tail:
-                raise _Invalid(413, f"body larger than {MAX_BODY} bytes after gunzip")
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise _Invalid(400, "body is not valid JSON") from None
-
-    async def _fault(self, source: str) -> Response | None:
-        mode = self.faults.pick(source)
-        if mode is None:
-            return None
-        if mode == "500":
-            return _error(500, "injected fault")
-        if mode == "429":
-            return JSONResponse(
-                {"error": "injected rate limit"},
-                status_code=429,
-                headers={"Retry-After": str(int(self.faults.retry_after))},
-            )
-        if mode == "hang":
-            # In short steps, so that a hub being stopped lets its hung requests go.
-            loop = asyncio.get_running_loop()
-            until = loop.time() + self.faults.hang_seconds
-            while loop.time() < until and not self.closing:
-                await asyncio.sleep(0.05)
-            return _error(503, "injected hang ended")
-        raise _Drop()
-
     # -- ingest ----------------------------------------------------------------------------
     async def ingest(self, request: Request) -> Response:
-        source = "server" if "/server" in request.url.path else "browser"
-        batch = request.url.path.endswith("/batch")
+        source = _KIND_OF_PATH[request.url.path]
         site = self._server_site(request) if source == "server" else self._browser_site(request)
         if site is None:
-            return _error(
-                401,
-                "missing or wrong key for this site"
-                + (
-                    " (server endpoints take the secret key as a Bearer token)"
-                    if source == "server"
-                    else " (browser endpoints take the publishable key)"
-                ),
-            )
-        fault = await self._fault(source)
-        if fault is not None:
-            return fault
+            hint = "server endpoints take the secret key as a Bearer token"
+            if source == "browser":
+                hint = "browser endpoints take the publishable key"
+            return _error(401, f"missing or wrong key for this site ({hint})")
         try:
-            doc = await self._json(request)
-            if not batch:
+            doc = parse_json(await _read_body(request))
+            if not request.url.path.endswith("/batch"):
                 event = validate_event(doc, site.site_id)
                 fresh = self.store.add(site.site_id, source, event)
                 return JSONResponse({"status": "ok", "event_id": event["event_id"], "duplicate": not fresh})
@@ -235,7 +220,7 @@ class Hub:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
-    # -- inspection and control ------------------------------------------------------------------
+    # -- inspection and control ------------------------------------------------------------
     async def list_events(self, request: Request) -> Response:
         site_id = request.query_params.get("site_id")
         return JSONResponse({"events": self.store.events(site_id=site_id)})
@@ -244,21 +229,26 @@ class Hub:
         site_id = request.query_params.get("site_id")
         return JSONResponse({"groups": self.store.groups(site_id=site_id)})
 
+    async def get_faults(self, request: Request) -> Response:
+        return JSONResponse(self.faults.as_dict())
+
     async def set_faults(self, request: Request) -> Response:
-        if request.method == "POST":
-            try:
-                doc = await request.json()
-                new = Faults(**{k: v for k, v in doc.items() if k != "hits"})
-            except (ValueError, TypeError) as exc:
-                return _error(400, f"bad faults: {exc}")
-            if new.mode not in (None, "500", "429", "hang", "drop") or new.target not in ("server", "browser", "all"):
-                return _error(400, "mode is one of 500, 429, hang, drop or null; target server, browser or all")
-            self.faults.__dict__.update(new.__dict__)
+        try:
+            faults = Faults.from_json(await _control_body(request))
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad fault settings: {exc}")
+        self.faults.set(faults)
         return JSONResponse(self.faults.as_dict())
 
     async def reset(self, request: Request) -> Response:
+        try:
+            await _control_body(request)
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
         self.store.clear()
-        self.faults.__dict__.update(Faults().__dict__)
+        self.faults.set(Faults())
         return JSONResponse({"status": "ok"})
 
     async def page(self, request: Request) -> Response:
@@ -266,19 +256,156 @@ class Hub:
         return HTMLResponse(html)
 
 
-class _DropConnection:
-    """Turns the "drop" fault into a connection closed mid-response, as a dying hub does."""
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":  # resolved by the OS itself, never through DNS
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+
+class HubApp:
+    """The hub as an ASGI app. Each kind of route has its rule:
+
+    * browser ingest and config: CORS for any origin (the browser SDK posts from the
+      shop's pages, credentials omitted);
+    * server ingest: no CORS; servers need none;
+    * everything else (the page, ``/api/hub/*``): same-origin only, and only when
+      the Host header is a loopback host or one of ``allowed_hosts``: a page on
+      another origin cannot read or drive the hub, and a DNS-rebound name cannot
+      pass for the hub's own.
+
+    Ingest requests may first meet the injected faults (``hub.faults``)."""
+
+    def __init__(self, hub: Hub, allowed_hosts: Iterable[str] = ()) -> None:
+        self.hub = hub
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self._routes = Starlette(routes=_routes(hub))
+        self._cors = CORSMiddleware(self._routes, **_CORS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except _Drop:
+        if scope["type"] != "http":  # lifespan
+            await self._routes(scope, receive, send)
+            return
+        kind = _KIND_OF_PATH.get(scope["path"])
+        if kind is None:
+            refusal = self._refusal(scope)
+            await (refusal or self._routes)(scope, receive, send)
+            return
+        app: ASGIApp = self._routes if kind == "server" else self._cors
+        mode = self.hub.faults.pick(kind) if kind != "config" and scope["method"] == "POST" else None
+        if mode is None:
+            await app(scope, receive, send)
+        else:
+            await self._inject(mode, app, scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        m = _HOST_RE.fullmatch(host)
+        name = (m.group("v6") or m.group("name")).lower() if m else ""
+        if not (_is_loopback_host(name) or name in self.allowed_hosts):
+            return _error(
+                403,
+                "the hub's page and /api/hub/* answer only to a loopback host (localhost, 127.0.0.1, [::1]) "
+                "or one allowed with --allow-host",
+            )
+        origin = headers.get("origin")
+        if origin is not None and origin.lower() != f"{scope['scheme']}://{host}".lower():
+            return _error(403, "cross-origin requests to the hub's page and /api/hub/* are refused")
+        return None
+
+    async def _inject(self, mode: Mode, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        faults = self.hub.faults.faults
+        transport = _faults.raw_transport(send)
+        if mode == "500":
+            await self._answer(app, _error(500, "injected fault"), scope, receive, send)
+        elif mode == "429":
+            response = _error(429, "injected rate limit")
+            response.headers["Retry-After"] = str(faults.retry_after)
+            await self._answer(app, response, scope, receive, send)
+        elif mode == "hang":
+            # In short steps, so that a hub being stopped lets its hung requests go.
+            loop = asyncio.get_running_loop()
+            until = loop.time() + faults.hang_seconds
+            while loop.time() < until and not self.hub.closing:
+                await asyncio.sleep(0.05)
+            await self._answer(app, _error(503, "injected hang ended"), scope, receive, send)
+        elif mode == "drip":
+            await self._drip(app, scope, receive, send, transport, faults.drip_ms / 1000)
+        elif mode == "reset":
+            await _drain(receive)
+            if transport is None:
+                raise ConnectionResetError("injected connection reset")
+            await _faults.reset(transport)
+        else:  # "drop": headers and part of the body, then the connection closes
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
             await send({"type": "http.response.body", "body": b'{"sta', "more_body": True})
-            raise ConnectionAbortedError("injected connection drop") from None
+            if transport is None:
+                raise ConnectionAbortedError("injected connection drop")
+            await _faults.close(transport)
+
+    async def _answer(self, app: ASGIApp, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+        """A canned answer, under the route's CORS rule so that the browser SDK sees it."""
+        await (CORSMiddleware(response, **_CORS) if app is self._cors else response)(scope, receive, send)
+
+    async def _drip(
+        self,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        transport: asyncio.Transport | None,
+        interval: float,
+    ) -> None:
+        """The request is handled for real (the event is stored); its answer is written
+        one byte per ``interval``: under uvicorn the status line and headers too."""
+        status, headers, body = 500, [], bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        await app(scope, receive, capture)
+        if transport is not None:
+            await _faults.drip(transport, _faults.http_bytes(status, headers, bytes(body)), interval, self._stopping)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for i in range(len(body)):
+            if self.hub.closing:
+                break
+            await send({"type": "http.response.body", "body": bytes(body[i : i + 1]), "more_body": True})
+            await asyncio.sleep(interval)
+        await send({"type": "http.response.body", "body": b""})
+
+    def _stopping(self) -> bool:
+        return self.hub.closing
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the request body: the client has sent everything before the fault hits."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+def _routes(hub: Hub) -> list[Route]:
+    ingest = [Route(path, hub.ingest, methods=["POST"]) for path, kind in _KIND_OF_PATH.items() if kind != "config"]
+    return [
+        *ingest,
+        Route(_wire.CONFIG_PATH, hub.config, methods=["GET"]),
+        Route("/api/hub/events", hub.list_events, methods=["GET"]),
+        Route("/api/hub/groups", hub.list_groups, methods=["GET"]),
+        Route("/api/hub/faults", hub.get_faults, methods=["GET"]),
+        Route("/api/hub/faults", hub.set_faults, methods=["POST"]),
+        Route("/api/hub/reset", hub.reset, methods=["POST"]),
+        Route("/", hub.page, methods=["GET"]),
+    ]
 
 
 def create_hub(
@@ -286,45 +413,13 @@ def create_hub(
     *,
     database: str = ":memory:",
     faults: Faults | None = None,
-) -> Starlette:
-    """The hub app. ``app.state.hub`` holds the :class:`Hub` (store, faults, sites)."""
-    sites = sites or [HubSite("site_demo", "pk_demo_publishable", "sk_demo_secret")]
-    hub = Hub(sites, Store(database), faults or Faults())
-    ingest_paths = (
-        _wire.BROWSER_EVENT_PATH,
-        _wire.BROWSER_BATCH_PATH,
-        _wire.SERVER_EVENT_PATH,
-        _wire.SERVER_BATCH_PATH,
-    )
-    routes = [Route(p, hub.ingest, methods=["POST"]) for p in ingest_paths] + [
-        Route(_wire.CONFIG_PATH, hub.config, methods=["GET"]),
-        Route("/api/hub/events", hub.list_events, methods=["GET"]),
-        Route("/api/hub/groups", hub.list_groups, methods=["GET"]),
-        Route("/api/hub/faults", hub.set_faults, methods=["GET", "POST"]),
-        Route("/api/hub/reset", hub.reset, methods=["POST"]),
-        Route("/", hub.page, methods=["GET"]),
-    ]
-    middleware = [
-        # The browser SDK posts cross-origin with credentials omitted; any origin may.
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "POST"],
-            allow_headers=[
-                "Content-Type",
-                "Content-Encoding",
-                _wire.API_KEY_HEADER,
-                _wire.SITE_ID_HEADER,
-                "If-None-Match",
-            ],
-            expose_headers=["ETag"],
-            max_age=600,
-        ),
-        Middleware(_DropConnection),
-    ]
-    app = Starlette(routes=routes, middleware=middleware)
-    app.state.hub = hub
-    return app
+    allowed_hosts: Iterable[str] = (),
+) -> HubApp:
+    """The hub app; ``app.hub`` holds its :class:`Hub` (sites, store, faults).
+    ``allowed_hosts``: host names besides the loopback ones under which the page and
+    ``/api/hub/*`` answer (the name the hub is reached by in a docker network)."""
+    hub = Hub(sites or [DEMO_SITE], Store(database), FaultSwitch(faults))
+    return HubApp(hub, allowed_hosts)
 
 
-__all__ = ["Faults", "Hub", "HubSite", "create_hub"]
+__all__ = ["Hub", "HubApp", "create_hub", "parse_json", "validate_event"]

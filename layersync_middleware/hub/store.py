@@ -34,7 +34,8 @@ def hashed_fields(user_data: dict[str, Any]) -> list[str]:
 class Store:
     def __init__(self, path: str = ":memory:") -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL") if path != ":memory:" else None
+        if path != ":memory:":  # lets the page read while ingest writes
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 

@@ -14,12 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import _wire
-from ._client import LayerSync, current_event
-from .asgi import LayerSyncMiddleware
-from .hub import HubServer, HubSite, create_hub
+from .. import _wire
+from .._client import LayerSync, current_event
+from .._event import build_event, new_event_id
+from ..asgi import LayerSyncMiddleware
+from .app import create_hub
+from .server import HubServer
+from .sites import DEMO_SITE as SITE
 
-SITE = HubSite("site_demo", "pk_demo_publishable", "sk_demo_secret")
 PRICES = {"SKU-A": 79.5, "SKU-B": 50.0}
 
 
@@ -51,9 +53,7 @@ def demo_shop(client: LayerSync) -> Any:
 
 
 def _browser_event(name: str, props: dict[str, Any], page: str, ua: str, cookies: dict[str, str]) -> dict[str, Any]:
-    """An event as the browser SDK would post it (wire.md 3)."""
-    from ._event import build_event, new_event_id
-
+    """An event as the browser SDK would post it."""
     event = build_event(
         site_id=SITE.site_id,
         event_name=name,
