@@ -1,0 +1,342 @@
+"""The benchmark suite of issue 12: one command, a table, a JSON file and a plot.
+
+    .venv/bin/python bench/run.py                 # the full run, about 7 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick         # 1 round of 1 s per variant, small sender runs
+    .venv/bin/python bench/run.py --variants asgi-bare,asgi-layersync --rounds 3
+
+Each variant runs under a real server on 127.0.0.1 (uvicorn + uvloop + httptools for ASGI,
+gunicorn sync and gthread for WSGI), pinned to one core; ``wrk`` and a counting sink that
+plays the hub share the other. Variants are interleaved over rounds with the order rotated,
+and each is compared with its server's bare app from the same round. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loadgen import ensure_wrk, run_wrk, wrk_command
+from procs import BENCH, ServerProcess, Sink, pin, start_servers
+from procstat import cpu_seconds_between, tree_cpu
+from report import Run, fill_ratios, plot, sender_table, summarise, variant_table, write_json
+from variants import Variant, select
+
+ROOT = BENCH.parent
+PACKAGES = (
+    "layersync-middleware",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "gunicorn",
+    "flask",
+    "httpx",
+    "sentry-sdk",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-asgi",
+    "opentelemetry-instrumentation-wsgi",
+    "segment-analytics-python",
+)
+
+
+_text: dict[str, Any] = {"capture_output": True, "text": True}
+
+
+@dataclass(frozen=True)
+class Setup:
+    rounds: int
+    duration: int  # seconds of each measured wrk run
+    warmup: int  # seconds of unmeasured wrk before it (0: none)
+    connections: int
+    server_core: int | None
+    load_core: int | None
+    micro_n: int  # track() calls
+    deliver_n: int  # events per delivery run
+    request_path_n: int
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LayerSync middleware benchmark suite (issue 12)")
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s, small sender runs: checks the runner")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5)")
+    parser.add_argument("--duration", type=int, help="seconds per measured run (default 3)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (default 1)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--variants", help="comma-separated names (baselines are added); default all")
+    parser.add_argument("--no-micro", action="store_true", help="skip the sender micro-benchmarks")
+    parser.add_argument("--micro-n", type=int, help="track() calls timed (default 100000)")
+    parser.add_argument("--deliver-n", type=int, help="events per delivery run (default 100000)")
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="where latest.json and ratios.png go")
+    return parser.parse_args(argv)
+
+
+def make_setup(args: argparse.Namespace) -> Setup:
+    quick = args.quick
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = args.server_core in cores and args.load_core in cores and args.server_core != args.load_core
+    if not pinned:
+        print(f"cores {cores}: not pinning (need two distinct cores {args.server_core} and {args.load_core})")
+
+    def pick(value: int | None, full: int, small: int) -> int:
+        return value if value is not None else (small if quick else full)
+
+    return Setup(
+        rounds=pick(args.rounds, 5, 1),
+        duration=pick(args.duration, 3, 1),
+        warmup=pick(args.warmup, 1, 0),
+        connections=args.connections,
+        server_core=args.server_core if pinned else None,
+        load_core=args.load_core if pinned else None,
+        micro_n=pick(args.micro_n, 100_000, 2_000),
+        deliver_n=pick(args.deliver_n, 100_000, 5_000),
+        request_path_n=2_000 if quick else 10_000,
+    )
+
+
+# -- the machine -----------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, **_text)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "layersync_middleware"], cwd=ROOT, **_text)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+# -- the server benchmark --------------------------------------------------------------------
+def measure(variant: Variant, server: ServerProcess, sink: Sink, setup: Setup, wrk: str, nonce: Iterator[str]) -> Run:
+    """One wrk run against one variant: throughput, latency, server CPU, and what reached the sink."""
+    load = pin(setup.load_core)
+
+    def command(seconds: int) -> list[str]:
+        return wrk_command(
+            wrk, server.url, seconds=seconds, connections=setup.connections, mode=variant.mode, nonce=next(nonce)
+        )
+
+    if setup.warmup:
+        run_wrk(command(setup.warmup), load)
+    sink.settle()  # the warm-up's events are delivered before the counters start
+    sink.reset()
+    before = tree_cpu(server.pid)
+    result = run_wrk(command(setup.duration), load)
+    expected = result.requests - result.non_2xx if variant.sends_events else 0
+    counts = sink.settle(expect=expected, quiet=0.5 if variant.sends_events else 0.3)
+    cpu = cpu_seconds_between(before, tree_cpu(server.pid))
+    # A run stops with up to `connections` requests in flight: the server handled them and
+    # sent their events, wrk did not count them. So "missing" is expected minus distinct ids.
+    return {
+        "rps": result.rps,
+        "requests": result.requests,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "cpu_us_per_req": cpu / result.requests * 1e6 if result.requests else None,
+        "errors": result.errors,
+        "non_2xx": result.non_2xx,
+        "events_expected": expected,
+        "events_delivered": counts["events"],
+        "events_unique": counts["unique_events"],
+        "events_missing": max(0, expected - counts["unique_events"]),
+        "events_duplicated": counts["events"] - counts["unique_events"],
+        "sink_posts": counts["requests"] + counts["other_requests"],
+    }
+
+
+def run_rounds(
+    variants: list[Variant], servers: dict[str, ServerProcess], sink: Sink, setup: Setup, wrk: str
+) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {v.name: [] for v in variants}
+    nonce = (f"{i:06x}" for i in itertools.count(1))
+    for number in range(setup.rounds):
+        shift = number % len(variants)
+        order = variants[shift:] + variants[:shift]  # rotated: no variant always runs first or last
+        this_round: dict[str, Run] = {}
+        for position, variant in enumerate(order):
+            run = measure(variant, servers[variant.server.key], sink, setup, wrk, nonce)
+            run.update(round=number + 1, position=position + 1)
+            this_round[variant.name] = run
+            print(
+                f"  round {number + 1}/{setup.rounds} {variant.name:26} {run['rps']:8.0f} req/s  "
+                f"p99 {run['p99_ms']:6.2f} ms  CPU {run['cpu_us_per_req'] or 0:5.0f} us/req",
+                flush=True,
+            )
+        fill_ratios(this_round, variants)
+        for name, run in this_round.items():
+            runs[name].append(run)
+    return runs
+
+
+# -- the sender micro-benchmarks ---------------------------------------------------------------
+def micro(setup: Setup, sink: Sink, *args: str) -> dict[str, Any]:
+    command = [*pin(setup.server_core), sys.executable, str(BENCH / "micro.py"), *args, "--sink", sink.url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"micro.py {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+    last = done.stdout.strip().splitlines()[-1]
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
+def has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def deliver(setup: Setup, sink: Sink, lib: str) -> dict[str, Any]:
+    sink.settle()
+    sink.reset()
+    result = micro(setup, sink, "deliver", "--lib", lib, "--n", str(setup.deliver_n))
+    result["sink_events"] = sink.settle(expect=result["events"])["unique_events"]
+    return result
+
+
+def import_ms(module: str, runs: int = 5) -> tuple[float, float]:
+    """(median ``-X importtime`` cumulative ms, median wall ms over a bare interpreter)."""
+    cumulative, wall, bare = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        wall.append(time.perf_counter() - t0)
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], **_text, check=True)
+        match = re.search(rf"\|\s*(\d+)\s*\|\s{{0,2}}{re.escape(module)}\s*$", done.stderr, re.MULTILINE)
+        cumulative.append(int(match.group(1)) / 1000 if match else float("nan"))
+    return statistics.median(cumulative), (statistics.median(wall) - statistics.median(bare)) * 1000
+
+
+def run_micro(setup: Setup, sink: Sink, skipped: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    n = str(setup.micro_n)
+    print("sender: track() in-memory, track() over HTTP, delivery, request path, import, memory", flush=True)
+    out["track_memory"] = micro(setup, sink, "track", "--transport", "memory", "--n", n)
+    out["track_http"] = micro(setup, sink, "track", "--transport", "http", "--n", n)
+    out["deliver"] = deliver(setup, sink, "layersync")
+    if has("segment.analytics"):
+        out["segment_track"] = micro(setup, sink, "segment-track", "--n", n)
+        out["segment_deliver"] = deliver(setup, sink, "segment")
+    else:
+        skipped["segment"] = "not installed: segment-analytics-python"
+        print("skipped segment-analytics-python: not installed", flush=True)
+    out["request_path"] = micro(setup, sink, "request-path", "--n", str(setup.request_path_n))
+    cumulative, wall = import_ms("layersync_middleware", runs=1 if setup.micro_n < 10_000 else 5)
+    out["import"] = {"layersync_importtime_ms": cumulative, "layersync_wall_ms": wall}
+    libs = ["none", "layersync"] + (["segment"] if has("segment.analytics") else [])
+    out["idle_memory"] = {lib: micro(setup, sink, "idle-memory", "--lib", lib)["rss_kib"] for lib in libs}
+    return out
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup = make_setup(args)
+    variants, skipped = select(args.variants.split(",") if args.variants else None)
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}", flush=True)
+    if not shutil.which("taskset") and setup.server_core is not None:
+        raise SystemExit("taskset is needed (util-linux)")
+    wrk = ensure_wrk()
+    if setup.load_core is not None:
+        os.sched_setaffinity(0, {setup.load_core})  # our own polling stays off the server's core
+    started = datetime.now(timezone.utc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "versions": versions(),
+        "setup": setup.__dict__,
+    }
+    sink = Sink(setup.load_core)
+    try:
+        with open(args.out / "servers.log", "w") as log:
+            servers = start_servers(
+                list({v.server.key: v.server for v in variants}.values()), sink.url, setup.server_core, log
+            )
+            try:
+                print(f"{len(variants)} variants x {setup.rounds} rounds of {setup.duration} s", flush=True)
+                runs = run_rounds(variants, servers, sink, setup, wrk)
+            finally:
+                for server in servers.values():
+                    server.stop()
+        report["variants"] = {v.name: {**summarise(v, runs[v.name]), "runs": runs[v.name]} for v in variants}
+        report["sender"] = {} if args.no_micro else run_micro(setup, sink, skipped)
+    finally:
+        sink.close()
+    report["skipped"] = skipped
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    report["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+    return finish(report, args.out)
+
+
+def finish(report: dict[str, Any], out: Path) -> int:
+    summaries = {name: {k: v for k, v in s.items() if k != "runs"} for name, s in report["variants"].items()}
+    m = report["machine"]
+    title = f"{report['date']}  {report['commit']}  nproc={m['nproc']}  {m['cpu_model']}"
+    print(f"\n{title}\n")
+    print(variant_table(summaries))
+    if report["sender"]:
+        print()
+        print(sender_table(report["sender"]))
+    write_json(report, out / "latest.json")
+    plotted = plot(summaries, out / "ratios.png", title)
+    print(f"\nwrote {out / 'latest.json'}" + (f" and {out / 'ratios.png'}" if plotted else " (no matplotlib: no plot)"))
+    lost = [n for n, s in summaries.items() if s["sends_events"] and not s["all_delivered"]]
+    if lost:
+        print(f"events missing or duplicated at the sink: {', '.join(lost)}")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
