@@ -1,4 +1,10 @@
-"""The ``layersync`` logger, and warnings that say a thing once a minute, not per request."""
+"""The ``layersync`` logger, and warnings that say a thing once a minute, not per request.
+
+Whatever reaches a log line from a request (a path, a header) is the client's text:
+``safe()`` escapes every character that could end a line, move the cursor or reorder
+text in a terminal or a log viewer, and bounds the length, so that a ``%0a`` in a URL
+cannot write a line of its own. ``RateLimitedLog`` applies it to every argument.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,54 @@ import time
 logger = logging.getLogger("layersync")
 
 _INTERVAL = 60.0
+_ARG_LIMIT = 200
+_OBJECT_LIMIT = 1000  # exceptions and other objects: their own text, still bounded
+
+
+def _escape(text: str) -> str:
+    if text.isprintable():  # the common case: one C-level scan
+        return text
+    # Not printable: C0/C1 controls (CR, LF, NUL, ESC, NEL), U+2028/2029, bidi and
+    # other format characters, unassigned code points. The escape is repr()'s.
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def safe(value: object, limit: int = _ARG_LIMIT) -> str:
+    """``value`` as text fit for one log line: control characters escaped, at most
+    ``limit`` characters of it kept (the rest summarised as ``...(+N chars)``)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return f"{_escape(text[:limit])}...(+{len(text) - limit} chars)"
+    return _escape(text)
+
+
+class _Escaped:
+    """Formats an arbitrary object through ``safe()`` under both ``%s`` and ``%r``."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __str__(self) -> str:
+        return safe(str(self._obj), _OBJECT_LIMIT)
+
+    def __repr__(self) -> str:
+        return safe(repr(self._obj), _OBJECT_LIMIT)
+
+
+def _clean(arg: object) -> object:
+    if isinstance(arg, str):
+        return safe(arg)
+    if arg is None or isinstance(arg, (int, float)):  # %d and %.1f need the number itself
+        return arg
+    return _Escaped(arg)
 
 
 class RateLimitedLog:
     """``warn(key, msg)`` logs at most once per ``interval`` for each key, then says how many
-    were held back. Safe from any thread; costs a dict lookup when suppressed."""
+    were held back. Safe from any thread; costs a dict lookup when suppressed. Every
+    argument is passed through ``safe()``: the message is ours, the arguments are not."""
 
     def __init__(self, log: logging.Logger = logger, interval: float = _INTERVAL) -> None:
         self._log = log
@@ -34,6 +83,8 @@ class RateLimitedLog:
                 self._last[key] = (last, held + 1)
                 return
             self._last[key] = (now, 0)
+        args = tuple(_clean(a) for a in args)
+        msg = _escape(msg)  # callers build some messages with f-strings
         if held:
             msg += " (%d more like this in the last %ds)"
             args = (*args, held, int(self._interval))

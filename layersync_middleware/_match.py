@@ -1,4 +1,4 @@
-"""Path matching: every pattern compiled once into one anchored regex.
+"""Path matching, in time linear in the path: no regex backtracking on request input.
 
 Rules (see the README's table):
 
@@ -7,12 +7,23 @@ Rules (see the README's table):
 * inside a segment ``*`` is any run of characters but ``/`` (``/api/*cart*``);
 * Next.js-style parameters: ``:name`` one segment, ``:name?`` zero or one,
   ``:name*`` zero or more, ``:name+`` one or more segments;
-* a trailing ``/`` on the request path is ignored; matching is case-sensitive.
+* a trailing ``/`` on the request path is ignored; matching is case-sensitive;
+* the first pattern that matches wins; a path longer than ``MAX_PATH`` characters
+  matches nothing (no real route is that long, and it bounds the work per request).
 
 Each pattern may name the event names the pairing headers may carry on it; without
-names, the name the browser SDK itself would stamp on that URL is the only one
-allowed (``/api/cart/add`` -> ``add_to_cart``), so a forged ``purchase`` header on a
-cart route is refused.
+names, the name the browser SDK itself would stamp on that URL's *path* is the only
+one allowed (``/api/cart/add`` -> ``add_to_cart``), so a forged ``purchase`` header on
+a cart route is refused. The query string is never consulted: the client writes it
+freely (``/api/cart/add?x=/orders``). Endpoints the browser classifies by their query
+only (WooCommerce's ``/?wc-ajax=checkout``) therefore need their names written out:
+``{"/": ["purchase", "add_to_cart"]}``.
+
+How a path is matched: it is split on ``/`` and walked segment by segment through the
+pattern's steps, keeping the set of steps reachable so far (a Thompson NFA, so several
+``**`` never backtrack), and an in-segment glob places each literal piece at its first
+occurrence after the previous one (greedy, optimal for ``*``-only globs). The work is
+O(path length x pattern length) for every pattern, whatever the input.
 """
 
 from __future__ import annotations
@@ -21,15 +32,24 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Union
 
-from ._wire import browser_event_name_for
+from ._wire import EVENT_NAME_HEADER_RE, browser_event_name_for
 
 ANY_NAME = "*"
-NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_PATH = 2048
+MAX_PATTERN = 512
+NAME_RE = EVENT_NAME_HEADER_RE  # kept for importers; the pairing header's name rule
 _PARAM_RE = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)([?*+]?)")
 _LITERAL_RE = re.compile(r"[A-Za-z0-9._~!$&'@=;%,*-]+")
 
 NamesSpec = Union[str, Iterable[str], None]
 MatcherSpec = Union[str, Iterable[Union[str, "Rule"]], Mapping[str, NamesSpec]]
+
+# A segment test: None is any non-empty segment, a str that exact segment, a tuple
+# the literal pieces of a glob around its ``*``s (``*cart*`` -> ("", "cart", "")).
+_Test = Union[None, str, tuple[str, ...]]
+# How many path segments a step consumes.
+_ONE, _OPTIONAL, _MANY = 0, 1, 2
+_Step = tuple[int, _Test]
 
 
 class Rule(NamedTuple):
@@ -37,48 +57,142 @@ class Rule(NamedTuple):
     # None: the name the browser SDK derives from the URL; {"*"}: any valid name.
     names: frozenset[str] | None
 
-    def allows(self, event_name: str, path: str, query: str = "") -> bool:
+    def allows(self, event_name: str, path: str) -> bool:
+        """May a pairing header name ``event_name`` on a request to ``path`` (no query)?"""
         if self.names is None:
-            url = f"{path}?{query}" if query else path
-            return browser_event_name_for(url) == event_name
+            return len(path) <= MAX_PATH and browser_event_name_for(path) == event_name
         return ANY_NAME in self.names or event_name in self.names
 
 
-def _segment_regex(segment: str, pattern: str) -> str:
-    """Regex for one segment, its leading slash included."""
+def _glob_matches(pieces: tuple[str, ...], segment: str) -> bool:
+    first, last = pieces[0], pieces[-1]
+    if len(segment) < len(first) + len(last) or not (segment.startswith(first) and segment.endswith(last)):
+        return False
+    pos, end = len(first), len(segment) - len(last)
+    for piece in pieces[1:-1]:  # the leftmost placement of each piece never loses a match
+        found = segment.find(piece, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(piece)
+    return True
+
+
+def _test_passes(test: _Test, segment: str) -> bool:
+    if test is None:
+        return True
+    if isinstance(test, str):
+        return segment == test
+    return _glob_matches(test, segment)
+
+
+def _segment_steps(segment: str, pattern: str) -> tuple[_Step, ...]:
     if segment == "**":
-        return r"(?:/[^/]+)*"
+        return ((_MANY, None),)
     if segment == "*":
-        return r"/[^/]+"
+        return ((_ONE, None),)
     param = _PARAM_RE.fullmatch(segment)
     if param:
-        modifier = param.group(2)
         return {
-            "": r"/[^/]+",
-            "?": r"(?:/[^/]+)?",
-            "*": r"(?:/[^/]+)*",
-            "+": r"(?:/[^/]+)+",
-        }[modifier]
+            "": ((_ONE, None),),
+            "?": ((_OPTIONAL, None),),
+            "*": ((_MANY, None),),
+            "+": ((_ONE, None), (_MANY, None)),  # one or more: one, then any number
+        }[param.group(2)]
     if not _LITERAL_RE.fullmatch(segment) or "**" in segment:
         raise ValueError(
             f"pattern {pattern!r}: segment {segment!r} is not a literal, '*', '**' or ':name' "
             "(regex groups and '?' are not supported)"
         )
-    return "/" + "[^/]*".join(re.escape(part) for part in segment.split("*"))
+    return ((_ONE, tuple(segment.split("*")) if "*" in segment else segment),)
 
 
-def compile_pattern(pattern: str) -> str:
+def _steps(pattern: str) -> tuple[_Step, ...]:
     if not isinstance(pattern, str) or not pattern.startswith("/"):
         raise ValueError(f"pattern {pattern!r} must be a path starting with '/'")
-    if len(pattern) > 512:
-        raise ValueError(f"pattern {pattern[:40]!r}... is longer than 512 characters")
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"pattern {pattern[:40]!r}... is longer than {MAX_PATTERN} characters")
     body = pattern.rstrip("/")
     if not body:
-        return ""
-    segments = body[1:].split("/")
-    if any(not s for s in segments):
-        raise ValueError(f"pattern {pattern!r} has an empty segment ('//')")
-    return "".join(_segment_regex(s, pattern) for s in segments)
+        return ()
+    steps: list[_Step] = []
+    for segment in body[1:].split("/"):
+        if not segment:
+            raise ValueError(f"pattern {pattern!r} has an empty segment ('//')")
+        steps += _segment_steps(segment, pattern)
+    # ``**/**`` is ``**``; merging keeps the reachable-step sets small.
+    merged = [s for i, s in enumerate(steps) if not (s == (_MANY, None) and i and steps[i - 1] == s)]
+    return tuple(merged)
+
+
+class _Compiled:
+    """One pattern's steps, with the shortcuts most patterns allow."""
+
+    __slots__ = ("closure", "fixed", "literal", "min_segments", "open_end", "prefix", "steps")
+
+    def __init__(self, pattern: str) -> None:
+        self.steps = steps = _steps(pattern)
+        # A pattern of plain literals is one string comparison.
+        plain = all(kind == _ONE and isinstance(test, str) for kind, test in steps)
+        self.literal = "".join(f"/{test}" for _, test in steps) if plain else None
+        # Any other pattern first checks its leading literal segments with one
+        # startswith, which turns most paths away before they are split.
+        lead = 0
+        while lead < len(steps) and steps[lead][0] == _ONE and isinstance(steps[lead][1], str):
+            lead += 1
+        prefix = "".join(f"/{test}" for _, test in steps[:lead])
+        self.prefix = prefix + "/" if lead < len(steps) and steps[lead][0] == _ONE else prefix
+        # Only one-segment steps, perhaps then one ``**``: each step takes its segment in
+        # turn (and ``**`` the rest), no set of reachable steps needed.
+        head = steps[:-1] if steps and steps[-1] == (_MANY, None) else steps
+        self.fixed = all(kind == _ONE for kind, _ in head)
+        self.open_end = len(head) < len(steps)
+        self.min_segments = sum(kind == _ONE for kind, _ in steps)
+        # closure[i]: the steps reachable from step i without consuming a segment.
+        closure: list[frozenset[int]] = []
+        for i in range(len(steps) + 1):
+            j = i
+            while j < len(steps) and steps[j][0] != _ONE:
+                j += 1
+            closure.append(frozenset(range(i, j + 1)))
+        self.closure = tuple(closure)
+
+    def matches(self, segments: list[str]) -> bool:
+        steps = self.steps
+        if len(segments) < self.min_segments:
+            return False
+        if self.fixed:
+            if len(segments) != self.min_segments and not self.open_end:
+                return False
+            # A trailing ``**`` passes any segment. A plain loop: all() over a generator
+            # doubles the cost of the most common patterns.
+            for (_, test), seg in zip(steps, segments):  # noqa: SIM110
+                if not _test_passes(test, seg):
+                    return False
+            return True
+        closure = self.closure
+        current = closure[0]
+        for seg in segments:
+            reached: set[int] = set()
+            for i in current:
+                if i == len(steps):
+                    continue
+                kind, test = steps[i]
+                if _test_passes(test, seg):
+                    reached |= closure[i] if kind == _MANY else closure[i + 1]
+            if not reached:
+                return False
+            current = frozenset(reached)
+        return len(steps) in current
+
+
+def _segments(path: str) -> list[str] | None:
+    """``/a/b`` -> ["a", "b"] (trailing slash already gone); None when no pattern can match."""
+    if not path:
+        return []
+    if not path.startswith("/"):
+        return None
+    segments = path[1:].split("/")
+    return None if "" in segments else segments  # every pattern step needs a non-empty segment
 
 
 def _names(pattern: str, spec: NamesSpec) -> frozenset[str] | None:
@@ -86,7 +200,7 @@ def _names(pattern: str, spec: NamesSpec) -> frozenset[str] | None:
         return None
     names = [spec] if isinstance(spec, str) else list(spec)
     for name in names:
-        if name != ANY_NAME and not (isinstance(name, str) and NAME_RE.fullmatch(name)):
+        if name != ANY_NAME and not (isinstance(name, str) and EVENT_NAME_HEADER_RE.fullmatch(name)):
             raise ValueError(f"pattern {pattern!r}: event name {name!r} must be snake_case or '*'")
     if not names:
         raise ValueError(f"pattern {pattern!r}: give at least one event name, or None for the browser's")
@@ -110,25 +224,36 @@ def _rules(spec: MatcherSpec) -> tuple[Rule, ...]:
 
 
 class Matcher:
-    """All patterns in one regex; ``match(path)`` costs one ``fullmatch``."""
+    """The patterns in order; ``match(path)`` returns the first rule whose pattern matches."""
 
-    __slots__ = ("_regex", "rules")
+    __slots__ = ("_compiled", "rules")
 
     def __init__(self, spec: MatcherSpec = ()) -> None:
         self.rules = _rules(spec)
-        parts = []
-        for i, rule in enumerate(self.rules):
+        for rule in self.rules:
             if not isinstance(rule.pattern, str):
                 raise ValueError(f"matcher entries must be path patterns (strings), got {rule.pattern!r}")
-            parts.append(f"(?P<p{i}>{compile_pattern(rule.pattern)})")
-        # A trailing slash on the request path is ignored; an empty alternation never matches.
-        self._regex = re.compile(f"(?:{'|'.join(parts)})/?" if parts else r"(?!)")
+        self._compiled = tuple((_Compiled(rule.pattern), rule) for rule in self.rules)
 
     def match(self, path: str) -> Rule | None:
-        m = self._regex.fullmatch(path)
-        if m is None or m.lastgroup is None:
+        if len(path) > MAX_PATH:
             return None
-        return self.rules[int(m.lastgroup[1:])]
+        if path.endswith("/"):
+            path = path[:-1]
+        segments: list[str] | None = None
+        split = False
+        for compiled, rule in self._compiled:
+            if compiled.literal is not None:
+                if path == compiled.literal:
+                    return rule
+                continue
+            if not path.startswith(compiled.prefix):
+                continue
+            if not split:  # split once, and only when a pattern needs it
+                segments, split = _segments(path), True
+            if segments is not None and compiled.matches(segments):
+                return rule
+        return None
 
     def __bool__(self) -> bool:
         return bool(self.rules)

@@ -7,19 +7,40 @@ duck typing: no web framework is imported here.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 from . import _wire
-from ._ip import client_ip
+from ._ip import client_ip, forwarded_entry
+from ._log import logger
 
 _MAX_VALUE = 1024  # longer click ids or user agents are junk, not data
+_MAX_QUERY_FIELDS = 256  # click ids are read from the first fields of a URL only
 _EVENT_ID_KEY = _wire.EVENT_ID_HEADER.lower()
 _EVENT_NAME_KEY = _wire.EVENT_NAME_HEADER.lower()
-_WANTED = frozenset({"x-forwarded-for", "user-agent", "referer", "cookie", "host", _EVENT_ID_KEY, _EVENT_NAME_KEY})
+_WANTED = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "user-agent",
+        "referer",
+        "cookie",
+        "host",
+        _EVENT_ID_KEY,
+        _EVENT_NAME_KEY,
+    }
+)
+# Lookups made once, not per request: ASGI header names as bytes, WSGI environ keys.
+_SCOPE_NAMES = {name.encode("latin-1"): name for name in _WANTED}
+_ENVIRON_KEYS = tuple(("HTTP_" + name.upper().replace("-", "_"), name) for name in _WANTED)
 _COOKIE_NAMES = frozenset(c for _, c in _wire.CLICK_IDS.values() if c)
+_CLICK_PARAMS = frozenset(p for p, _ in _wire.CLICK_IDS.values() if p)
+# What a proxy may tell us the public host is: a DNS name or an IP literal, and a port.
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
 class RequestContext(NamedTuple):
@@ -37,25 +58,46 @@ class RequestContext(NamedTuple):
         lines = self.headers.get(name)
         return ", ".join(lines) if lines else None
 
+    def origin(self, trust_proxy: int = 0) -> tuple[str, str]:
+        """``(scheme, host)`` the client used. Behind ``trust_proxy`` proxies, the
+        ``X-Forwarded-Proto``/``-Host`` entry they vouch for (the same rule as the
+        client IP); an entry that is not a scheme or a host is ignored."""
+        scheme, host = self.scheme, self.host
+        if trust_proxy > 0:
+            proto = forwarded_entry(self.headers.get("x-forwarded-proto", ()), trust_proxy)
+            if proto and proto.lower() in ("http", "https"):
+                scheme = proto.lower()
+            fwd_host = forwarded_entry(self.headers.get("x-forwarded-host", ()), trust_proxy)
+            if fwd_host and _HOST_RE.fullmatch(fwd_host):
+                host = fwd_host
+        return scheme, host
+
+    def url_for(self, trust_proxy: int = 0) -> str:
+        """The request URL as the client saw it (see ``origin``)."""
+        scheme, host = self.origin(trust_proxy)
+        q = f"?{self.query}" if self.query else ""
+        return f"{scheme}://{host}{self.full_path}{q}"
+
     @property
     def url(self) -> str:
-        q = f"?{self.query}" if self.query else ""
-        return f"{self.scheme}://{self.host}{self.full_path}{q}"
+        """The request URL as the server received it (no proxy headers)."""
+        return self.url_for(0)
 
-    def page_url(self) -> str:
+    def page_url(self, trust_proxy: int = 0) -> str:
         """The page the request was made from (a same-origin Referer), else the request URL.
 
         For a fetch/XHR from a page, the page is what the browser event reports as
         ``event_source_url`` and where its ad-click parameters live."""
+        url = self.url_for(trust_proxy)
         ref = self.header("referer")
         if ref and len(ref) <= 2048:
             try:
                 parts = urlsplit(ref)
             except ValueError:
-                return self.url
-            if parts.scheme in ("http", "https") and parts.netloc == self.host:
+                return url
+            if parts.scheme in ("http", "https") and parts.netloc == self.origin(trust_proxy)[1]:
                 return ref
-        return self.url
+        return url
 
     def pairing(self) -> tuple[str, str] | None:
         event_id = self.header(_EVENT_ID_KEY)
@@ -65,17 +107,27 @@ class RequestContext(NamedTuple):
         return event_id, event_name
 
 
+def route_path(path: str, root_path: str) -> str:
+    """The path the app routes on: ``path`` without the mount prefix, as Starlette
+    computes it (``/shop`` is not a prefix of ``/shopping``)."""
+    if not root_path or not path.startswith(root_path):
+        return path
+    if len(path) == len(root_path):
+        return "/"
+    return path[len(root_path) :] if path[len(root_path)] == "/" else path
+
+
 def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
     headers: dict[str, list[str]] = {}
     for raw_name, raw_value in scope.get("headers") or ():
-        name = raw_name.decode("latin-1").lower()
-        if name in _WANTED:
+        name = _SCOPE_NAMES.get(raw_name) or _SCOPE_NAMES.get(raw_name.lower())
+        if name is not None:
             headers.setdefault(name, []).append(raw_value.decode("latin-1"))
     client = scope.get("client")
-    host = headers["host"][0] if "host" in headers else _server_host(scope.get("server"), scope.get("scheme"))
+    scheme = scope.get("scheme") or "http"
+    host = headers["host"][0] if "host" in headers else _server_host(scope.get("server"), scheme)
     path = scope.get("path") or "/"
     root = scope.get("root_path") or ""
-    route_path = path[len(root) :] or "/" if root and path.startswith(root) else path
     raw_path = scope.get("raw_path")
     if raw_path:
         full_path = raw_path.decode("latin-1")
@@ -86,18 +138,25 @@ def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
     return RequestContext(
         peer=client[0] if client else None,
         headers=headers,
-        scheme=scope.get("scheme") or "http",
+        scheme=scheme,
         host=host,
-        path=route_path,
+        path=route_path(path, root),
         full_path=full_path,
         query=(scope.get("query_string") or b"").decode("latin-1"),
     )
 
 
-def _server_host(server: Any, scheme: Any) -> str:
+def _server_host(server: Any, scheme: str) -> str:
+    """Host and port from the server's own address, for a request without ``Host``."""
     if not server:
         return "localhost"
     host, port = server[0], server[1]
+    if isinstance(host, str) and ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
+        return "localhost"  # a unix socket path is no host name
+    if isinstance(port, str):  # WSGI: SERVER_PORT is text, and not always a number
+        port = int(port) if port.isdigit() and len(port) <= 5 else None
     default = 443 if scheme in ("https", "wss") else 80
     return host if port in (None, default) else f"{host}:{port}"
 
@@ -112,13 +171,13 @@ def _wsgi_text(value: str) -> str:
 
 def _from_environ(environ: Mapping[str, Any], scheme: str | None = None) -> RequestContext:
     headers: dict[str, list[str]] = {}
-    for name in _WANTED:
-        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    for key, name in _ENVIRON_KEYS:
+        value = environ.get(key)
         if value is not None:
             headers[name] = [value]
     scheme = scheme or environ.get("wsgi.url_scheme") or "http"
     host = environ.get("HTTP_HOST") or _server_host(
-        (environ.get("SERVER_NAME") or "localhost", int(environ.get("SERVER_PORT") or 80)), scheme
+        (environ.get("SERVER_NAME") or "localhost", str(environ.get("SERVER_PORT") or "")), scheme
     )
     script = environ.get("SCRIPT_NAME") or ""
     path_info = environ.get("PATH_INFO") or "/"
@@ -174,8 +233,25 @@ def parse_cookies(header: str | None, wanted: Iterable[str] = _COOKIE_NAMES) -> 
     return found
 
 
+def query_params(query: str, wanted: Iterable[str] = _CLICK_PARAMS) -> dict[str, str]:
+    """The first non-empty value of each wanted parameter, like ``parse_qs(...)[name][0]``,
+    read from the first fields only: a long query never fails, it just ends sooner."""
+    want = set(wanted)
+    found: dict[str, str] = {}
+    for field in query.split("&", _MAX_QUERY_FIELDS)[:_MAX_QUERY_FIELDS]:
+        name, sep, value = field.partition("=")
+        if not (sep and value):
+            continue
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in want and name not in found:
+            found[name] = unquote_plus(value)
+    return found
+
+
 def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> dict[str, str]:
     """What only the server knows about the shopper: IP, user agent and ad-click ids."""
+    warn_untrusted_forwarded(ctx, trust_proxy)
     data: dict[str, str] = {}
     ip = client_ip(ctx.peer, ctx.headers.get("x-forwarded-for", ()), trust_proxy)
     if ip:
@@ -185,11 +261,11 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
         data["user_agent"] = ua
     cookies = parse_cookies(ctx.header("cookie"))
     query = urlsplit(page_url).query
-    params = parse_qs(query, max_num_fields=50) if query else {}
+    params = query_params(query) if query else {}
     for key, (param, cookie) in _wire.CLICK_IDS.items():
         value = None
-        if param and params.get(param):
-            value = params[param][0]
+        if param:
+            value = params.get(param)
             if key == "fbc" and value and len(value) <= _MAX_VALUE:
                 value = None if not value.isprintable() else _fbc_from_fbclid(value)
         if not value and cookie:
@@ -202,3 +278,27 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
 def _fbc_from_fbclid(fbclid: str) -> str:
     # Meta's documented fbc format: fb.<subdomain index>.<creation time ms>.<fbclid>
     return f"fb.1.{int(time.time() * 1000)}.{fbclid}"
+
+
+_warned_forwarded = False
+
+
+def warn_untrusted_forwarded(ctx: RequestContext, trust_proxy: int) -> None:
+    """Once per process: ``X-Forwarded-For`` arrived while ``trust_proxy`` is 0, so the
+    client IP is the socket peer, which behind a proxy is the proxy. Silent when the
+    server already applied the header (its peer is one of the entries: uvicorn's
+    ``--proxy-headers``, Werkzeug's ``ProxyFix``). Cheap after the first warning."""
+    global _warned_forwarded
+    if _warned_forwarded or trust_proxy > 0:
+        return
+    lines = ctx.headers.get("x-forwarded-for")
+    if not lines:
+        return
+    if ctx.peer and any(ctx.peer == entry.strip() for line in lines for entry in line.split(",")):
+        return
+    _warned_forwarded = True
+    logger.warning(
+        "X-Forwarded-For arrived but trust_proxy is 0, so client_ip_address is the socket peer. "
+        "Behind N reverse proxies set trust_proxy=N (LAYERSYNC_TRUST_PROXY), unless the server "
+        "already applies the header (uvicorn --proxy-headers, Werkzeug's ProxyFix). Said once."
+    )

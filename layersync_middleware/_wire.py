@@ -44,6 +44,10 @@ BEACON_SITE_PARAM = "_ls_site_id"
 # --- pairing headers [browser SDK] ----------------------------------------------
 EVENT_ID_HEADER = "X-LayerSync-Event-Id"
 EVENT_NAME_HEADER = "X-LayerSync-Event-Name"
+# The name a pairing header may carry, and a matcher may list: snake_case, as the
+# browser SDK's own names are. 64 characters, the bound of any event name we send
+# (``track()``'s names), so every name an app can track can also be paired.
+EVENT_NAME_HEADER_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # --- batching [browser SDK limits, reused for the server] -------------------------
 BATCH_MAX_EVENTS = 50
@@ -150,46 +154,64 @@ DEFAULT_PRIORITY = 1
 
 # --- URL classification [browser SDK autoTrack defaults] ------------------------
 # The browser stamps pairing headers with the name it derives from the URL it
-# calls, checking order endpoints first, then cart, then checkout.
-_I = re.IGNORECASE
-URL_EVENT_NAMES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = (
+# calls, checking order endpoints first, then cart, then checkout. Each rule is a
+# sequence of regexes found one after the other (the SDK's ``/carts?\b.*/items?\b``
+# is ``/carts?\b`` then, further on, ``/items?\b``): searched that way, without
+# ``.*``, every rule costs time linear in the URL. The SDK sees the percent-encoded
+# URL, so ``\b`` is ASCII-only and a line break is just another character.
+_F = re.IGNORECASE | re.ASCII | re.DOTALL
+URL_EVENT_NAMES: tuple[tuple[str, tuple[tuple[re.Pattern[str], ...], ...]], ...] = (
     (
         "purchase",
         (
-            re.compile(r"/orders?/?(?:\?|$|/(?:create|place|submit|complete))", _I),
-            re.compile(r"/place[-_]?orders?\b", _I),
-            re.compile(r"/checkout/(?:complete|finalize|place|submit)\b", _I),
-            re.compile(r"/api/[^/]*order[^/]*\b", _I),
-            re.compile(r"\bwc-ajax=checkout\b", _I),
+            (re.compile(r"/orders?/?(?:\?|\Z|/(?:create|place|submit|complete))", _F),),  # JS $ is \Z
+            (re.compile(r"/place[-_]?orders?\b", _F),),
+            (re.compile(r"/checkout/(?:complete|finalize|place|submit)\b", _F),),
+            (re.compile(r"/api/[^/]*order[^/]*\b", _F),),
+            (re.compile(r"\bwc-ajax=checkout\b", _F),),
         ),
     ),
     (
         "add_to_cart",
         (
-            re.compile(r"/cart/add\b", _I),
-            re.compile(r"/cart/items?\b", _I),
-            re.compile(r"/add[-_]?to[-_]?cart\b", _I),
-            re.compile(r"/addtocart\b", _I),
-            re.compile(r"/api/[^/]*cart[^/]*/?\b", _I),
-            re.compile(r"\bwc-ajax=add_to_cart\b", _I),
-            re.compile(r"/carts?\b.*/items?\b", _I),
+            (re.compile(r"/cart/add\b", _F),),
+            (re.compile(r"/cart/items?\b", _F),),
+            (re.compile(r"/add[-_]?to[-_]?cart\b", _F),),
+            (re.compile(r"/addtocart\b", _F),),
+            (re.compile(r"/api/[^/]*cart[^/]*/?\b", _F),),
+            (re.compile(r"\bwc-ajax=add_to_cart\b", _F),),
+            (re.compile(r"/carts?\b", _F), re.compile(r"/items?\b", _F)),
         ),
     ),
     (
         "begin_checkout",
         (
-            re.compile(r"/checkout/(?:init|start|begin|create)\b", _I),
-            re.compile(r"/api/[^/]*checkout[^/]*\b", _I),
-            re.compile(r"/create[-_]?checkout\b", _I),
+            (re.compile(r"/checkout/(?:init|start|begin|create)\b", _F),),
+            (re.compile(r"/api/[^/]*checkout[^/]*\b", _F),),
+            (re.compile(r"/create[-_]?checkout\b", _F),),
         ),
     ),
 )
 
 
+def _found_in_order(url: str, parts: tuple[re.Pattern[str], ...]) -> bool:
+    pos = 0
+    for part in parts:
+        # The earliest match of each part leaves the most room for the next ones.
+        m = part.search(url, pos)
+        if m is None:
+            return False
+        pos = m.end()
+    return True
+
+
 def browser_event_name_for(url: str) -> str | None:
-    """The event name the browser SDK stamps on a request to ``url`` (path and query)."""
-    for name, patterns in URL_EVENT_NAMES:
-        if any(p.search(url) for p in patterns):
+    """The event name the browser SDK stamps on a request to ``url``.
+
+    Give it the path only where the client must not choose the name (the query is
+    the client's to write); the query-only rules (``wc-ajax=``) then never apply."""
+    for name, rules in URL_EVENT_NAMES:
+        if any(_found_in_order(url, parts) for parts in rules):
             return name
     return None
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 
-from layersync_middleware._ip import client_ip, parse_ip
+from layersync_middleware._ip import client_ip, forwarded_entry, parse_ip
 
 
 @pytest.mark.parametrize(
@@ -61,3 +64,41 @@ def test_ipv6_in_brackets_with_port() -> None:
 def test_missing_peer() -> None:
     assert client_ip(None, [], 0) is None
     assert client_ip(None, ["203.0.113.7"], 1) == "203.0.113.7"
+
+
+@pytest.mark.parametrize("token", ["unknown", "_hidden", "1.2.3.4\x00", ""])
+def test_an_entry_that_is_no_address_still_counts_as_a_hop(token: str) -> None:
+    # The trusted proxy wrote a token: the client's own (forged) entry on its left stays out of reach.
+    assert client_ip("10.0.0.2", [f"6.6.6.6, {token}"], 1) is None
+    assert client_ip("10.0.0.2", [f"6.6.6.6, 203.0.113.7, {token}"], 2) == "203.0.113.7"
+
+
+def test_forwarded_entry_is_the_one_the_trusted_hops_vouch_for() -> None:
+    assert forwarded_entry(["https"], 1) == "https"
+    assert forwarded_entry(["http, https"], 1) == "https"
+    assert forwarded_entry(["a, b", "c"], 2) == "b"
+    assert forwarded_entry(["https"], 3) == "https"  # fewer entries than hops: the leftmost
+    assert forwarded_entry(["https"], 0) is None
+    assert forwarded_entry([], 1) is None
+
+
+def test_huge_entries_are_not_kept_by_the_parse_cache() -> None:
+    # 60 KB entries used to stay pinned in the lru_cache: about 240 MB per worker.
+    parse_ip("1.2.3.4")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            assert client_ip("10.0.0.2", [f"{i:08d}" + "x" * 60_000], 1) is None
+            assert parse_ip(f"{i:08d}" + "1" * 60_000) is None
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, kept  # 200 x 2 x 60 KB would be 24 MB
+
+
+def test_a_long_forwarded_header_still_gives_the_trusted_hop() -> None:
+    header = ", ".join(["6.6.6.6"] * 100_000 + ["203.0.113.7"])
+    assert client_ip("10.0.0.2", [header], 1) == "203.0.113.7"

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
-from layersync_middleware._request import parse_cookies, request_context, request_user_data
+from layersync_middleware import _request
+from layersync_middleware._request import (
+    parse_cookies,
+    query_params,
+    request_context,
+    request_user_data,
+    warn_untrusted_forwarded,
+)
 
 
 def scope(
@@ -138,3 +147,96 @@ def test_pairing_headers() -> None:
     )
     assert ctx.pairing() == ("atc_0123456789abcdef", "add_to_cart")
     assert request_context(scope()).pairing() is None
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "route"),
+    [
+        ("/shop/api/cart/add", "/shop", "/api/cart/add"),
+        ("/shop", "/shop", "/"),
+        ("/shopping/api/cart/add", "/shop", "/shopping/api/cart/add"),  # a prefix, not the mount
+        ("/api/cart/add", "/shop", "/api/cart/add"),  # servers that keep root_path out of path
+    ],
+)
+def test_routing_path_drops_the_mount_like_starlette(path: str, root: str, route: str) -> None:
+    assert request_context(scope(path=path, root_path=root)).path == route
+
+
+def test_no_host_and_a_port_that_is_no_number() -> None:
+    # Werkzeug's dev server on a unix socket: SERVER_PORT is a character of the socket path.
+    env = environ(SERVER_NAME="l", SERVER_PORT="s")
+    del env["HTTP_HOST"]
+    assert request_context(env).url == "https://l/api/cart/add"
+    env.update(SERVER_NAME="shop.example", SERVER_PORT="8443")
+    assert request_context(env).url == "https://shop.example:8443/api/cart/add"
+
+
+def test_server_address_that_is_no_host() -> None:
+    no_host = [(b"user-agent", b"UA")]
+    assert request_context(scope(headers=no_host, server=("/run/app.sock", None))).host == "localhost"
+    assert request_context(scope(headers=no_host, server=("::1", 8000))).host == "[::1]:8000"
+    assert request_context(scope(headers=no_host, server=("10.0.0.1", 443))).host == "10.0.0.1"
+
+
+def test_click_ids_survive_a_query_with_many_fields() -> None:
+    # parse_qs(max_num_fields=50) raised beyond 50 fields, and the event was refused as invalid.
+    ctx = request_context(scope())
+    page = "https://shop.example/shoes?" + "&".join(f"f{i}=v{i}" for i in range(60)) + "&gclid=abc123"
+    assert request_user_data(ctx, 0, page)["gclid"] == "abc123"
+    far = "https://shop.example/s?" + "&".join(f"f{i}=v" for i in range(10_000)) + "&gclid=late"
+    assert "gclid" not in request_user_data(ctx, 0, far)  # read from the first fields only
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["gclid=a&gclid=b", "gclid=&gclid=b", "gclid", "g%63lid=x+y%21", "a=1&ScCid=s&li_fat_id=l", "&&=&gclid=%zz"],
+)
+def test_query_params_read_like_parse_qs(query: str) -> None:
+    expected = {k: v[0] for k, v in parse_qs(query).items() if k in {"gclid", "ScCid", "li_fat_id"}}
+    assert query_params(query) == expected
+
+
+def forwarded(*pairs: tuple[bytes, bytes]) -> Any:
+    return request_context(scope(headers=[(b"host", b"app:8000"), *pairs]))
+
+
+def test_behind_a_trusted_proxy_the_url_is_the_public_one() -> None:
+    ctx = forwarded((b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.example"))
+    assert ctx.url_for(1) == "https://shop.example/api/cart/add"
+    assert ctx.url_for(0) == ctx.url == "https://app:8000/api/cart/add"  # no trust: what the server saw
+
+
+def test_forwarded_proto_and_host_follow_the_hop_count() -> None:
+    ctx = forwarded((b"x-forwarded-proto", b"http, https"), (b"x-forwarded-host", b"evil.example, shop.example"))
+    assert ctx.url_for(1) == "https://shop.example/api/cart/add"  # the entry our proxy wrote
+    assert ctx.url_for(2).startswith("http://evil.example/")  # two hops: the one before it
+
+
+@pytest.mark.parametrize("proto, host", [(b"gopher", b"shop.example/x"), (b"", b"a b"), (b"javascript", b"@x")])
+def test_forwarded_values_that_are_no_scheme_or_host_are_ignored(proto: bytes, host: bytes) -> None:
+    ctx = forwarded((b"x-forwarded-proto", proto), (b"x-forwarded-host", host))
+    assert ctx.url_for(1) == "https://app:8000/api/cart/add"
+
+
+def test_page_url_is_same_origin_with_the_public_host() -> None:
+    ctx = forwarded((b"x-forwarded-host", b"shop.example"), (b"referer", b"https://shop.example/products/a?gclid=1"))
+    assert ctx.page_url(1) == "https://shop.example/products/a?gclid=1"
+    assert ctx.page_url(0) == "https://app:8000/api/cart/add"  # the referer is another host than ours
+
+
+def test_untrusted_forwarded_for_is_pointed_out_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_request, "_warned_forwarded", False)
+    caplog.set_level(logging.WARNING, "layersync")
+    behind_proxy = forwarded((b"x-forwarded-for", b"203.0.113.7"))
+    applied = request_context(scope(headers=[(b"x-forwarded-for", b"10.0.0.2")]))  # the server used it
+    warn_untrusted_forwarded(behind_proxy, 1)
+    warn_untrusted_forwarded(applied, 0)
+    warn_untrusted_forwarded(request_context(scope()), 0)
+    assert not caplog.records
+    for _ in range(3):
+        request_user_data(behind_proxy, 0, behind_proxy.url)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "trust_proxy" in caplog.records[0].getMessage()
+    assert "203.0.113.7" not in caplog.records[0].getMessage()

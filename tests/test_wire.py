@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from layersync_middleware import _wire
@@ -38,3 +40,41 @@ def test_prefixes_and_policy() -> None:
     assert _wire.retry_policy("purchase") == (7 * 86400, 20)
     assert _wire.retry_policy("whatever") == (12 * 3600, 5)
     assert _wire.priority("purchase") > _wire.priority("add_to_cart") > _wire.priority("page_view")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/cart" * 20_000,  # 100 KB: 0.75 s per 40 KB with the SDK's `/carts?\b.*/items?\b` as one regex
+        "/carts" * 20_000 + "/item",
+        "/api/" + "order" * 20_000,
+        "/api/" * 20_000,
+        "/orders" * 15_000,
+    ],
+    ids=lambda u: f"{u[:12]}...{len(u)}",
+)
+def test_classifying_a_hostile_url_takes_bounded_time(url: str) -> None:
+    start = time.perf_counter()
+    _wire.browser_event_name_for(url)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/cart/12/x/items", "add_to_cart"),  # items anywhere after the cart segment
+        ("/items/1/cart", None),  # not in that order
+        ("/cart/x\n/items", "add_to_cart"),  # the browser's URL has %0A there: no line to end
+        ("/orders\n", None),  # JS `$` is the end of the URL, not a line
+        ("/cart/addé", "add_to_cart"),  # JS `\b` is ASCII: the browser sees /cart/add%C3%A9
+    ],
+)
+def test_browser_rules_read_like_the_browser_sdk(path: str, name: str | None) -> None:
+    assert _wire.browser_event_name_for(path) == name
+
+
+def test_one_event_name_rule_for_headers_and_matchers() -> None:
+    assert _wire.EVENT_NAME_HEADER_RE.fullmatch("add_to_cart")
+    assert _wire.EVENT_NAME_HEADER_RE.fullmatch("a" * 64)
+    for bad in ("a" * 65, "AddToCart", "1st", "add-to-cart", ""):
+        assert not _wire.EVENT_NAME_HEADER_RE.fullmatch(bad)
