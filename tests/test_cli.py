@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
-from helpers import SITE, LiveHub
+from helpers import SITE
+from servers import free_port
 
+from layersync_middleware._version import __version__
 from layersync_middleware.cli import main
+from layersync_middleware.hub import HubServer, create_hub
+from layersync_middleware.hub.sites import DEMO_SITE
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,65 +55,78 @@ def test_check_reports_one_clear_line_without_the_key() -> None:
     assert ok.returncode == 0 and "settings OK" in ok.stdout and "abcdef123" not in ok.stdout
 
 
-def test_send_test_event(hub: LiveHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def own_hub() -> Iterator[HubServer]:
+    # Its own hub, not the shared one: the tests below change its faults.
+    with HubServer(create_hub([SITE])) as server:
+        yield server
+
+
+def use_hub(monkeypatch: pytest.MonkeyPatch, url: str, secret: str = SITE.secret_key, timeout_ms: int = 1000) -> None:
+    for name in [n for n in os.environ if n.startswith("LAYERSYNC_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("LAYERSYNC_SITE_ID", SITE.site_id)
-    monkeypatch.setenv("LAYERSYNC_SECRET", SITE.secret_key)
-    monkeypatch.setenv("LAYERSYNC_API_URL", hub.url)
+    monkeypatch.setenv("LAYERSYNC_SECRET", secret)
+    monkeypatch.setenv("LAYERSYNC_API_URL", url)
+    monkeypatch.setenv("LAYERSYNC_TIMEOUT_MS", str(timeout_ms))
+
+
+def test_send_test_event(
+    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_hub(monkeypatch, own_hub.url)
     assert main(["send-test-event"]) == 0
     assert "ok: HTTP 200" in capsys.readouterr().out
-    assert hub.events("server")[0]["event"]["event_name"] == "test_event"
-    monkeypatch.setenv("LAYERSYNC_SECRET", "sk_wrong")
+    events = httpx.get(own_hub.url + "/api/hub/events").json()["events"]
+    assert [e["event"]["event_name"] for e in events] == ["test_event"]
+
+
+def test_send_test_event_says_what_to_check_on_a_401(
+    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_hub(monkeypatch, own_hub.url, secret="sk_wrong_secret")
     assert main(["send-test-event"]) == 1
-    assert "not delivered: HTTP 401" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not delivered: HTTP 401" in err and "LAYERSYNC_SECRET" in err and "LAYERSYNC_SITE_ID" in err
+    assert f"site {SITE.site_id}" in err and "sk_wrong_secret" not in err
+    assert "layersync hub` prints the ones it accepts" in err  # a loopback hub: the demo's keys are named
 
 
-def test_send_test_event_to_nowhere_is_bounded(
+def test_send_test_event_to_a_closed_port_is_bounded(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("LAYERSYNC_SITE_ID", "s")
-    monkeypatch.setenv("LAYERSYNC_SECRET", "sk_x")
-    monkeypatch.setenv("LAYERSYNC_API_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("LAYERSYNC_TIMEOUT_MS", "500")
+    use_hub(monkeypatch, f"http://127.0.0.1:{closed_port()}", timeout_ms=1000)
+    started = time.monotonic()
     assert main(["send-test-event"]) == 1
-    assert "no response" in capsys.readouterr().err
+    assert time.monotonic() - started < 1 + 2
+    err = capsys.readouterr().err
+    assert "no response" in err and "is the hub at LAYERSYNC_API_URL running" in err
 
 
-def test_hub_command_help() -> None:
-    result = run("hub", "--help")
-    assert result.returncode == 0 and "--db" in result.stdout and "--fault" in result.stdout
+def test_send_test_event_to_a_hanging_hub_is_bounded(
+    own_hub: HubServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    httpx.post(own_hub.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 60}).raise_for_status()
+    use_hub(monkeypatch, own_hub.url, timeout_ms=1500)
+    started = time.monotonic()
+    assert main(["send-test-event"]) == 1
+    assert time.monotonic() - started < 1.5 + 2
+    assert "nothing answered within 1.5 s" in capsys.readouterr().err
 
 
-def test_hub_command_serves_ingest_and_the_page(tmp_path: object) -> None:
-    import time
+def closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    import httpx
-    from servers import free_port
 
+@contextmanager
+def hub_command(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``layersync hub`` on a free port, until the block ends; yields its URL and process."""
     port = free_port()
-    db = str(tmp_path) + "/hub.sqlite3"  # type: ignore[operator]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "layersync_middleware.cli",
-            "hub",
-            "--port",
-            str(port),
-            "--db",
-            db,
-            "--site",
-            "site_x",
-            "--secret-key",
-            "sk_x_secret",
-            "--publishable-key",
-            "pk_x_pub",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean,
-    )
+    command = [sys.executable, "-m", "layersync_middleware", "hub", "--port", str(port), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -112,6 +135,15 @@ def test_hub_command_serves_ingest_and_the_page(tmp_path: object) -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_hub_command_serves_ingest_and_the_page(tmp_path: Path) -> None:
+    keys = ["--site", "site_x", "--secret-key", "sk_x_secret", "--publishable-key", "pk_x_pub"]
+    with hub_command("--db", str(tmp_path / "hub.sqlite3"), *keys) as (url, proc):
         body = {"site_id": "site_x", "event_id": "pur_0123456789abcdef", "event_name": "purchase", "event_time": 1}
         r = httpx.post(
             url + "/api/v1/events/server",
@@ -120,7 +152,81 @@ def test_hub_command_serves_ingest_and_the_page(tmp_path: object) -> None:
         )
         assert r.status_code == 200
         assert httpx.get(url + "/api/hub/groups").json()["groups"][0]["event_id"] == "pur_0123456789abcdef"
-    finally:
-        proc.terminate()
-        out = proc.communicate(timeout=10)[0]
-    assert f"LayerSync local hub on http://127.0.0.1:{port}" in out and "sk_x_secret" not in out
+    out = proc.stdout.read() if proc.stdout else ""
+    assert f"LayerSync local hub on {url}" in out and "pk_x_pub" in out
+    assert "sk_x_secret" not in out  # a key of the user's own is not echoed
+
+
+def test_hub_command_prints_the_demo_credentials_it_accepts() -> None:
+    with hub_command("--db", ":memory:") as (url, proc):
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(6)]
+        printed = dict(part.split("=", 1) for part in lines[-1].split())
+        event = {
+            "site_id": printed["LAYERSYNC_SITE_ID"],
+            "event_id": "pur_1",
+            "event_name": "purchase",
+            "event_time": 1,
+        }
+        r = httpx.post(
+            printed["LAYERSYNC_API_URL"] + "/api/v1/events/server",
+            json=event,
+            headers={
+                "Authorization": "Bearer " + printed["LAYERSYNC_SECRET"],
+                "X-LayerSync-Site-Id": printed["LAYERSYNC_SITE_ID"],
+            },
+        )
+    assert r.status_code == 200 and printed["LAYERSYNC_API_URL"] == url
+    assert printed["LAYERSYNC_SECRET"] == DEMO_SITE.secret_key
+    assert any(DEMO_SITE.publishable_key in line for line in lines)
+
+
+@pytest.mark.parametrize("command", ["hub", "demo", "send-test-event", "check"])
+def test_every_subcommand_help_shows_defaults(command: str) -> None:
+    result = run(command, "--help")
+    shown = " ".join(result.stdout.split())  # argparse wraps lines
+    assert result.returncode == 0 and "usage: layersync " + command in shown
+    if command == "hub":
+        assert "(default: 8787)" in shown and "(default: 127.0.0.1)" in shown
+        assert f"(default: {DEMO_SITE.secret_key})" in shown
+    if command == "send-test-event":
+        assert "(default: test_event)" in shown
+
+
+def test_version_and_python_dash_m() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "layersync_middleware", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.strip() == f"layersync {__version__}"
+    helped = subprocess.run([sys.executable, "-m", "layersync_middleware", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "send-test-event" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "LAYERSYNC_SITE_ID"),
+        ({"LAYERSYNC_SECRET": "sk_live_abcdef123"}, "LAYERSYNC_SITE_ID"),
+        ({"LAYERSYNC_SITE_ID": "s"}, "LAYERSYNC_SECRET"),
+        ({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": "api/*"}, "LAYERSYNC_MATCHER"),
+        (
+            {"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_TIMEOUT_MS": "soon"},
+            "LAYERSYNC_TIMEOUT_MS",
+        ),
+    ],
+)
+def test_check_fails_naming_the_setting(env: dict[str, str], named: str) -> None:
+    result = run("check", env=env)
+    assert result.returncode == 2 and result.stderr.startswith(f"layersync: {named}")
+    assert "Traceback" not in result.stderr and "abcdef123" not in result.stderr
+
+
+def test_check_prints_the_names_each_pattern_allows() -> None:
+    matcher = "/api/cart/*, /api/orders, /api/*, /api/refunds/*=refund|purchase, /hooks/*=*"
+    result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "/api/cart/* -> add_to_cart (browser SDK's name for the URL)" in lines
+    assert "/api/orders -> purchase (browser SDK's name for the URL)" in lines
+    assert "/api/refunds/* -> purchase, refund" in lines and "/hooks/* -> any event name" in lines
+    assert any(line.startswith("/api/* -> the browser SDK's name for each matching") for line in lines)

@@ -340,6 +340,7 @@ class HubApp:
                 raise ConnectionResetError("injected connection reset")
             await _faults.reset(transport)
         else:  # "drop": headers and part of the body, then the connection closes
+            await _drain(receive)  # unread request bytes would turn the close into a reset
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
             await send({"type": "http.response.body", "body": b'{"sta', "more_body": True})
             if transport is None:

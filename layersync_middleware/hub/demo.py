@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .. import _wire
-from .._client import LayerSync, current_event
+from .._client import LayerSync
 from .._event import build_event, new_event_id
+from .._pairing import current_event
 from ..asgi import LayerSyncMiddleware
 from .app import create_hub
 from .server import HubServer
@@ -117,7 +118,7 @@ def run_demo(say: Callable[[str], None] = print) -> int:
             direct = client.send(
                 "purchase",
                 {"order_id": "ORD-WEBHOOK", "value": 129.5, "currency": "USD"},
-                identity={"email": " Ada@Example.com ", "phone": "+1 (555) 123-4567"},
+                identity={"email": " Ada@Example.com ", "phone": "+1 (650) 555-1212"},
             )
             say(f"   delivered now: ok={direct.ok} status={direct.status} event_id={direct.event_id}")
 
