@@ -179,13 +179,19 @@ def test_secret_key_never_in_repr_str_or_pickle(caplog: pytest.LogCaptureFixture
     client.shutdown(0)
 
 
-def test_unknown_client_and_middleware_options_suggest_the_setting() -> None:
-    from layersync_middleware import LayerSyncMiddleware
+def test_unknown_client_and_middleware_options_suggest_the_setting(caplog: pytest.LogCaptureFixture) -> None:
+    from layersync_middleware import LayerSyncMiddleware, LayerSyncWSGIMiddleware
 
     with pytest.raises(ConfigurationError, match="^timeout: .*did you mean 'timeout_ms'"):
         LayerSync(site_id="s", secret_key=KEY, timeout=5)
-    with pytest.raises(ConfigurationError, match="^matchers: .*did you mean 'matcher'"):
-        LayerSyncMiddleware(lambda *a: None, site_id="s", secret_key=KEY, matchers=["/x"])
+    with pytest.raises(ConfigurationError, match="^matchers: .*did you mean 'matcher'"):  # built at start-up
+        LayerSyncWSGIMiddleware(lambda *a: [], site_id="s", secret_key=KEY, matchers=["/x"])
+    # ASGI stacks are built lazily, inside the server: there the same error disables tracking.
+    caplog.set_level(logging.ERROR, logger="layersync")
+    LayerSyncMiddleware(lambda *a: None, site_id="s", secret_key=KEY, matchers=["/x"])
+    assert (
+        "matchers: is not a LayerSync setting; did you mean 'matcher'?: LayerSync tracking is disabled" in caplog.text
+    )
 
 
 def test_matcher_string_is_read_like_the_environment_variable() -> None:
