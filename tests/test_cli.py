@@ -230,3 +230,24 @@ def test_check_prints_the_names_each_pattern_allows() -> None:
     assert "/api/orders -> purchase (browser SDK's name for the URL)" in lines
     assert "/api/refunds/* -> purchase, refund" in lines and "/hooks/* -> any event name" in lines
     assert any(line.startswith("/api/* -> the browser SDK's name for each matching") for line in lines)
+
+
+def test_cli_and_demo_credentials_work_without_the_hub_extra() -> None:
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"starlette", "uvicorn"}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from layersync_middleware.hub import DEMO_SITE
+from layersync_middleware.cli import main
+assert DEMO_SITE.site_id == "site_demo"
+sys.exit(main(sys.argv[1:]))
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
+    env = {**clean, "LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x"}
+    check = subprocess.run([sys.executable, "-c", code, "check"], capture_output=True, text=True, env=env, timeout=60)
+    assert check.returncode == 0 and "settings OK" in check.stdout, check.stderr
+    hub = subprocess.run([sys.executable, "-c", code, "hub"], capture_output=True, text=True, env=env, timeout=60)
+    assert hub.returncode == 2 and "pip install 'layersync-middleware[hub]'" in hub.stderr
