@@ -36,6 +36,7 @@ _WANTED = frozenset(
 )
 # Lookups made once, not per request: ASGI header names as bytes, WSGI environ keys.
 _SCOPE_NAMES = {name.encode("latin-1"): name for name in _WANTED}
+_SCOPE_NAME_LENGTHS = frozenset(len(name) for name in _SCOPE_NAMES)
 _ENVIRON_KEYS = tuple(("HTTP_" + name.upper().replace("-", "_"), name) for name in _WANTED)
 _COOKIE_NAMES = frozenset(c for _, c in _wire.CLICK_IDS.values() if c)
 _CLICK_PARAMS = frozenset(p for p, _ in _wire.CLICK_IDS.values() if p)
@@ -88,16 +89,15 @@ class RequestContext(NamedTuple):
 
         For a fetch/XHR from a page, the page is what the browser event reports as
         ``event_source_url`` and where its ad-click parameters live."""
-        url = self.url_for(trust_proxy)
         ref = self.header("referer")
         if ref and len(ref) <= 2048:
             try:
                 parts = urlsplit(ref)
             except ValueError:
-                return url
+                return self.url_for(trust_proxy)
             if parts.scheme in ("http", "https") and parts.netloc == self.origin(trust_proxy)[1]:
                 return ref
-        return url
+        return self.url_for(trust_proxy)
 
     def pairing(self) -> tuple[str, str] | None:
         event_id = self.header(_EVENT_ID_KEY)
@@ -119,10 +119,17 @@ def route_path(path: str, root_path: str) -> str:
 
 def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
     headers: dict[str, list[str]] = {}
+    wanted = _SCOPE_NAMES.get
     for raw_name, raw_value in scope.get("headers") or ():
-        name = _SCOPE_NAMES.get(raw_name) or _SCOPE_NAMES.get(raw_name.lower())
-        if name is not None:
-            headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+        name = wanted(raw_name)
+        if name is None:
+            # Servers send lower-case names; lower() only what could be one we want.
+            if len(raw_name) not in _SCOPE_NAME_LENGTHS:
+                continue
+            name = wanted(raw_name.lower())
+            if name is None:
+                continue
+        headers.setdefault(name, []).append(raw_value.decode("latin-1"))
     client = scope.get("client")
     scheme = scope.get("scheme") or "http"
     host = headers["host"][0] if "host" in headers else _server_host(scope.get("server"), scheme)
