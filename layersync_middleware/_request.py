@@ -267,7 +267,8 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
     if ua and len(ua) <= _MAX_VALUE and ua.isprintable():
         data["user_agent"] = ua
     cookies = parse_cookies(ctx.header("cookie"))
-    query = urlsplit(page_url).query
+    # The query by hand: urlsplit raises on a Host such as "[" (the client's to write).
+    query = page_url.partition("?")[2].partition("#")[0]
     params = query_params(query) if query else {}
     for key, (param, cookie) in _wire.CLICK_IDS.items():
         value = None

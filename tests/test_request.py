@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -240,3 +241,43 @@ def test_untrusted_forwarded_for_is_pointed_out_once(
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "trust_proxy" in caplog.records[0].getMessage()
     assert "203.0.113.7" not in caplog.records[0].getMessage()
+
+
+def test_hostile_requests_never_raise() -> None:
+    rng = random.Random(1126)
+    junk = [
+        "",
+        " ",
+        "\r\n",
+        "\x00",
+        "é",
+        "\u2028",
+        ",",
+        ":",
+        "[",
+        "]",
+        "%",
+        "%zz",
+        "=",
+        "&",
+        ";",
+        "/",
+        "x" * 5000,
+        "1.2.3.4",
+    ]
+
+    def text() -> str:
+        return "".join(rng.choice(junk) for _ in range(rng.randint(0, 6)))
+
+    for _ in range(300):
+        names = [b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"referer", b"cookie"]
+        headers = [(rng.choice(names), text().encode("utf-8")) for _ in range(rng.randint(0, 8))]
+        s = scope(path="/" + text(), headers=headers, root_path=rng.choice(["", "/", "/x", text()]))
+        s["query_string"] = text().encode()
+        s["server"] = rng.choice([None, ("/sock", None), ("::1", 80), (text(), text())])
+        env = environ(PATH_INFO=text(), QUERY_STRING=text(), SERVER_PORT=text(), HTTP_X_FORWARDED_FOR=text())
+        env.pop("HTTP_HOST")
+        for ctx in (request_context(s), request_context(env)):
+            for hops in (0, 1, 3):
+                request_user_data(ctx, hops, ctx.page_url(hops))
+                assert ctx.url_for(hops).startswith(("http://", "https://"))
