@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -170,14 +172,59 @@ def thread_cpu_per_request(app: Any, scopes: list[dict[str, Any]]) -> float:
     return asyncio.run(run())
 
 
+def wsgi_environ(path: str, event_id: str | None) -> dict[str, Any]:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "shop.example",
+        "SERVER_PORT": "443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.2",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "0",
+        "HTTP_HOST": "shop.example",
+        "HTTP_USER_AGENT": "Mozilla/5.0 (X11; Linux x86_64) bench/1.0",
+        "HTTP_COOKIE": "_fbp=fb.1.1700000000000.42; _ga=GA1.1.42.1700000000",
+        "HTTP_REFERER": "https://shop.example/products/sku-a",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    if event_id is not None:
+        environ["HTTP_X_LAYERSYNC_EVENT_ID"] = event_id
+        environ["HTTP_X_LAYERSYNC_EVENT_NAME"] = "add_to_cart"
+    return environ
+
+
+def wsgi_thread_cpu_per_request(app: Any, environs: list[dict[str, Any]]) -> float:
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        pass
+
+    start = time.thread_time_ns()
+    for environ in environs:
+        body = app(environ, start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return (time.thread_time_ns() - start) / len(environs) / 1000
+
+
 def cmd_request_path(args: argparse.Namespace) -> dict[str, Any]:
-    from apps import starlette_app
+    from apps import flask_app, starlette_app
     from reference import ReferenceLayer, Shipper
     from starlette.middleware import Middleware
 
-    from layersync_middleware import LayerSyncMiddleware
+    from layersync_middleware import LayerSyncMiddleware, LayerSyncWSGIMiddleware
 
-    client = layersync_client(args.sink, args.n * (args.repeat + 1) * 2, memory=True)
+    client = layersync_client(args.sink, args.n * (args.repeat + 1) * 3, memory=True)
     bare = starlette_app()
     ours = starlette_app([Middleware(LayerSyncMiddleware, client=client)])
     reference = starlette_app([Middleware(ReferenceLayer, shipper=Shipper(args.sink, SECRET, SITE_ID))])
@@ -186,23 +233,35 @@ def cmd_request_path(args: argparse.Namespace) -> dict[str, Any]:
     def scopes(path: str, paired: bool) -> list[dict[str, Any]]:
         return [asgi_scope(path, f"atc_{next(counter):016x}" if paired else None) for _ in range(args.n)]
 
-    cases = {
-        "bare": (bare, "/api/cart/add", True),
-        "unmatched": (ours, "/products/sku-a", False),
-        "matched_no_headers": (ours, "/api/cart/add", False),
-        "paired": (ours, "/api/cart/add", True),
-        "reference_paired": (reference, "/api/cart/add", True),
+    flask_bare = flask_app().wsgi_app
+    flask_ours = LayerSyncWSGIMiddleware(flask_app().wsgi_app, client=client)
+
+    def environs(path: str, paired: bool) -> list[dict[str, Any]]:
+        return [wsgi_environ(path, f"atc_{next(counter):016x}" if paired else None) for _ in range(args.n)]
+
+    asgi, wsgi = thread_cpu_per_request, wsgi_thread_cpu_per_request
+    cases: dict[str, Callable[[], float]] = {
+        "bare": lambda: asgi(bare, scopes("/api/cart/add", True)),
+        "unmatched": lambda: asgi(ours, scopes("/products/sku-a", False)),
+        "matched_no_headers": lambda: asgi(ours, scopes("/api/cart/add", False)),
+        "paired": lambda: asgi(ours, scopes("/api/cart/add", True)),
+        "reference_paired": lambda: asgi(reference, scopes("/api/cart/add", True)),
+        "wsgi_bare": lambda: wsgi(flask_bare, environs("/api/cart/add", True)),
+        "wsgi_unmatched": lambda: wsgi(flask_ours, environs("/products/sku-a", False)),
+        "wsgi_paired": lambda: wsgi(flask_ours, environs("/api/cart/add", True)),
     }
     runs: dict[str, list[float]] = {name: [] for name in cases}
     for repeat in range(-1, args.repeat):  # cases interleaved; repeat -1 warms each one up
-        for name, (app, path, paired) in cases.items():
-            per_request = thread_cpu_per_request(app, scopes(path, paired))
+        for name, case in cases.items():
+            per_request = case()
             if repeat >= 0:
                 runs[name].append(per_request)
     client.shutdown(5)
     result: dict[str, Any] = {f"{name}_us": statistics.median(values) for name, values in runs.items()}
     result["paired_minus_unmatched_us"] = result["paired_us"] - result["unmatched_us"]
     result["unmatched_minus_bare_us"] = result["unmatched_us"] - result["bare_us"]
+    result["wsgi_paired_minus_unmatched_us"] = result["wsgi_paired_us"] - result["wsgi_unmatched_us"]
+    result["wsgi_unmatched_minus_bare_us"] = result["wsgi_unmatched_us"] - result["wsgi_bare_us"]
     result["requests_per_case"] = args.n * args.repeat
     return result
 

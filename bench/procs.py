@@ -82,6 +82,24 @@ class Sink:
         stop(self.proc)
 
 
+class Blackhole:
+    """A hub that hangs: the kernel completes connections into the backlog, nobody accepts them."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(4096)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def down_url() -> str:
+    """A loopback port nothing listens on: connections are refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
 def server_command(server: Server, port: int) -> list[str]:
     if server.kind == "uvicorn":
         return [sys.executable, str(BENCH / "serve.py"), str(port)]
@@ -106,11 +124,11 @@ def server_command(server: Server, port: int) -> list[str]:
 
 
 class ServerProcess:
-    def __init__(self, server: Server, sink_url: str, core: int | None, log: IO[str]) -> None:
+    def __init__(self, server: Server, hub_url: str, core: int | None, log: IO[str]) -> None:
         self.server = server
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "BENCH_APP": server.app, "BENCH_SINK": sink_url, "PYTHONPATH": str(BENCH)}
+        env = {**os.environ, "BENCH_APP": server.app, "BENCH_SINK": hub_url, "PYTHONPATH": str(BENCH)}
         env.pop("LAYERSYNC_CONSOLE_LOG", None)
         self.proc = subprocess.Popen(
             [*pin(core), *server_command(server, port)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -137,12 +155,15 @@ class ServerProcess:
         stop(self.proc)
 
 
-def start_servers(servers: list[Server], sink_url: str, core: int | None, log: IO[str]) -> dict[str, ServerProcess]:
-    """Start every server at once (they idle between their runs), then wait for all."""
+def start_servers(
+    servers: list[Server], hubs: dict[str, str], core: int | None, log: IO[str]
+) -> dict[str, ServerProcess]:
+    """Start every server at once (they idle between their runs), then wait for all.
+    ``hubs`` maps each ``Server.hub`` to the URL its events go to."""
     started: dict[str, ServerProcess] = {}
     try:
         for server in servers:
-            started[server.key] = ServerProcess(server, sink_url, core, log)
+            started[server.key] = ServerProcess(server, hubs[server.hub], core, log)
         for proc in started.values():
             proc.wait_ready()
     except BaseException:

@@ -53,3 +53,14 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def core_busy_seconds(core: int | None) -> float:
+    """Busy time (everything but idle and iowait, steal included) of one core, or of all."""
+    name = "cpu" if core is None else f"cpu{core}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+    return 0.0

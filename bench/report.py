@@ -47,6 +47,7 @@ def summarise(variant: Variant, runs: list[Run]) -> dict[str, Any]:
         "p99_ms_median": _median(runs, "p99_ms"),
         "cpu_us_per_req_median": _median(runs, "cpu_us_per_req"),
         "extra_cpu_us_per_req_median": _median(runs, "extra_cpu_us_per_req"),
+        "other_load_median": _median(runs, "other_load"),
         "requests": sum(r["requests"] for r in runs),
         "non_2xx": sum(r["non_2xx"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
@@ -65,7 +66,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def variant_table(summaries: dict[str, dict[str, Any]]) -> str:
     header = (
         f"{'variant':26} {'server':16} {'req/s':>8} {'x base':>6} {'(min-max)':>11} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} {'+CPU us':>7}  events/2xx"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} {'+CPU us':>7} {'others':>6}  events/2xx"
     )
     lines = [header, "-" * len(header)]
     for name, s in summaries.items():
@@ -76,7 +77,8 @@ def variant_table(summaries: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"{name:26} {s['server']:16} {_fmt(s['rps_median'], '8.0f')} {_fmt(s['ratio_median'], '6.2f')} "
             f"{spread:>11} {_fmt(s['p50_ms_median'], '7.2f')} {_fmt(s['p99_ms_median'], '7.2f')} "
-            f"{_fmt(s['cpu_us_per_req_median'], '7.0f')} {_fmt(s['extra_cpu_us_per_req_median'], '+7.0f')}  {events}"
+            f"{_fmt(s['cpu_us_per_req_median'], '7.0f')} {_fmt(s['extra_cpu_us_per_req_median'], '+7.0f')} "
+            f"{_fmt(s['other_load_median'], '6.0%')}  {events}"
         )
     return "\n".join(lines)
 
@@ -147,3 +149,90 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# -- issue 12's targets ------------------------------------------------------------------------
+def _paired_over_reference(report: dict[str, Any]) -> float | None:
+    """Median over rounds of LayerSync's throughput / the reference layer's, same round."""
+    variants = report["variants"]
+    if "asgi-layersync" not in variants or "asgi-reference" not in variants:
+        return None
+    ours = {r["round"]: r["rps"] for r in variants["asgi-layersync"]["runs"]}
+    ref = {r["round"]: r["rps"] for r in variants["asgi-reference"]["runs"]}
+    ratios = [ours[n] / ref[n] for n in ours if ref.get(n)]
+    return statistics.median(ratios) if ratios else None
+
+
+def _get(tree: dict[str, Any], *keys: str) -> float | None:
+    node: Any = tree
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, (int, float)) else None
+
+
+def _hub_trouble(report: dict[str, Any], variant: str) -> float | None:
+    """p99 of a hub-down/hanging variant over the healthy paired one (1.0: unchanged)."""
+    bad = _get(report["variants"], variant, "p99_ms_median")
+    good = _get(report["variants"], "asgi-layersync", "p99_ms_median")
+    return bad / good if bad is not None and good else None
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 12 with the measured value; ``met`` is None when not measured."""
+    v, s = report["variants"], report.get("sender", {})
+    rows: list[tuple[str, float | None, str, float]] = [
+        (
+            "paired request path over unmatched, in-process (us)",
+            _get(s, "request_path", "paired_minus_unmatched_us"),
+            "<=",
+            10,
+        ),
+        (
+            "WSGI paired request path over unmatched, in-process (us)",
+            _get(s, "request_path", "wsgi_paired_minus_unmatched_us"),
+            "<=",
+            10,
+        ),
+        (
+            "server CPU per paired request over bare, delivery included (us)",
+            _get(v, "asgi-layersync", "extra_cpu_us_per_req_median"),
+            "<=",
+            30,
+        ),
+        ("paired throughput / reference layer's, same round", _paired_over_reference(report), ">=", 1.0),
+        ("track() median, in-memory transport (us)", _get(s, "track_memory", "median_us"), "<=", 5),
+        ("track() median, HTTP to the sink (us)", _get(s, "track_http", "median_us"), "<=", 5),
+        ("sender delivery (events/s per process)", _get(s, "deliver", "events_per_s"), ">=", 50_000),
+        ("unmatched request over bare, in-process (us)", _get(s, "request_path", "unmatched_minus_bare_us"), "<=", 2),
+        (
+            "unmatched request, server CPU over bare (us)",
+            _get(v, "asgi-layersync-unmatched", "extra_cpu_us_per_req_median"),
+            "<=",
+            2,
+        ),
+        ("hub down: throughput / healthy paired", _ratio(v, "asgi-layersync-hub-down"), ">=", 0.95),
+        ("hub hanging: throughput / healthy paired", _ratio(v, "asgi-layersync-hub-hang"), ">=", 0.95),
+        ("hub down: p99 / healthy paired", _hub_trouble(report, "asgi-layersync-hub-down"), "<=", 1.10),
+        ("hub hanging: p99 / healthy paired", _hub_trouble(report, "asgi-layersync-hub-hang"), "<=", 1.10),
+    ]
+    out = []
+    for name, value, op, bound in rows:
+        met = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        out.append({"target": name, "value": value, "bound": f"{op} {bound:g}", "met": met})
+    return out
+
+
+def _ratio(variants: dict[str, Any], name: str) -> float | None:
+    bad = _get(variants, name, "ratio_median")
+    good = _get(variants, "asgi-layersync", "ratio_median")
+    return bad / good if bad is not None and good else None
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        verdict = "not measured" if row["met"] is None else ("met" if row["met"] else "MISSED")
+        lines.append(f"{row['target']:64} {_fmt(row['value'], '10.2f')} {row['bound']:>10}  {verdict}")
+    return "\n".join(lines)

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import ensure_wrk, run_wrk, wrk_command
-from procs import BENCH, ServerProcess, Sink, pin, start_servers
-from procstat import cpu_seconds_between, tree_cpu
-from report import Run, fill_ratios, plot, sender_table, summarise, variant_table, write_json
+from procs import BENCH, Blackhole, ServerProcess, Sink, down_url, pin, start_servers
+from procstat import core_busy_seconds, cpu_seconds_between, tree_cpu
+from report import Run, fill_ratios, plot, sender_table, summarise, targets, targets_table, variant_table, write_json
 from variants import Variant, select
 
 ROOT = BENCH.parent
@@ -152,8 +152,11 @@ def machine() -> dict[str, Any]:
 
 
 # -- the server benchmark --------------------------------------------------------------------
-def measure(variant: Variant, server: ServerProcess, sink: Sink, setup: Setup, wrk: str, nonce: Iterator[str]) -> Run:
-    """One wrk run against one variant: throughput, latency, server CPU, and what reached the sink."""
+def measure(
+    variant: Variant, server: ServerProcess, sink: Sink, setup: Setup, wrk: str, nonce: Iterator[str], warm: bool
+) -> Run:
+    """One wrk run against one variant: throughput, latency, server CPU, and what reached the sink.
+    ``warm``: run wrk unmeasured first (the first round: lazy imports, caches, connection pools)."""
     load = pin(setup.load_core)
 
     def command(seconds: int) -> list[str]:
@@ -161,15 +164,18 @@ def measure(variant: Variant, server: ServerProcess, sink: Sink, setup: Setup, w
             wrk, server.url, seconds=seconds, connections=setup.connections, mode=variant.mode, nonce=next(nonce)
         )
 
-    if setup.warmup:
+    if warm:
         run_wrk(command(setup.warmup), load)
     sink.settle()  # the warm-up's events are delivered before the counters start
     sink.reset()
-    before = tree_cpu(server.pid)
+    before, core_before, t0 = tree_cpu(server.pid), core_busy_seconds(setup.server_core), time.monotonic()
     result = run_wrk(command(setup.duration), load)
     expected = result.requests - result.non_2xx if variant.sends_events else 0
     counts = sink.settle(expect=expected, quiet=0.5 if variant.sends_events else 0.3)
     cpu = cpu_seconds_between(before, tree_cpu(server.pid))
+    # What else ran on the server's core meanwhile (other programs on a shared machine):
+    # a run with a high share here measured the neighbours too. Its CPU per request did not.
+    others = (core_busy_seconds(setup.server_core) - core_before - cpu) / (time.monotonic() - t0)
     # A run stops with up to `connections` requests in flight: the server handled them and
     # sent their events, wrk did not count them. So "missing" is expected minus distinct ids.
     return {
@@ -186,6 +192,7 @@ def measure(variant: Variant, server: ServerProcess, sink: Sink, setup: Setup, w
         "events_missing": max(0, expected - counts["unique_events"]),
         "events_duplicated": counts["events"] - counts["unique_events"],
         "sink_posts": counts["requests"] + counts["other_requests"],
+        "other_load": max(0.0, others),
     }
 
 
@@ -199,7 +206,8 @@ def run_rounds(
         order = variants[shift:] + variants[:shift]  # rotated: no variant always runs first or last
         this_round: dict[str, Run] = {}
         for position, variant in enumerate(order):
-            run = measure(variant, servers[variant.server.key], sink, setup, wrk, nonce)
+            warm = number == 0 and setup.warmup > 0
+            run = measure(variant, servers[variant.server.key], sink, setup, wrk, nonce, warm)
             run.update(round=number + 1, position=position + 1)
             this_round[variant.name] = run
             print(
@@ -297,11 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "setup": setup.__dict__,
     }
-    sink = Sink(setup.load_core)
+    sink, blackhole = Sink(setup.load_core), Blackhole()
+    hubs = {"sink": sink.url, "down": down_url(), "hang": blackhole.url}
     try:
         with open(args.out / "servers.log", "w") as log:
             servers = start_servers(
-                list({v.server.key: v.server for v in variants}.values()), sink.url, setup.server_core, log
+                list({v.server.key: v.server for v in variants}.values()), hubs, setup.server_core, log
             )
             try:
                 print(f"{len(variants)} variants x {setup.rounds} rounds of {setup.duration} s", flush=True)
@@ -313,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         report["sender"] = {} if args.no_micro else run_micro(setup, sink, skipped)
     finally:
         sink.close()
+        blackhole.close()
     report["skipped"] = skipped
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     report["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
@@ -328,6 +338,8 @@ def finish(report: dict[str, Any], out: Path) -> int:
     if report["sender"]:
         print()
         print(sender_table(report["sender"]))
+    report["targets"] = targets(report)
+    print("\nissue 12 targets\n" + targets_table(report["targets"]))
     write_json(report, out / "latest.json")
     plotted = plot(summaries, out / "ratios.png", title)
     print(f"\nwrote {out / 'latest.json'}" + (f" and {out / 'ratios.png'}" if plotted else " (no matplotlib: no plot)"))

@@ -12,10 +12,11 @@ class Server:
     kind: str  # "uvicorn", "gunicorn-sync" or "gunicorn-gthread"
     app: str  # a key of apps.ASGI_APPS (uvicorn) or apps.WSGI_APPS (gunicorn)
     requires: tuple[str, ...] = ()  # modules that must be importable
+    hub: str = "sink"  # where events go: "sink" (counted), "down" (nothing listens), "hang" (never answers)
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.app}"
+        return f"{self.kind}:{self.app}:{self.hub}"
 
 
 BASELINES = {"uvicorn": "asgi-bare", "gunicorn-sync": "wsgi-sync-bare", "gunicorn-gthread": "wsgi-gthread-bare"}
@@ -35,8 +36,8 @@ class Variant:
         return BASELINES[self.server.kind]
 
 
-def _asgi(app: str, *requires: str) -> Server:
-    return Server("uvicorn", app, ("uvicorn", "starlette", *requires))
+def _asgi(app: str, *requires: str, hub: str = "sink") -> Server:
+    return Server("uvicorn", app, ("uvicorn", "starlette", *requires), hub)
 
 
 def _sync(app: str, *requires: str) -> Server:
@@ -58,6 +59,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("asgi-layersync", _asgi("layersync"), f"{_LS}, paired", sends_events=True),
     Variant("asgi-layersync-noheaders", _asgi("layersync"), f"{_LS}, matched, no pairing headers", mode="noheaders"),
     Variant("asgi-layersync-unmatched", _asgi("layersync"), f"{_LS}, unmatched path", mode="unmatched"),
+    Variant("asgi-layersync-hub-down", _asgi("layersync", hub="down"), f"{_LS}, paired, hub down (refused)"),
+    Variant("asgi-layersync-hub-hang", _asgi("layersync", hub="hang"), f"{_LS}, paired, hub hangs (never answers)"),
     Variant("asgi-sentry-tracing", _asgi("sentry-tracing", _SENTRY), "sentry-sdk, traces_sample_rate=1.0"),
     Variant("asgi-sentry-errors", _asgi("sentry-errors", _SENTRY), "sentry-sdk, errors only"),
     Variant("asgi-otel", _asgi("otel", *_OTEL_ASGI), "OpenTelemetry ASGI middleware"),
