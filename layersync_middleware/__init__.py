@@ -3,22 +3,31 @@ with server events, and fire events whose authority is the server."""
 
 from __future__ import annotations
 
-from ._client import Delivery, LayerSync, PendingEvent, current_event, shared_client
+from ._client import BeforeSend, Delivery, LayerSync, shared_client
+from ._event import Event
 from ._match import Matcher, Rule
-from ._sender import Stats
+from ._pairing import Consent, IsSuccess, PendingEvent, current_event
+from ._sender import DropReason, OnDrop, Stats
 from ._settings import ConfigurationError, SecretKey, Settings
-from ._transport import Outcome, Transport
+from ._transport import AsyncTransport, Outcome, Transport
 from ._version import __version__
 from .asgi import LayerSyncMiddleware
 from .wsgi import LayerSyncWSGIMiddleware
 
 __all__ = [
+    "AsyncTransport",
+    "BeforeSend",
     "ConfigurationError",
+    "Consent",
     "Delivery",
+    "DropReason",
+    "Event",
+    "IsSuccess",
     "LayerSync",
     "LayerSyncMiddleware",
     "LayerSyncWSGIMiddleware",
     "Matcher",
+    "OnDrop",
     "Outcome",
     "PendingEvent",
     "Rule",
@@ -30,3 +39,13 @@ __all__ = [
     "current_event",
     "shared_client",
 ]
+
+# Reprs, tracebacks and docs name the public path, not the private module (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("layersync_middleware._"):
+        try:
+            _obj.__module__ = "layersync_middleware"
+        except (AttributeError, TypeError):  # aliases of builtin generics
+            pass
+del _name, _obj

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
+import logging
 import threading
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from ._event import EVENT_ID_RE, EVENT_NAME_RE, HEADER_NAME_RE, Event, build_event, new_event_id
-from ._log import RateLimitedLog, enable_console_log
-from ._match import Rule
+from ._event import EVENT_ID_RE, EVENT_NAME_RE, Event, as_mapping, build_checked, new_event_id
+from ._log import RateLimitedLog, enable_console_log, logger
+from ._pairing import PendingEvent, read_pairing
 from ._pii import hash_traits
 from ._request import RequestContext, request_context, request_user_data
-from ._sender import AsyncioSender, OnDrop, Sender, Stats, SyncSender, ThreadSender
-from ._settings import Settings, check_unknown
-from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport
+from ._sender import DropReason, OnDrop, Sender, Stats
+from ._settings import Settings, check_unknown, settings_or_disabled
+from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport, threaded_async
+from ._worker import AsyncioWorker, InlineWorker, ThreadWorker, Worker
+
+#: ``before_send(event) -> event | None``: change an event before it is queued, or
+#: return None to drop it (test traffic, a scrubbed field...). Runs in the caller.
+BeforeSend = Callable[[Event], "Event | None"]
+
+_MAX_URL = 2048
+
+
+def _is_mapping(value: object) -> bool:
+    # Typed callers pass mappings; this guards the untyped ones at run time.
+    return isinstance(value, Mapping)
 
 
 class Delivery(NamedTuple):
@@ -27,70 +41,6 @@ class Delivery(NamedTuple):
     event_id: str | None
     error: str | None = None
     queued: bool = False
-
-
-class PendingEvent:
-    """The paired event of the current request, before it is sent. A handler may enrich
-    it (``update``, ``identify``) or ``cancel`` it; see :func:`current_event`."""
-
-    __slots__ = ("cancelled", "event_id", "event_name", "props", "traits")
-
-    def __init__(self, event_id: str, event_name: str) -> None:
-        self.event_id = event_id
-        self.event_name = event_name
-        self.props: dict[str, Any] = {}
-        self.traits: dict[str, Any] = {}
-        self.cancelled = False
-
-    def update(self, props: Mapping[str, Any] | None = None, /, **more: Any) -> None:
-        """Add props (``value``, ``order_id``, ``items``...), as ``track()`` takes them."""
-        if props:
-            self.props.update(props)
-        self.props.update(more)
-
-    def identify(self, traits: Mapping[str, Any] | None = None, /, **more: Any) -> None:
-        """Add identity traits; they are normalised and hashed before sending."""
-        if traits:
-            self.traits.update(traits)
-        self.traits.update(more)
-
-    def cancel(self) -> None:
-        """Do not send the paired event for this request."""
-        self.cancelled = True
-
-    def __repr__(self) -> str:
-        state = " cancelled" if self.cancelled else ""
-        return f"<PendingEvent {self.event_name} {self.event_id}{state} props={sorted(self.props)}>"
-
-
-_current: contextvars.ContextVar[PendingEvent | None] = contextvars.ContextVar("layersync_pending", default=None)
-
-
-def current_event() -> PendingEvent | None:
-    """The paired event of the request being handled, or None when the request carries
-    no (valid) pairing headers. Works in sync and async handlers."""
-    return _current.get()
-
-
-_MAX_URL = 2048
-
-
-def _is_mapping(value: object) -> bool:
-    # Typed callers pass mappings; this guards the untyped ones at run time.
-    return isinstance(value, Mapping)
-
-
-class _ThreadedAsync:
-    """An async face for a synchronous transport (runs it in a worker thread)."""
-
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
-
-    async def asend(self, events: Any, bodies: Any, timeout: float) -> list[Outcome]:
-        return await asyncio.to_thread(self._transport.send, events, bodies, timeout)
-
-    async def aclose(self) -> None:
-        return None
 
 
 class LayerSync:
@@ -107,37 +57,42 @@ class LayerSync:
         settings: Settings | None = None,
         /,
         *,
-        transport: Transport | None = None,
+        transport: Transport | AsyncTransport | None = None,
         on_drop: OnDrop | None = None,
+        before_send: BeforeSend | None = None,
         **options: Any,
     ) -> None:
         if settings is None:
             settings = Settings.from_options(options)
         elif options:
-            check_unknown(sorted(options), {})
+            check_unknown(sorted(options))
             settings = settings.replace(**options)
+        if before_send is not None and not callable(before_send):
+            raise TypeError("before_send must be a callable taking an event and returning it (or None)")
         self.settings = settings
         if settings.console_log:
             enable_console_log()
         self._log = RateLimitedLog()
-        self._sender = _make_sender(settings, transport, on_drop)
+        self._before_send = before_send
+        self._transport = transport
+        self._worker = _make_worker(settings, lambda: _OVERRIDE.transport or transport, on_drop)
+        _CLIENTS.add(self)
 
     @classmethod
     def from_env(
         cls,
         environ: Mapping[str, str] | None = None,
         *,
-        transport: Transport | None = None,
+        transport: Transport | AsyncTransport | None = None,
         on_drop: OnDrop | None = None,
+        before_send: BeforeSend | None = None,
         **overrides: Any,
     ) -> LayerSync:
         """A client from ``LAYERSYNC_*`` environment variables (``LAYERSYNC_SITE_ID``,
         ``LAYERSYNC_SECRET``, ...), with ``overrides`` on top."""
-        return cls(Settings.from_env(environ, **overrides), transport=transport, on_drop=on_drop)
-
-    @property
-    def sender(self) -> Sender:
-        return self._sender
+        return cls(
+            Settings.from_env(environ, **overrides), transport=transport, on_drop=on_drop, before_send=before_send
+        )
 
     def __repr__(self) -> str:
         return f"LayerSync(site_id={self.settings.site_id!r}, api_url={self.settings.api_url!r})"
@@ -156,92 +111,11 @@ class LayerSync:
     async def __aexit__(self, *exc: object) -> None:
         await self.ashutdown()
 
-    # -- building -------------------------------------------------------------------------
-    def _refuse(self, reason: str, message: str, *args: object) -> None:
-        self._sender.count_refused(reason)
-        self._log.warn(f"refuse:{reason}:{message}", message, *args)
-
-    def build(
-        self,
-        event_name: str,
-        props: Mapping[str, Any] | None = None,
-        *,
-        request: object = None,
-        identity: Mapping[str, Any] | None = None,
-        event_id: str | None = None,
-        event_time: int | None = None,
-        event_source_url: str | None = None,
-        paired: bool = False,
-    ) -> Event | None:
-        """The event body, or None (refused and counted). Never raises."""
-        try:
-            return self._build(event_name, props, request, identity, event_id, event_time, event_source_url, paired)
-        except Exception as exc:  # bad input must never reach the app as an exception
-            self._refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
-            return None
-
-    def _build(
-        self,
-        event_name: str,
-        props: Mapping[str, Any] | None,
-        request: object,
-        identity: Mapping[str, Any] | None,
-        event_id: str | None,
-        event_time: int | None,
-        event_source_url: str | None,
-        paired: bool,
-    ) -> Event | None:
-        if not self.settings.enabled:
-            return None
-        if not isinstance(event_name, str) or not EVENT_NAME_RE.fullmatch(event_name):
-            self._refuse("invalid", "event name must be 1-64 letters, digits or _.:- starting with a letter")
-            return None
-        if event_id is None:
-            event_id = new_event_id(event_name)
-        elif not isinstance(event_id, str) or not EVENT_ID_RE.fullmatch(event_id):
-            self._refuse("invalid", "event_id must be 8-64 letters, digits, '_' or '-'")
-            return None
-        if props is not None and not _is_mapping(props):
-            self._refuse("invalid", "props must be a mapping, got %s", type(props).__name__)
-            return None
-        if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
-            self._refuse("invalid", "event_time must be unix seconds (int)")
-            return None
-        user_data: dict[str, str] = {}
-        if request is not None:
-            ctx = request_context(request)
-            page = ctx.page_url() if paired else ctx.url
-            user_data = request_user_data(ctx, self.settings.trust_proxy, page)
-            if event_source_url is None:
-                event_source_url = page
-        if event_source_url is not None and len(event_source_url) > _MAX_URL:
-            # An overlong URL is a query string gone wild; the page without it still attributes.
-            event_source_url = event_source_url.split("?", 1)[0]
-            if len(event_source_url) > _MAX_URL:
-                event_source_url = None
-        if identity:
-            if not _is_mapping(identity):
-                self._refuse("invalid", "identity traits must be a mapping")
-                return None
-            hashed, rejected = hash_traits(identity)
-            user_data.update(hashed)
-            for trait in rejected:  # the trait's name only: its value is PII
-                self._refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
-        return build_event(
-            site_id=self.settings.site_id,
-            event_name=event_name,
-            event_id=event_id,
-            props=props,
-            user_data=user_data,
-            event_source_url=event_source_url,
-            event_time=event_time,
-        )
-
     # -- tracking ----------------------------------------------------------------------------
     def track(
         self,
         event_name: str,
-        props: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | object | None = None,
         *,
         request: object = None,
         identity: Mapping[str, Any] | None = None,
@@ -250,22 +124,14 @@ class LayerSync:
         event_source_url: str | None = None,
     ) -> str | None:
         """Queue an event; returns its ``event_id``, or None if it was refused or a duplicate."""
-        event = self.build(
-            event_name,
-            props,
-            request=request,
-            identity=identity,
-            event_id=event_id,
-            event_time=event_time,
-            event_source_url=event_source_url,
-        )
-        return self.submit(event)
+        event = self._build(event_name, props, request, identity, event_id, event_time, event_source_url)
+        return self._queue(event)
 
     def track_with_identity(
         self,
         event_name: str,
         traits: Mapping[str, Any],
-        props: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | object | None = None,
         *,
         request: object = None,
         event_id: str | None = None,
@@ -286,56 +152,29 @@ class LayerSync:
 
     def track_from_headers(self, request: object, extra_props: Mapping[str, Any] | None = None) -> str | None:
         """Forward the browser event named by the request's ``X-LayerSync-Event-Id`` and
-        ``-Name`` headers. None when the headers are absent or not acceptable here."""
+        ``-Name`` headers. On a path the matcher does not cover, the name must be the
+        one the browser SDK stamps on that path. None when the headers are absent or
+        not acceptable here."""
+        if not self.settings.enabled:
+            return None
         try:
             ctx = request_context(request)
         except TypeError as exc:
             self._refuse("invalid", "%s", exc)
             return None
-        pairing = self.read_pairing(ctx, self.settings.matcher.match(ctx.path))
+        pairing = read_pairing(self, ctx, matched_only=False)
         if pairing is None:
             return None
-        event = self.build(pairing[1], extra_props, request=ctx, event_id=pairing[0], paired=True)
-        return self.submit(event)
-
-    def read_pairing(self, ctx: RequestContext, rule: Rule | None) -> tuple[str, str] | None:
-        """The validated ``(event_id, event_name)`` of the pairing headers, or None.
-
-        The headers come from the browser: an id outside a bounded safe charset, a name
-        that is not snake_case, or a name this route may not carry (by default the one
-        the browser SDK itself stamps on this URL) is refused and counted."""
-        raw = ctx.pairing()
-        if raw is None:
-            return None
-        event_id, event_name = raw[0].strip(), raw[1].strip()
-        if not EVENT_ID_RE.fullmatch(event_id) or not HEADER_NAME_RE.fullmatch(event_name):
-            self._refuse("invalid_header", "refused malformed pairing headers on %s", ctx.path[:200])
-            return None
-        if not (rule or Rule(ctx.path, None)).allows(event_name, ctx.path, ctx.query):
-            self._refuse(
-                "name_not_allowed",
-                "refused a %r pairing header on %s: not an event this route may carry (see matcher)",
-                event_name,
-                ctx.path[:200],
-            )
-            return None
-        return event_id, event_name
-
-    def submit(self, event: Event | None) -> str | None:
-        """Hand a built event to the background sender; returns its id, or None."""
-        if event is None:
-            return None
-        try:
-            return str(event["event_id"]) if self._sender.submit(event) else None
-        except Exception as exc:
-            self._refuse("invalid", "could not queue an event: %s", type(exc).__name__)
-            return None
+        pending = PendingEvent(*pairing)
+        if extra_props:
+            pending.update(extra_props)
+        return self._track_paired(pending, ctx)
 
     # -- delivering now ------------------------------------------------------------------------
     def send(
         self,
         event_name: str,
-        props: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | object | None = None,
         *,
         request: object = None,
         identity: Mapping[str, Any] | None = None,
@@ -344,37 +183,34 @@ class LayerSync:
         event_source_url: str | None = None,
         timeout: float | None = None,
     ) -> Delivery:
-        """Deliver now and report the outcome, in at most ``timeout`` seconds (default
-        ``timeout_ms``), quick retries included. Never raises. If the hub cannot be
-        reached in time, the event goes to the background sender (``queued=True``)."""
-        event = self.build(
-            event_name,
-            props,
-            request=request,
-            identity=identity,
-            event_id=event_id,
-            event_time=event_time,
-            event_source_url=event_source_url,
-        )
+        """Deliver now and report the outcome, in at most ``timeout`` seconds in all
+        (default: the ``timeout_ms`` setting), up to ``max_retries`` quick retries
+        included. Never raises. If the hub cannot be reached in time, the event goes to
+        the background sender (``queued=True``)."""
+        event = self._build(event_name, props, request, identity, event_id, event_time, event_source_url)
+        if event is not None:
+            event = self._before(event)
         if event is None:
             return Delivery(False, None, None, "refused" if self.settings.enabled else "disabled")
         eid = str(event["event_id"])
-        if not self._sender.claim(event):
+        worker = self._worker
+        if not worker.sender.claim(event):
             return Delivery(False, None, eid, "duplicate")
-        limit = self.settings.timeout_ms / 1000 if timeout is None else timeout
         try:
-            outcome = self._sender.deliver_now(event, limit)
+            outcome = worker.deliver_now(event, self.settings.timeout if timeout is None else max(timeout, 0.0))
         except Exception as exc:
             outcome = Outcome("retry", None, None, type(exc).__name__)
         if outcome.action == "ok":
             return Delivery(True, outcome.status, eid)
-        queued = outcome.action == "retry" and self._sender.enqueue_claimed(event)
+        queued = outcome.action == "retry" and worker.enqueue_claimed(event)
+        if not queued:
+            worker.sender.release(event)
         return Delivery(False, outcome.status, eid, outcome.error, queued)
 
     async def asend(
         self,
         event_name: str,
-        props: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | object | None = None,
         *,
         request: object = None,
         identity: Mapping[str, Any] | None = None,
@@ -406,48 +242,191 @@ class LayerSync:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> int:
-        """Try to deliver everything queued within ``timeout`` s; returns how many are left."""
-        return self._sender.flush(timeout)
+        """Try every queued event once within ``timeout`` seconds (default: the request
+        timeout); returns how many are still queued."""
+        return self._worker.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> int:
-        """Flush, then stop the worker and close connections; returns how many are left."""
-        return self._sender.shutdown(timeout)
+        """Flush within ``timeout`` seconds (default ``shutdown_timeout``), then stop the
+        worker and close its connections; returns how many events are left. The client
+        stays usable: the worker starts again on the next event."""
+        return self._worker.shutdown(timeout)
 
     async def aflush(self, timeout: float | None = None) -> int:
-        if isinstance(self._sender, AsyncioSender):
-            return await self._sender.aflush(timeout)
-        return await asyncio.to_thread(self._sender.flush, timeout)
+        """:meth:`flush` without blocking the event loop."""
+        return await self._worker.aflush(timeout)
 
     async def ashutdown(self, timeout: float | None = None) -> int:
-        if isinstance(self._sender, AsyncioSender):
-            return await self._sender.ashutdown(timeout)
-        return await asyncio.to_thread(self._sender.shutdown, timeout)
+        """:meth:`shutdown` without blocking the event loop."""
+        return await self._worker.ashutdown(timeout)
 
     def stats(self) -> Stats:
-        return self._sender.stats()
+        """Counters of the sender: queued, sent, retried, duplicates, dropped by reason..."""
+        return self._worker.stats()
+
+    # -- building (private: the adapters call these) ----------------------------------------------
+    def _refuse(self, reason: DropReason, message: str, *args: object) -> None:
+        """Count an event refused before the queue; log once a minute per reason, and
+        every time at DEBUG (a developer retrying sees why again)."""
+        self._worker.sender.refuse(reason)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(message, *args)
+        self._log.warn(f"refuse:{reason}", message, *args)
+
+    def _build(
+        self,
+        event_name: str,
+        props: object,
+        request: object,
+        identity: Mapping[str, Any] | None,
+        event_id: str | None,
+        event_time: int | None,
+        event_source_url: str | None,
+        paired: bool = False,
+    ) -> Event | None:
+        """The event body, or None (refused and counted). Never raises."""
+        if not self.settings.enabled:
+            return None
+        try:
+            return self._build_checked(
+                event_name, props, request, identity, event_id, event_time, event_source_url, paired
+            )
+        except Exception as exc:  # bad input must never reach the app as an exception
+            self._refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
+            return None
+
+    def _build_checked(
+        self,
+        event_name: str,
+        props: object,
+        request: object,
+        identity: Mapping[str, Any] | None,
+        event_id: str | None,
+        event_time: int | None,
+        event_source_url: str | None,
+        paired: bool,
+    ) -> Event | None:
+        if not paired:  # a paired event's name and id were checked when the request came in
+            if not isinstance(event_name, str) or not EVENT_NAME_RE.fullmatch(event_name):
+                self._refuse("invalid", "event name must be 1-64 letters, digits or _.:- starting with a letter")
+                return None
+            if event_id is not None and not (isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id)):
+                self._refuse("invalid", "event_id must be 8-64 letters, digits, '_' or '-'")
+                return None
+        if props is not None and as_mapping(props) is None:
+            self._refuse(
+                "invalid", "props must be a mapping, a dataclass or a pydantic model, not %s", type(props).__name__
+            )
+            return None
+        if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
+            self._refuse("invalid", "event_time must be unix seconds (int)")
+            return None
+        user_data: dict[str, str] = {}
+        if request is not None:
+            ctx = request_context(request)
+            page = ctx.page_url() if paired else ctx.url
+            user_data = request_user_data(ctx, self.settings.trust_proxy, page)
+            if event_source_url is None:
+                event_source_url = page
+        if event_source_url is not None and len(event_source_url) > _MAX_URL:
+            # An overlong URL is a query string gone wild; the page without it still attributes.
+            event_source_url = event_source_url.split("?", 1)[0]
+            if len(event_source_url) > _MAX_URL:
+                event_source_url = None
+        if identity:
+            if not _is_mapping(identity):
+                self._refuse("invalid", "identity traits must be a mapping")
+                return None
+            hashed, rejected = hash_traits(identity, default_region=self.settings.default_phone_region)
+            user_data.update(hashed)
+            for trait in rejected:  # the trait's name only: its value is PII
+                self._refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
+        built = build_checked(
+            site_id=self.settings.site_id,
+            event_name=event_name,
+            event_id=event_id or new_event_id(event_name),
+            props=props,
+            user_data=user_data,
+            event_source_url=event_source_url,
+            event_time=event_time,
+        )
+        for dropped in built.dropped:  # the prop's path only: its value may be PII
+            reason: DropReason = "pii_prop" if dropped.reason == "pii_prop" else "invalid_prop"
+            self._refuse(reason, "dropped the prop %s of a %s event: %s", dropped.path, event_name, dropped.reason)
+        return built.event
+
+    def _track_paired(self, pending: PendingEvent, ctx: RequestContext) -> str | None:
+        """Queue the paired event of a request whose headers :func:`read_pairing` passed."""
+        event = self._build(
+            pending.event_name, pending.props, ctx, pending.traits or None, pending.event_id, None, None, paired=True
+        )
+        return self._queue(event, verified=False)
+
+    def _before(self, event: Event) -> Event | None:
+        hook = self._before_send
+        if hook is None:
+            return event
+        try:
+            changed = hook(event)
+        except Exception as exc:
+            self._refuse("before_send_error", "before_send raised %s: the event is dropped", type(exc).__name__)
+            return None
+        if changed is None:
+            self._worker.sender.refuse("before_send")
+            return None
+        if not _is_mapping(changed):
+            self._refuse("before_send_error", "before_send returned a %s, not an event dict", type(changed).__name__)
+            return None
+        return changed
+
+    def _queue(self, event: Event | None, *, verified: bool = True) -> str | None:
+        """Hand a built event to the background sender; returns its id, or None."""
+        if event is None:
+            return None
+        if self._before_send is not None:
+            event = self._before(event)
+            if event is None:
+                return None
+        try:
+            return str(event["event_id"]) if self._worker.submit(event, verified=verified) else None
+        except Exception as exc:
+            self._refuse("internal_error", "could not queue an event: %s", type(exc).__name__)
+            return None
 
 
-def _make_sender(settings: Settings, transport: Transport | None, on_drop: OnDrop | None) -> Sender:
+def _make_worker(
+    settings: Settings, chosen: Callable[[], Transport | AsyncTransport | None], on_drop: OnDrop | None
+) -> Worker:
+    sender = Sender(settings, on_drop=on_drop)
+
     def sync_transport() -> Transport:
-        return transport if transport is not None else HTTPTransport(settings)
+        transport = chosen()
+        if transport is None:
+            return HTTPTransport(settings)
+        if isinstance(transport, Transport):
+            return transport
+        raise TypeError(f"{type(transport).__name__} has no send(); sender={settings.sender!r} needs a sync transport")
 
     if settings.sender == "sync":
-        return SyncSender(settings, sync_transport, on_drop=on_drop)
+        return InlineWorker(sender, sync_transport)
     if settings.sender == "asyncio":
 
         def async_transport() -> AsyncTransport:
+            transport = chosen()
             if transport is None:
                 return AsyncHTTPTransport(settings)
             if isinstance(transport, AsyncTransport):
                 return transport
-            return _ThreadedAsync(transport)
+            return threaded_async(transport)
 
-        return AsyncioSender(settings, sync_transport, async_transport, on_drop=on_drop)
-    return ThreadSender(settings, sync_transport, on_drop=on_drop)
+        return AsyncioWorker(sender, sync_transport, async_transport)
+    return ThreadWorker(sender, sync_transport)
 
 
+# -- the process's clients ----------------------------------------------------------------------
 _shared: dict[Settings, LayerSync] = {}
 _shared_lock = threading.Lock()
+_CLIENTS: weakref.WeakSet[LayerSync] = weakref.WeakSet()
 
 
 def shared_client(settings: Settings) -> LayerSync:
@@ -460,12 +439,42 @@ def shared_client(settings: Settings) -> LayerSync:
         return client
 
 
-def set_current(pending: PendingEvent | None) -> contextvars.Token[PendingEvent | None]:
-    return _current.set(pending)
+def resolve_client(client: LayerSync | None, options: dict[str, Any], *, raise_invalid: bool = False) -> LayerSync:
+    """The client an adapter uses: the one given, or the process's one for the settings
+    from the environment with ``options`` on top.
+
+    Missing credentials disable tracking with one error log instead of breaking the
+    app. Invalid settings raise when ``raise_invalid`` (the adapter is built at start-up)
+    and disable otherwise (Starlette builds middleware lazily, inside the lifespan or
+    the first request, where an exception answers 500 on every route). ``strict=True``
+    (or ``LAYERSYNC_STRICT``) always raises."""
+    if client is None:
+        strict = options.get("strict") is True
+        build = lambda: Settings.from_env(**options)  # noqa: E731
+        return shared_client(settings_or_disabled(build, strict=strict, raise_invalid=raise_invalid))
+    if options:
+        raise TypeError(f"pass settings either in client= or as options, not both (got {', '.join(options)})")
+    return client
 
 
-def reset_current(token: contextvars.Token[PendingEvent | None]) -> None:
+class _Override:
+    transport: Transport | AsyncTransport | None = None
+
+
+_OVERRIDE = _Override()
+
+
+@contextlib.contextmanager
+def override_transport(transport: Transport | AsyncTransport) -> Iterator[None]:
+    """Every client in the process (existing and new) delivers through ``transport``
+    while the block runs; for tests (see :func:`layersync_middleware.testing.capture_events`)."""
+    previous = _OVERRIDE.transport
+    _OVERRIDE.transport = transport
+    for client in list(_CLIENTS):
+        client._worker._drop_transports()
     try:
-        _current.reset(token)
-    except ValueError:  # reset from another context: nothing to undo there
-        pass
+        yield
+    finally:
+        _OVERRIDE.transport = previous
+        for client in list(_CLIENTS):
+            client._worker._drop_transports()

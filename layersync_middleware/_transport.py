@@ -7,17 +7,20 @@ A transport takes a batch of events already encoded by the sender and returns on
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import decimal
 import email.utils
 import enum
 import gzip
 import json
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+import httpcore
 import httpx
 
 from . import _wire
@@ -37,7 +40,8 @@ class Outcome(NamedTuple):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Sends a batch in the calling thread. Must not raise; must return one outcome per event."""
+    """Sends a batch in the calling thread within ``timeout`` seconds in all (not per
+    read). Must not raise; must return one outcome per event."""
 
     def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]: ...
 
@@ -46,9 +50,29 @@ class Transport(Protocol):
 
 @runtime_checkable
 class AsyncTransport(Protocol):
+    """The same for the asyncio sender; the sender also bounds each call by ``timeout``."""
+
     async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]: ...
 
     async def aclose(self) -> None: ...
+
+
+class _ThreadedAsync:
+    """An async face for a synchronous transport: it runs in a worker thread."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        return await asyncio.to_thread(self._transport.send, events, bodies, timeout)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def threaded_async(transport: Transport) -> AsyncTransport:
+    """``transport`` for the asyncio sender."""
+    return _ThreadedAsync(transport)
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -151,6 +175,74 @@ def _network_error(exc: Exception, n: int) -> list[Outcome]:
     return [Outcome("retry", None, None, type(exc).__name__)] * n
 
 
+# -- one deadline per request ---------------------------------------------------------------
+# httpx's timeouts bound each read, so a hub that drips its answer a byte at a time
+# would hold a request forever. The sync transport's connections go through this
+# backend, which gives every connect, read and write at most the time left until the
+# deadline of the request in progress on this thread.
+class _Deadline(threading.local):
+    at: float | None = None
+
+
+def _bounded(deadline: _Deadline, timeout: float | None, error: type[Exception]) -> float | None:
+    at = deadline.at
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the request's total deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        bounded = _bounded(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, bounded), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, deadline: _Deadline) -> None:
+        self._backend = httpcore.SyncBackend()
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(self._deadline, timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, bounded, socket_options), self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
 # -- HTTP transports ----------------------------------------------------------------------
 class _HTTPBase:
     """What the sync and async transports share: the endpoint, the headers, the limits."""
@@ -158,7 +250,7 @@ class _HTTPBase:
     def __init__(self, settings: Settings) -> None:
         self._url = settings.api_url
         self._headers = base_headers(settings)
-        self._timeout = settings.timeout_ms / 1000
+        self._timeout = settings.timeout
         self._client_options: dict[str, Any] = {
             "timeout": self._timeout,
             "follow_redirects": False,  # a redirect would carry the key elsewhere
@@ -180,19 +272,34 @@ class _HTTPBase:
 
 
 class HTTPTransport(_HTTPBase):
-    """One keep-alive ``httpx.Client`` per process; retries a failed connect once, at once."""
+    """One keep-alive ``httpx.Client`` per process; retries a failed connect once, at once.
+    Each ``send`` finishes within its ``timeout``, however slowly the hub answers."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._client = httpx.Client(
-            transport=httpx.HTTPTransport(retries=1, limits=self._limits), **self._client_options
+        self._deadline = _Deadline()
+        transport = httpx.HTTPTransport(retries=1, limits=self._limits)
+        # httpx takes no network backend, so its pool is rebuilt around ours (the same
+        # options). tests/test_transport.py proves a dripping hub cannot outlast the deadline.
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=self._limits.max_connections,
+            max_keepalive_connections=self._limits.max_keepalive_connections,
+            keepalive_expiry=self._limits.keepalive_expiry,
+            retries=1,
+            network_backend=_DeadlineBackend(self._deadline),
         )
+        self._client = httpx.Client(transport=transport, **self._client_options)
 
     def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        request = self._request(bodies, timeout)
+        self._deadline.at = time.monotonic() + request["timeout"]
         try:
-            resp = self._client.post(**self._request(bodies, timeout))
-        except (httpx.HTTPError, OSError) as exc:
+            resp = self._client.post(**request)
+        except (httpx.HTTPError, httpcore.TimeoutException, OSError) as exc:
             return _network_error(exc, len(events))
+        finally:
+            self._deadline.at = None
         return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
 
     def close(self) -> None:
@@ -209,9 +316,10 @@ class AsyncHTTPTransport(_HTTPBase):
         )
 
     async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        request = self._request(bodies, timeout)
         try:
-            resp = await self._client.post(**self._request(bodies, timeout))
-        except (httpx.HTTPError, OSError) as exc:
+            resp = await asyncio.wait_for(self._client.post(**request), request["timeout"])
+        except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
             return _network_error(exc, len(events))
         return classify(resp.status_code, resp.headers.get("Retry-After"), resp.content, events)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._client import LayerSync, reset_current, set_current
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing, resolve_client
+from ._client import LayerSync, resolve_client
+from ._log import logger
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing, reset_current, set_current
 from ._request import request_context
 
 Scope = MutableMapping[str, Any]
@@ -16,8 +16,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-logger = logging.getLogger("layersync")
-
 
 class LayerSyncMiddleware:
     """Pairs matched requests with the browser SDK's events.
@@ -25,11 +23,13 @@ class LayerSyncMiddleware:
     ``app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"])`` reads the rest
     from ``LAYERSYNC_*`` environment variables; pass ``client=`` to share a client you
     made. Patterns match the path the app routes on (without ``root_path``).
+    ``consent`` and ``is_success`` may be ``async def``.
     """
 
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         client: LayerSync | None = None,
         consent: Consent | None = None,
@@ -39,8 +39,7 @@ class LayerSyncMiddleware:
     ) -> None:
         self.app = app
         self.client = client = resolve_client(client, options)
-        self._pairing = Pairing(client, consent=consent, is_success=is_success)
-        self._match = client.settings.matcher.match
+        self._pairing = Pairing(client, consent=consent, is_success=is_success, can_await=True)
         self._enabled = self._pairing.active
         self._drain_timeout = drain_timeout
 
@@ -52,30 +51,22 @@ class LayerSyncMiddleware:
             else:  # websockets pass straight through
                 await self.app(scope, receive, send)
             return
-        if not self._enabled or scope.get(HANDLED_KEY):
+        # The cheapest test first: most requests carry no pairing header.
+        if not self._enabled or not asgi_has_pairing(scope["headers"]) or HANDLED_KEY in scope:
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        root: str = scope.get("root_path") or ""
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
-        rule = self._match(path)
-        if rule is None or not asgi_has_pairing(scope.get("headers") or ()):
-            await self.app(scope, receive, send)
-            return
-
+        pairing = self._pairing
         ctx = request_context(scope)
-        pending = self._pairing.start(ctx, rule, scope)
+        pending = await pairing.astart(ctx, scope)
         if pending is None:
             await self.app(scope, receive, send)
             return
         scope[HANDLED_KEY] = True
-        finish = self._pairing.finish
 
         async def send_wrapper(message: Message) -> None:
             # The status is known here: queue the event now, before any body is streamed.
             if message["type"] == "http.response.start":
-                finish(pending, ctx, message["status"])
+                await pairing.afinish(pending, ctx, message["status"])
             await send(message)
 
         token = set_current(pending)

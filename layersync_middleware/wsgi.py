@@ -6,35 +6,28 @@ The response iterable is returned untouched (``wsgi.file_wrapper``, streaming an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from ._client import LayerSync, reset_current, set_current
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, resolve_client
+from ._client import LayerSync, resolve_client
+from ._pairing import HANDLED_KEY, WSGI_ID_KEY, Consent, IsSuccess, Pairing, reset_current, set_current
 from ._request import request_context
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-_ID_KEY = "HTTP_X_LAYERSYNC_EVENT_ID"
-
-
-def _route_path(environ: dict[str, Any]) -> str:
-    path: str = environ.get("PATH_INFO") or "/"
-    try:
-        return path.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return path
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class LayerSyncWSGIMiddleware:
-    """``app.wsgi_app = LayerSyncWSGIMiddleware(app.wsgi_app, matcher=[...])``.
+    """``app.wsgi_app = LayerSyncWSGIMiddleware(app.wsgi_app, matcher=[...])``, or
+    ``application = LayerSyncWSGIMiddleware(application, matcher=[...])`` for any WSGI app.
 
     Patterns match ``PATH_INFO``: the path the app routes on, without ``SCRIPT_NAME``.
     """
 
     def __init__(
         self,
-        app: WSGIApp,
+        app: WSGIApplication,
+        /,
         *,
         client: LayerSync | None = None,
         consent: Consent | None = None,
@@ -42,19 +35,15 @@ class LayerSyncWSGIMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self.client = client = resolve_client(client, options)
+        self.client = client = resolve_client(client, options, raise_invalid=True)  # built at start-up
         self._pairing = Pairing(client, consent=consent, is_success=is_success)
-        self._match = client.settings.matcher.match
         self._enabled = self._pairing.active
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not self._enabled or _ID_KEY not in environ or environ.get(HANDLED_KEY):
-            return self.app(environ, start_response)
-        rule = self._match(_route_path(environ))
-        if rule is None:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._enabled or WSGI_ID_KEY not in environ or HANDLED_KEY in environ:
             return self.app(environ, start_response)
         ctx = request_context(environ)
-        pending = self._pairing.start(ctx, rule, environ)
+        pending = self._pairing.start(ctx, environ)
         if pending is None:
             return self.app(environ, start_response)
         environ[HANDLED_KEY] = True

@@ -32,7 +32,7 @@ class LiveHub:
         self.http.post("/api/hub/faults", json=faults).raise_for_status()
 
     def reset(self) -> None:
-        self.http.post("/api/hub/reset").raise_for_status()
+        self.http.post("/api/hub/reset", json={}).raise_for_status()
 
 
 def settings(**options: Any) -> Settings:

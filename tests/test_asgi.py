@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from layersync_middleware import LayerSync, LayerSyncMiddleware, current_event
+from layersync_middleware import ConfigurationError, LayerSync, LayerSyncMiddleware, current_event
 from layersync_middleware.testing import MemoryTransport
 
 ATC = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
@@ -217,7 +217,7 @@ def test_lifespan_passes_through_and_drains_the_sender(memory: MemoryTransport) 
         events.append("shutdown")
 
     inner = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])], lifespan=lifespan)
-    client.sender._wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until the drain
+    client._worker.wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until the drain
     with TestClient(LayerSyncMiddleware(inner, client=client)) as c:
         c.post("/api/cart/add", headers=ATC)
         assert memory.events == []
@@ -261,7 +261,7 @@ def test_internal_errors_never_break_the_request(memory: MemoryTransport) -> Non
     def broken(*a: Any, **k: Any) -> Any:
         raise RuntimeError("bug in tracking")
 
-    client.submit = broken  # type: ignore[method-assign]
+    client._track_paired = broken  # type: ignore[method-assign]
     r = post(app, "/api/cart/add", ATC)
     assert r.status_code == 200 and r.json() == {"ok": True}
     assert client.stats().dropped == {"internal_error": 1}
@@ -284,8 +284,23 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert mw.client.settings.site_id == "site_env"
     assert mw.client is LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"], api_url="http://127.0.0.1:9").client
     monkeypatch.setenv("LAYERSYNC_SECRET", "pk_wrong")
-    with pytest.raises(Exception, match="LAYERSYNC_SECRET: is a publishable key"):
-        LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"])
+    with pytest.raises(ConfigurationError, match="LAYERSYNC_SECRET: is a publishable key"):
+        LayerSyncMiddleware(Starlette(), matcher=["/api/cart/*"], strict=True)
+
+
+def test_bad_settings_disable_tracking_and_never_break_the_app(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # add_middleware builds the stack lazily, inside the lifespan or the first request:
+    # raising there would answer 500 on every route. Tracking turns off, loudly, instead.
+    monkeypatch.delenv("LAYERSYNC_SITE_ID", raising=False)
+    monkeypatch.setenv("LAYERSYNC_SECRET", "pk_wrong")
+    app = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])])
+    app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"])
+    with TestClient(app) as c:
+        assert c.post("/api/cart/add", headers=ATC).status_code == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("LAYERSYNC_SITE_ID" in m and "tracking is disabled" in m for m in errors), errors
 
 
 def test_fastapi_add_middleware(memory: MemoryTransport) -> None:

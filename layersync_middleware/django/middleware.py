@@ -9,8 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
-from .._client import PendingEvent, reset_current, set_current, shared_client
-from .._pairing import HANDLED_KEY, Pairing
+from .._client import shared_client
+from .._pairing import HANDLED_KEY, WSGI_ID_KEY, Pairing, PendingEvent, reset_current, set_current
 from .._request import RequestContext, request_context
 from . import conf
 
@@ -19,47 +19,41 @@ GetResponse = Callable[[HttpRequest], Any]
 
 class LayerSyncMiddleware:
     """Pairs matched requests with the browser SDK's events. Patterns match
-    ``request.path_info`` (without ``SCRIPT_NAME``), as the other adapters do."""
+    ``request.path_info`` (without ``SCRIPT_NAME``), as the other adapters do.
+    Its place in ``MIDDLEWARE`` does not matter: a request that CSRF refuses answers
+    403, and a 403 never pairs."""
 
     sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
-        settings, consent, is_success = conf.read()
+        settings, consent, is_success = conf.load()
         if not settings.enabled or not settings.matcher:
             raise MiddlewareNotUsed("LayerSync is disabled or LAYERSYNC['matcher'] is empty")
         self.get_response = get_response
         self.client = shared_client(settings)
-        self._pairing = Pairing(self.client, consent=consent, is_success=is_success)
-        self._match = settings.matcher.match
         self.async_mode = iscoroutinefunction(get_response)
+        self._pairing = Pairing(self.client, consent=consent, is_success=is_success, can_await=self.async_mode)
         if self.async_mode:
             markcoroutinefunction(self)
 
-    def _start(self, request: HttpRequest) -> tuple[PendingEvent, RequestContext] | None:
+    def _context(self, request: HttpRequest) -> RequestContext | None:
         meta = request.META
-        if "HTTP_X_LAYERSYNC_EVENT_ID" not in meta or meta.get(HANDLED_KEY):
+        if WSGI_ID_KEY not in meta or HANDLED_KEY in meta:
             return None
         scope = getattr(request, "scope", None)
-        if isinstance(scope, dict) and scope.get(HANDLED_KEY):  # the ASGI middleware got it first
+        if isinstance(scope, dict) and HANDLED_KEY in scope:  # the ASGI middleware got it first
             return None
-        rule = self._match(request.path_info)
-        if rule is None:
-            return None
-        ctx = request_context(request)
-        pending = self._pairing.start(ctx, rule, request)
-        if pending is None:
-            return None
-        meta[HANDLED_KEY] = True
-        return pending, ctx
+        return request_context(request)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        started = self._start(request)
-        if started is None:
+        ctx = self._context(request)
+        pending = None if ctx is None else self._pairing.start(ctx, request)
+        if ctx is None or pending is None:
             return self.get_response(request)
-        pending, ctx = started
+        request.META[HANDLED_KEY] = True
         token = set_current(pending)
         try:
             response: HttpResponseBase = self.get_response(request)
@@ -69,15 +63,16 @@ class LayerSyncMiddleware:
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        started = self._start(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        if started is None:
+        ctx = self._context(request)
+        pending: PendingEvent | None = None if ctx is None else await self._pairing.astart(ctx, request)
+        if ctx is None or pending is None:
             return await get_response(request)
-        pending, ctx = started
+        request.META[HANDLED_KEY] = True
         token = set_current(pending)
         try:
             response = await get_response(request)
         finally:
             reset_current(token)
-        self._pairing.finish(pending, ctx, response.status_code)
+        await self._pairing.afinish(pending, ctx, response.status_code)
         return response

@@ -1,0 +1,529 @@
+"""The drivers of the sender: they wait and do I/O; :mod:`._sender` decides.
+
+* :class:`InlineWorker` (``sender="sync"``): delivers in the caller, for tests, scripts
+  and serverless. Events still failing stay queued and go with the next event or
+  ``flush()``.
+* :class:`ThreadWorker` (the default): a daemon thread, started lazily on first use
+  and again in a forked child (the pid is checked too, for servers that fork without
+  Python's hooks, such as uWSGI).
+* :class:`AsyncioWorker`: a task on the app's event loop, over an async transport.
+
+Every bounded call (``flush``, ``shutdown``, ``send``, the exit drain) has one total
+deadline: the transports bound a whole request, not each read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._event import Event
+from ._log import RateLimitedLog, logger
+from ._queue import Queued
+from ._sender import REFUSED, WAKE, Sender, Stats
+from ._transport import AsyncTransport, Outcome, Transport, encode_event
+
+_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def _failed(batch: Sequence[object], exc: BaseException) -> list[Outcome]:
+    return [Outcome("retry", None, None, type(exc).__name__)] * len(batch)
+
+
+class Worker:
+    """What every driver shares: submitting, the synchronous transport, inline
+    delivery (flush without a worker, ``send()``), closing what it opened."""
+
+    def __init__(self, sender: Sender, transport: Callable[[], Transport]) -> None:
+        self.sender = sender
+        self.settings = sender.settings
+        self._make_transport = transport
+        self._clock = sender._clock
+        self._log = RateLimitedLog()
+        self._finalizing = False
+        self._reset()
+        _WORKERS.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._transport: Transport | None = None
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # forked by a server that skipped the fork hooks
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        # In the child: a fresh queue, lock and connections (the parent's sockets are the
+        # parent's). No logging here: a logging lock held at fork time would deadlock.
+        self.sender.reset()
+        self._reset()
+
+    # -- the caller's side -----------------------------------------------------------------
+    def submit(self, event: Event, *, verified: bool = True) -> bool:
+        """Queue ``event``; never blocks on I/O. False: a duplicate, or no room."""
+        self._check_fork()
+        done = self.sender.submit(event, verified=verified)
+        if done == WAKE:
+            self.wake()
+        return done != REFUSED
+
+    def enqueue_claimed(self, event: Event) -> bool:
+        done = self.sender.enqueue_claimed(event)
+        if done == WAKE:
+            self.wake()
+        return done != REFUSED
+
+    def wake(self) -> None:
+        """There is work: make sure something will deliver it."""
+
+    @property
+    def alive(self) -> bool:
+        return False
+
+    def stats(self) -> Stats:
+        return self.sender.stats(worker_alive=self.alive)
+
+    # -- synchronous delivery ----------------------------------------------------------------
+    def _transport_now(self) -> Transport:
+        transport = self._transport
+        if transport is None:
+            transport = self._transport = self._make_transport()
+        return transport
+
+    def _send(self, batch: list[Queued], timeout: float) -> None:
+        started = self._clock()
+        try:
+            outcomes = self._transport_now().send([i.event for i in batch], [i.body or b"" for i in batch], timeout)
+        except Exception as exc:  # a transport must not raise; if one does, the events wait
+            outcomes = _failed(batch, exc)
+        with self.sender.lock:
+            self.sender.record(batch, outcomes, self._clock() - started)
+        self.sender.report_drops()
+
+    def _drain_inline(self, deadline: float) -> None:
+        """Deliver from the calling thread until nothing is due or the deadline passes."""
+        sender = self.sender
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            with sender.lock:
+                step = sender.take(linger=0.0)
+            if not isinstance(step, list):
+                sender.report_drops()
+                return
+            if step:
+                self._send(step, remaining)
+            else:
+                sender.report_drops()
+
+    def deliver_now(self, event: Event, timeout: float) -> Outcome:
+        """Send one event in the caller's thread with the quick retries, all within
+        ``timeout`` seconds; no pause after the last attempt."""
+        self._check_fork()
+        deadline = self._clock() + timeout
+        try:
+            body = encode_event(event)
+        except (TypeError, ValueError) as exc:
+            return Outcome("drop", None, None, f"cannot encode: {exc}")
+        outcome = Outcome("retry", None, None, "timed out")
+        attempts = self.settings.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            started = self._clock()
+            try:
+                outcome = self._transport_now().send([event], [body], remaining)[0]
+            except Exception as exc:
+                outcome = _failed([event], exc)[0]
+            self.sender.note_attempt(outcome, self._clock() - started)
+            if outcome.action != "retry" or attempt == attempts:
+                break
+            pause = self.sender.quick_retry_delay(attempt, outcome)
+            if self._clock() + pause >= deadline:
+                break
+            time.sleep(pause)
+        return outcome
+
+    # -- flush and shutdown --------------------------------------------------------------------
+    def _deadline(self, timeout: float | None, default: float) -> float:
+        return self._clock() + (default if timeout is None else max(timeout, 0.0))
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Try every queued event once within ``timeout`` seconds (default: the request
+        timeout). Returns how many events are still queued."""
+        self._check_fork()
+        deadline = self._deadline(timeout, self.settings.timeout)
+        if not self.sender.begin_flush():
+            return 0
+        self._flush_until(deadline)
+        return self.sender.end_flush()
+
+    def _flush_until(self, deadline: float) -> None:
+        self._drain_inline(deadline)
+
+    async def aflush(self, timeout: float | None = None) -> int:
+        """:meth:`flush` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def shutdown(self, timeout: float | None = None) -> int:
+        """Flush within ``timeout`` (default ``shutdown_timeout``), stop the worker and close
+        every connection it opened. Returns how many events are left. Restarts on next use."""
+        deadline = self._deadline(timeout, self.settings.shutdown_timeout)
+        left = self.flush(max(deadline - self._clock(), 0.0))
+        if self._stop(max(deadline - self._clock(), 0.0)):
+            self._close()
+        return left
+
+    async def ashutdown(self, timeout: float | None = None) -> int:
+        """:meth:`shutdown` without blocking the event loop."""
+        return await asyncio.to_thread(self.shutdown, timeout)
+
+    def _stop(self, timeout: float) -> bool:
+        """Stop the worker within ``timeout``; True when none runs any more."""
+        return True
+
+    def _close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:
+                pass
+
+    def _drop_transports(self) -> None:
+        """Close and forget the transports: the next send makes new ones."""
+        self._close()
+
+    def _at_exit(self) -> None:
+        if self._pid != os.getpid():
+            return
+        self._finalizing = True
+        if self.sender.idle:
+            self._stop(0.1)
+            self._close()
+            return
+        timeout = self.settings.shutdown_timeout
+        left = self.shutdown(timeout)
+        if left:
+            logger.warning("exiting with %d undelivered event(s) after %.1fs", left, timeout)
+
+
+class InlineWorker(Worker):
+    """``sender="sync"``: each event is sent in the caller, at once."""
+
+    def wake(self) -> None:
+        self._drain_inline(self._clock() + self.settings.timeout)
+
+
+class ThreadWorker(Worker):
+    """A daemon thread that sends batches and sleeps until something is due."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def wake(self) -> None:
+        if self.alive or self._finalizing or sys.is_finalizing():
+            return
+        _warn_if_uwsgi_without_threads()
+        with self.sender.lock:
+            if self._thread is not None and self._thread.is_alive():  # another caller won
+                return
+            self._stopping = False
+            thread = threading.Thread(target=self._run, name="layersync-sender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                return
+            self._thread = thread
+
+    def _run(self) -> None:
+        sender, me = self.sender, threading.current_thread()
+        while True:
+            try:
+                with sender.cond:
+                    while True:
+                        # Stopped, or replaced after a fork that skipped Python's hooks.
+                        if self._stopping or self._thread is not me:
+                            return
+                        step = sender.take()
+                        if isinstance(step, list):
+                            break
+                        sender.cond.wait(None if step is None else max(step, 0.001))
+                if step:
+                    self._send(step, self.settings.timeout)
+                else:
+                    sender.report_drops()
+            except Exception:  # never let the worker die on a bug; say so and go on
+                logger.exception("layersync sender error")
+                time.sleep(1.0)
+
+    def _flush_until(self, deadline: float) -> None:
+        self.wake()
+        sender = self.sender
+        with sender.cond:
+            while not sender.flush_done() and self.alive:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                sender.cond.wait(min(remaining, 0.1))
+        if not self.alive:  # no thread to be had (interpreter exit, uWSGI without threads)
+            self._drain_inline(deadline)
+
+    def _stop(self, timeout: float) -> bool:
+        thread = self._thread
+        with self.sender.cond:
+            self._stopping = True
+            self.sender.cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread is not None and thread.is_alive():
+            return False  # still in a request: it is a daemon, and keeps its connection
+        self._thread = None
+        return True
+
+
+class AsyncioWorker(Worker):
+    """A task on the app's event loop, using an async transport.
+
+    It starts on first use inside a running loop. Events submitted from a thread with
+    no loop (a sync endpoint before any async code ran) are delivered by a fallback
+    thread, so they never wait for shutdown. Drain it with ``await aflush()`` or
+    ``await ashutdown()``; what is left when the loop is gone goes with the
+    synchronous ``flush()`` or the exit drain.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        transport: Callable[[], Transport],
+        async_transport: Callable[[], AsyncTransport],
+    ) -> None:
+        self._make_async_transport = async_transport
+        super().__init__(sender, transport)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._progress: asyncio.Event | None = None
+        self._atransport: AsyncTransport | None = None
+        self._fallback: ThreadWorker | None = None
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        loop, task = self._loop, self._task
+        return task is not None and not task.done() and loop is not None and not loop.is_closed()
+
+    def wake(self) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop
+        if self.alive and loop is not None and self._wakeup is not None:
+            if running is loop:
+                self._wakeup.set()
+            else:
+                loop.call_soon_threadsafe(self._wakeup.set)
+            return
+        if self._finalizing:
+            return
+        if running is not None:
+            self._start(running)
+        elif loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._start_if_needed, loop)
+        else:
+            self._thread_fallback().wake()
+
+    def _thread_fallback(self) -> ThreadWorker:
+        fallback = self._fallback
+        if fallback is None:
+            logger.info("sender='asyncio' has no event loop yet: delivering from a thread until one runs")
+            fallback = self._fallback = ThreadWorker(self.sender, self._make_transport)
+            _WORKERS.discard(fallback)  # this worker drains and stops it
+        return fallback
+
+    def _start_if_needed(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.alive:
+            self._start(loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            self._atransport = None  # an async client belongs to the loop that made it
+        self._loop = loop
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._stopping = False
+        self._task = loop.create_task(self._run(), name="layersync-sender")
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None and self._progress is not None
+        sender, wakeup, progress = self.sender, self._wakeup, self._progress
+        while not self._stopping:
+            try:
+                wakeup.clear()  # before looking, so that a wake-up while we send is kept
+                with sender.lock:
+                    step = sender.take()
+                if isinstance(step, list):
+                    if step:
+                        await self._asend(step)
+                    sender.report_drops()
+                    progress.set()
+                    continue
+                try:
+                    await asyncio.wait_for(wakeup.wait(), step)
+                except asyncio.TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("layersync sender error")
+                await asyncio.sleep(1.0)
+
+    async def _asend(self, batch: list[Queued]) -> None:
+        if self._atransport is None:
+            self._atransport = self._make_async_transport()
+        sender, timeout = self.sender, self.settings.timeout
+        started = self._clock()
+        try:
+            sending = self._atransport.asend([i.event for i in batch], [i.body or b"" for i in batch], timeout)
+            outcomes = await asyncio.wait_for(sending, timeout)  # one deadline for the whole request
+        except asyncio.CancelledError:
+            with sender.lock:  # the loop is closing: the events were not sent, they go back
+                sender.abandon(batch)
+            raise
+        except Exception as exc:
+            outcomes = _failed(batch, exc)
+        with sender.lock:
+            sender.record(batch, outcomes, self._clock() - started)
+
+    async def aflush(self, timeout: float | None = None) -> int:
+        """Like :meth:`flush`, awaiting the loop's worker instead of blocking the loop."""
+        self._check_fork()
+        deadline = self._deadline(timeout, self.settings.timeout)
+        sender = self.sender
+        if not sender.begin_flush():
+            return 0
+        self.wake()
+        if self.alive and self._loop is asyncio.get_running_loop() and self._progress is not None:
+            progress = self._progress
+            while True:
+                with sender.lock:
+                    if sender.flush_done():
+                        break
+                remaining = deadline - self._clock()
+                if remaining <= 0 or not self.alive:
+                    break
+                progress.clear()
+                try:
+                    await asyncio.wait_for(progress.wait(), min(remaining, 0.1))
+                except asyncio.TimeoutError:
+                    pass
+        else:
+            await asyncio.to_thread(self._drain_inline, deadline)
+        return sender.end_flush()
+
+    async def ashutdown(self, timeout: float | None = None) -> int:
+        deadline = self._deadline(timeout, self.settings.shutdown_timeout)
+        left = await self.aflush(max(deadline - self._clock(), 0.0))
+        task = self._task
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(task, max(min(deadline - self._clock(), 1.0), 0.05))
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._task = None
+        atransport, self._atransport = self._atransport, None
+        if atransport is not None:
+            try:
+                await atransport.aclose()
+            except Exception:
+                pass
+        await asyncio.to_thread(self._stop_fallback, max(deadline - self._clock(), 0.0))
+        self._close()
+        return left
+
+    def _drop_transports(self) -> None:
+        super()._drop_transports()
+        self._atransport = None  # bound to its loop: closed there by ashutdown, or left to it
+
+    def _flush_until(self, deadline: float) -> None:
+        # Blocking flush from sync code (or at exit): the loop may be gone or be this
+        # very thread, so deliver inline with the synchronous transport.
+        self._drain_inline(deadline)
+
+    def _stop_fallback(self, timeout: float) -> bool:
+        fallback = self._fallback
+        if fallback is None:
+            return True
+        stopped = fallback._stop(timeout)
+        if stopped:
+            fallback._close()
+        return stopped
+
+    def _stop(self, timeout: float) -> bool:
+        self._stopping = True
+        loop, wakeup = self._loop, self._wakeup
+        if self.alive and loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:
+                pass
+        return self._stop_fallback(timeout) and not self.alive
+
+
+_uwsgi_checked = False
+
+
+def _warn_if_uwsgi_without_threads() -> None:
+    """uWSGI without --enable-threads never runs our worker thread: say so, once."""
+    global _uwsgi_checked
+    if _uwsgi_checked:
+        return
+    _uwsgi_checked = True
+    uwsgi = sys.modules.get("uwsgi")
+    opt: Any = getattr(uwsgi, "opt", None)
+    if isinstance(opt, dict) and not (opt.get("enable-threads") or opt.get("threads")):
+        logger.warning(
+            "uWSGI runs without --enable-threads: LayerSync's sender thread cannot run. "
+            "Start uWSGI with --enable-threads (and --py-call-uwsgi-fork-hooks), or use sender='sync'."
+        )
+
+
+def _after_fork_in_child() -> None:
+    for worker in list(_WORKERS):
+        worker._after_fork()
+
+
+def _drain_all_at_exit() -> None:
+    for worker in list(_WORKERS):
+        try:
+            worker._at_exit()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_drain_all_at_exit)
