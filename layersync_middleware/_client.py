@@ -324,7 +324,8 @@ class LayerSync:
         user_data: dict[str, str] = {}
         if request is not None:
             ctx = request_context(request)
-            page = ctx.page_url() if paired else ctx.url
+            trust = self.settings.trust_proxy
+            page = ctx.page_url(trust) if paired else ctx.url_for(trust)
             user_data = request_user_data(ctx, self.settings.trust_proxy, page)
             if event_source_url is None:
                 event_source_url = page
@@ -402,10 +403,10 @@ def _make_worker(
     def sync_transport() -> Transport:
         transport = chosen()
         if transport is None:
-            return HTTPTransport(settings)
-        if isinstance(transport, Transport):
-            return transport
-        raise TypeError(f"{type(transport).__name__} has no send(); sender={settings.sender!r} needs a sync transport")
+            transport = default_transport(settings)
+        if not isinstance(transport, Transport):
+            raise TypeError(f"{type(transport).__name__} has no send(); sender={settings.sender!r} needs one")
+        return fleet_wide(transport, settings)
 
     if settings.sender == "sync":
         return InlineWorker(sender, sync_transport)
@@ -413,14 +414,33 @@ def _make_worker(
 
         def async_transport() -> AsyncTransport:
             transport = chosen()
-            if transport is None:
+            if transport is None and not settings.dedup_url:
                 return AsyncHTTPTransport(settings)
-            if isinstance(transport, AsyncTransport):
+            if isinstance(transport, AsyncTransport) and not settings.dedup_url:
                 return transport
-            return threaded_async(transport)
+            return threaded_async(sync_transport())
 
         return AsyncioWorker(sender, sync_transport, async_transport)
-    return ThreadWorker(sender, sync_transport)
+    return ThreadWorker(sender, sync_transport)  # "thread", and "celery": a thread hands batches to the broker
+
+
+def default_transport(settings: Settings) -> Transport:
+    """HTTP to the hub, or, with ``sender="celery"``, a hand-off to the Celery task."""
+    if settings.sender == "celery":
+        from .celery import handoff_transport  # an optional extra: imported only when chosen
+
+        return handoff_transport(settings)
+    return HTTPTransport(settings)
+
+
+def fleet_wide(transport: Transport, settings: Settings) -> Transport:
+    """With ``dedup_url``, each pair is claimed in Redis before it is sent: across every
+    process of the fleet, the first claimer sends and the others count a duplicate."""
+    if not settings.dedup_url:
+        return transport
+    from ._dedup import claiming_transport  # an optional extra: imported only when chosen
+
+    return claiming_transport(transport, settings)
 
 
 # -- the process's clients ----------------------------------------------------------------------

@@ -50,7 +50,7 @@ EVENT_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 # An event id from our caller, or from the pairing header (untrusted): bounded, safe charset.
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{7,63}")
 # The name in a pairing header: snake_case as the browser SDK sends it.
-HEADER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+HEADER_NAME_RE = _wire.EVENT_NAME_HEADER_RE
 
 # Props are small; these bound the walk when an app hands over something that is not.
 MAX_DEPTH = 8

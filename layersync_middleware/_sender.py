@@ -336,6 +336,9 @@ class Sender:
             if item.flush:
                 item.flush = False
                 self._flushing -= 1
+            if outcome.action == "duplicate":
+                self._duplicates += 1
+                continue
             self._last_status = outcome.status
             if outcome.action == "ok":
                 self._sent += 1

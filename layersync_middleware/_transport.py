@@ -27,7 +27,9 @@ from . import _wire
 from ._event import Event
 from ._settings import Settings
 
-Action = Literal["ok", "retry", "drop"]
+# ok: the hub took it. retry: try again later. drop: final, never retry. duplicate: another
+# process of the fleet already sent this pair (see dedup_url): not sent, not an error.
+Action = Literal["ok", "retry", "drop", "duplicate"]
 RETRY_AFTER_CAP = 300.0  # a hub asking for an hour's pause gets five minutes
 
 
