@@ -1,4 +1,4 @@
-"""Event bodies in the wire format (wire.md 3), built the way the browser SDK builds them.
+"""Event bodies in the wire format (docs/wire.md, section 3), built the way the browser SDK builds them.
 
 This is the one place that builds the wire body. Props are read, not trusted: a
 mapping, a dataclass or a pydantic model (anything with ``model_dump()``), at any
@@ -56,7 +56,7 @@ HEADER_NAME_RE = _wire.EVENT_NAME_HEADER_RE
 MAX_DEPTH = 8
 MAX_VALUES = 1000
 
-# Props the browser SDK maps to their own custom_data fields (wire.md 3).
+# Props the browser SDK maps to their own custom_data fields (docs/wire.md, section 3).
 _MAPPED = frozenset({"value", "currency", "order_id", "items", "item_id", "search_term"})
 # Dropped by the browser SDK too (they mean something to JavaScript objects).
 _RESERVED = frozenset({"__proto__", "constructor", "prototype"})
@@ -226,7 +226,7 @@ class _Walk:
         return out
 
     def custom_data(self, props: Mapping[Any, Any]) -> Event:
-        """Props -> ``custom_data``, mapped exactly as the browser SDK maps them (wire.md 3)."""
+        """Props -> ``custom_data``, mapped exactly as the browser SDK maps them (docs/wire.md, section 3)."""
         out: Event = {}
         value = props.get("value")
         if value is not None:

@@ -11,7 +11,7 @@ Phones are parsed with ``phonenumbers`` when it is installed (the ``[phone]`` ex
 with the ``country`` trait, else the ``default_region``, as the region of a number
 written without its country code; without it, by the rules in :func:`_phone_by_rules`.
 
-``external_id`` is hashed too, although the browser SDK sends it raw (wire.md 3):
+``external_id`` is hashed too, although the browser SDK sends it raw (docs/wire.md, section 3):
 the server's ids are account ids, often e-mail addresses or database keys, and this
 package promises that no raw identity value leaves the process; Meta recommends
 hashing it and TikTok requires it. Pairing is unaffected (it uses ``event_id``).

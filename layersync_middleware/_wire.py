@@ -10,6 +10,7 @@ is a change to this file.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ._version import __version__
@@ -210,10 +211,20 @@ def browser_event_name_for(url: str) -> str | None:
 
     Give it the path only where the client must not choose the name (the query is
     the client's to write); the query-only rules (``wc-ajax=``) then never apply."""
+    if len(url) <= _CACHED_URL_MAX:  # a shop's cart and order routes are few: remember them
+        return _cached_name_for(url)
+    return _name_for(url)
+
+
+def _name_for(url: str) -> str | None:
     for name, rules in URL_EVENT_NAMES:
         if any(_found_in_order(url, parts) for parts in rules):
             return name
     return None
+
+
+_CACHED_URL_MAX = 256
+_cached_name_for = functools.lru_cache(maxsize=1024)(_name_for)
 
 
 def event_id_prefix(event_name: str) -> str:
