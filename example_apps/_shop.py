@@ -9,6 +9,8 @@ import os
 import secrets
 from pathlib import Path
 
+from layersync_middleware.hub.sites import DEMO_SITE
+
 PRICES = {"SKU-A": 79.5, "SKU-B": 50.0}
 MATCHER = ["/api/cart/*", "/api/checkout/*", "/api/orders"]
 
@@ -39,8 +41,8 @@ def order_total(items: list[str]) -> float:
 
 def page() -> str:
     config = {
-        "siteId": os.environ.get("LAYERSYNC_SITE_ID", "site_demo"),
-        "publishableKey": os.environ.get("LAYERSYNC_PUBLISHABLE_KEY", "pk_demo_publishable"),
+        "siteId": os.environ.get("LAYERSYNC_SITE_ID", DEMO_SITE.site_id),
+        "publishableKey": os.environ.get("LAYERSYNC_PUBLISHABLE_KEY", DEMO_SITE.publishable_key),
         "apiUrl": os.environ.get("LAYERSYNC_API_URL", "https://layersynchub.com"),
         "autoTrack": True,
     }

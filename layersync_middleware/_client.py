@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from ._event import EVENT_ID_RE, EVENT_NAME_RE, Event, as_mapping, build_checked, new_event_id
-from ._log import RateLimitedLog, enable_console_log, logger
+from ._log import RateLimitedLog, enable_console_log
 from ._pairing import PendingEvent, read_pairing
 from ._pii import hash_traits
 from ._request import RequestContext, request_context, request_user_data
@@ -269,9 +268,8 @@ class LayerSync:
         """Count an event refused before the queue; log once a minute per reason, and
         every time at DEBUG (a developer retrying sees why again)."""
         self._worker.sender.refuse(reason)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(message, *args)
-        self._log.warn(f"refuse:{reason}", message, *args)
+        if not self._log.warn(f"refuse:{reason}", message, *args):
+            self._log.debug(message, *args)
 
     def _build(
         self,

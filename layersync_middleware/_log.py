@@ -73,7 +73,8 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
-    def warn(self, key: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
+    def warn(self, key: str, msg: str, *args: object, level: int = logging.WARNING) -> bool:
+        """Log, unless ``key`` was logged within the interval; True when it was logged."""
         now = time.monotonic()
         if self._pid != os.getpid():  # a lock copied by fork may be held by a thread that is gone
             self._lock, self._pid = threading.Lock(), os.getpid()
@@ -81,7 +82,7 @@ class RateLimitedLog:
             last, held = self._last.get(key, (-1e18, 0))
             if now - last < self._interval:
                 self._last[key] = (last, held + 1)
-                return
+                return False
             self._last[key] = (now, 0)
         args = tuple(_clean(a) for a in args)
         msg = _escape(msg)  # callers build some messages with f-strings
@@ -89,6 +90,12 @@ class RateLimitedLog:
             msg += " (%d more like this in the last %ds)"
             args = (*args, held, int(self._interval))
         self._log.log(level, msg, *args)
+        return True
+
+    def debug(self, msg: str, *args: object) -> None:
+        """Log at DEBUG, escaped like :meth:`warn`, without a limit (when DEBUG is on)."""
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug(_escape(msg), *(_clean(a) for a in args))
 
 
 _console_handler: logging.Handler | None = None

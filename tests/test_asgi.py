@@ -351,3 +351,17 @@ def test_no_framework_needed_for_a_raw_asgi_app(memory: MemoryTransport) -> None
     asyncio.run(mw(scope, receive, send))
     assert sent[0]["status"] == 204 and len(memory.events) == 1
     assert PlainTextResponse  # the module is importable without starlette: see test_packaging
+
+
+def test_capture_events_reaches_a_client_built_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layersync_middleware.testing import capture_events
+
+    monkeypatch.setenv("LAYERSYNC_SITE_ID", "site_env_capture")
+    monkeypatch.setenv("LAYERSYNC_SECRET", "sk_env_capture")
+    app = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])])
+    app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"], api_url="http://127.0.0.1:9")
+    with capture_events() as captured, TestClient(app) as c:
+        assert c.post("/api/cart/add", headers=ATC).status_code == 200
+        captured.wait_for(1)
+    [event] = captured.events
+    assert event["site_id"] == "site_env_capture" and event["event_name"] == "add_to_cart"

@@ -220,3 +220,56 @@ def test_overlong_urls_lose_their_query(sync_client: LayerSync, memory: MemoryTr
     sync_client.track("page_view", event_source_url="https://s.example/" + "y" * 5000)
     assert memory.events[0]["event_source_url"] == "https://s.example/p"
     assert "event_source_url" not in memory.events[1]
+
+
+# -- before_send -------------------------------------------------------------------------------------
+def test_before_send_can_change_or_drop_an_event(memory: MemoryTransport) -> None:
+    def scrub(event: dict[str, Any]) -> dict[str, Any] | None:
+        if event["custom_data"].get("test_order"):
+            return None  # test traffic never leaves
+        event["custom_data"]["store"] = "eu-1"  # a site-wide prop
+        return event
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=scrub)
+    assert client.track("purchase", {"value": 1}) is not None
+    assert client.track("purchase", {"test_order": True}) is None
+    [event] = memory.events
+    assert event["custom_data"]["store"] == "eu-1"
+    assert client.stats().dropped == {"before_send": 1}
+    assert client.send("lead", {"test_order": True}).error == "refused"
+
+
+def test_a_raising_before_send_is_counted_never_raised(memory: MemoryTransport, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(event: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("bug in the hook")
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=broken)
+    assert client.track("purchase") is None
+    assert memory.events == [] and client.stats().dropped == {"before_send_error": 1}
+    assert "before_send raised KeyError" in caplog.text
+
+
+def test_before_send_sees_paired_events_too(memory: MemoryTransport) -> None:
+    seen: list[str] = []
+
+    def spy(event: dict[str, Any]) -> dict[str, Any]:
+        seen.append(event["event_id"])
+        return event
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=spy)
+    headers = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+    assert client.track_from_headers(req(headers)) == "atc_0123456789abcdef"
+    assert seen == ["atc_0123456789abcdef"]
+
+
+def test_a_refused_pairing_is_logged_every_time_at_debug(
+    sync_client: LayerSync, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The warning is rate-limited; a developer retrying still sees why at DEBUG.
+    caplog.set_level(logging.DEBUG, "layersync")
+    forged = {"X-LayerSync-Event-Id": "pur_0123456789abcdef", "X-LayerSync-Event-Name": "purchase"}
+    for _ in range(3):
+        assert sync_client.track_from_headers(req(forged)) is None
+    refusals = [r for r in caplog.records if "refused a purchase pairing header" in r.getMessage()]
+    assert len(refusals) >= 3 and refusals[0].levelname == "WARNING"
+    assert "add_to_cart" in refusals[0].getMessage()  # what the route allows

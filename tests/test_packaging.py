@@ -33,11 +33,36 @@ print("ok")
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def test_exported_names_are_sorted_and_importable() -> None:
-    names = layersync_middleware.__all__
-    assert names == sorted(names)
-    for name in names:
-        assert getattr(layersync_middleware, name) is not None
+def test_the_public_namespace_is_exactly_what_it_exports() -> None:
+    # As httpx's test_exported_members: nothing public is left out of __all__, nothing private
+    # leaks in, and reprs and docs name the public path.
+    public = {name for name in dir(layersync_middleware) if not name.startswith("_")}
+    modules = {"asgi", "wsgi", "testing", "flask", "django", "hub", "cli", "celery", "annotations"}
+    assert public - modules == set(layersync_middleware.__all__) - {"__version__"}
+    assert layersync_middleware.__all__ == sorted(layersync_middleware.__all__)
+    for name in layersync_middleware.__all__:
+        obj = getattr(layersync_middleware, name)
+        if isinstance(obj, type):  # the package itself, or a public module of it
+            assert not any(part.startswith("_") for part in obj.__module__.split(".")), name
+    assert repr(layersync_middleware.Stats()).startswith("Stats(")
+    assert str(layersync_middleware.LayerSync) == "<class 'layersync_middleware.LayerSync'>"
+
+
+def test_the_client_keeps_its_plumbing_private() -> None:
+    public = {n for n in dir(layersync_middleware.LayerSync) if not n.startswith("_")}
+    assert public == {
+        "aflush",
+        "ashutdown",
+        "asend",
+        "flush",
+        "from_env",
+        "send",
+        "shutdown",
+        "stats",
+        "track",
+        "track_from_headers",
+        "track_with_identity",
+    }
 
 
 @pytest.fixture(scope="module")
