@@ -365,3 +365,21 @@ def test_capture_events_reaches_a_client_built_from_the_environment(monkeypatch:
         captured.wait_for(1)
     [event] = captured.events
     assert event["site_id"] == "site_env_capture" and event["event_name"] == "add_to_cart"
+
+
+def test_async_hooks_are_awaited(memory: MemoryTransport) -> None:
+    # A coroutine object is truthy: taken for a yes, consent was bypassed.
+    async def consent(scope: Any) -> bool:
+        return scope["client"][0] != "203.0.113.5"
+
+    async def is_success(status: int) -> bool:
+        return status == 200
+
+    client = LayerSync(settings(sender="sync", matcher=MATCHER), transport=memory)
+    inner = Starlette(routes=[Route("/api/cart/add", cart, methods=["POST"])])
+    post(LayerSyncMiddleware(inner, client=client, consent=consent), "/api/cart/add", ATC)
+    assert memory.events == []  # consent said no
+    post(LayerSyncMiddleware(inner, client=client, is_success=is_success), "/api/cart/add?status=201", ATC)
+    assert memory.events == []  # is_success said no to a 201
+    post(LayerSyncMiddleware(inner, client=client, is_success=is_success), "/api/cart/add", ATC)
+    assert [e["event_name"] for e in memory.events] == ["add_to_cart"]

@@ -195,3 +195,24 @@ def test_consent(memory: MemoryTransport) -> None:
     c.set_cookie("consent", "no")
     c.post("/api/cart/add", headers=ATC)
     assert memory.events == []
+
+
+def test_async_hooks_are_refused_by_the_sync_adapter(memory: MemoryTransport) -> None:
+    async def consent(environ: Any) -> bool:
+        return False
+
+    client = LayerSync(settings(sender="sync", matcher=["/api/cart/*"]), transport=memory)
+    with pytest.raises(TypeError, match="consent is an async function"):
+        LayerSyncWSGIMiddleware(shop, client=client, consent=consent)
+
+
+def test_a_hook_returning_an_awaitable_never_counts_as_yes(memory: MemoryTransport) -> None:
+    async def later() -> bool:
+        return True
+
+    def consent(environ: Any) -> Any:
+        return later()  # not an async def, but returns a coroutine: still not a yes
+
+    app, _ = make(memory, consent=consent)
+    assert call(app, "/api/cart/add", ATC).status_code == 200
+    assert memory.events == []
