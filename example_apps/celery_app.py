@@ -1,0 +1,45 @@
+"""The Celery app of a shop that delivers its LayerSync events through Celery.
+
+Copy it to your project (say ``shop/celery_app.py``) and run one worker, or more, on the
+LayerSync queue, with the same ``LAYERSYNC_*`` environment as the web processes (the
+worker reads the site id, secret key and hub URL from it: no secret travels through the
+broker)::
+
+    export CELERY_BROKER_URL=redis://127.0.0.1:6379/0
+    export LAYERSYNC_SITE_ID=... LAYERSYNC_SECRET=sk_...
+    celery -A shop.celery_app worker -Q layersync
+
+The web processes set ``LAYERSYNC_SENDER=celery`` and import this module at start-up
+(``import shop.celery_app`` next to the app's other imports): the Celery app it creates
+becomes the current one, whose broker the hand-off uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery
+
+import layersync_middleware.celery as layersync_celery
+
+app = Celery(
+    "shop",
+    broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    # Registers layersync_middleware.celery.deliver on this app (it is a shared task).
+    include=["layersync_middleware.celery"],
+)
+app.conf.update(
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    # A prefork child takes one task at a time and does not hoard the queue's messages.
+    worker_prefetch_multiplier=1,
+)
+
+
+def _dropped(event: dict[str, object], reason: str) -> None:
+    # Runs in the worker for each event the deliver task gives up on: alert, or store it.
+    logging.getLogger("shop").error("LayerSync event %s dropped: %s", event.get("event_id"), reason)
+
+
+layersync_celery.set_on_drop(_dropped)

@@ -1,0 +1,19 @@
+"""What the fleet's two web apps share: the paired route's answer and the sender's state."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from layersync_middleware import LayerSync, _dedup
+
+MATCHER = ["/api/cart/*"]
+
+
+def answer() -> dict[str, Any]:
+    return {"ok": True, "pid": os.getpid()}  # which worker answered (two-worker tests)
+
+
+def state(client: LayerSync) -> dict[str, Any]:
+    return {"pid": os.getpid(), "stats": dataclasses.asdict(client.stats()), "dedup_fallbacks": _dedup.fallbacks()}
