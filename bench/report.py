@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -48,6 +49,8 @@ def summarise(variant: Variant, runs: list[Run]) -> dict[str, Any]:
         "cpu_us_per_req_median": _median(runs, "cpu_us_per_req"),
         "extra_cpu_us_per_req_median": _median(runs, "extra_cpu_us_per_req"),
         "other_load_median": _median(runs, "other_load"),
+        "server_core_share_median": _median(runs, "server_core_share"),
+        "load_core_busy_median": _median(runs, "load_core_busy"),
         "requests": sum(r["requests"] for r in runs),
         "non_2xx": sum(r["non_2xx"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
@@ -60,13 +63,16 @@ def summarise(variant: Variant, runs: list[Run]) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:  # as wide as a number would be
+        width = "".join(itertools.takewhile(str.isdigit, spec.lstrip("+")))
+        return "-".rjust(int(width or 0))
+    return format(value, spec)
 
 
 def variant_table(summaries: dict[str, dict[str, Any]]) -> str:
     header = (
         f"{'variant':26} {'server':16} {'req/s':>8} {'x base':>6} {'(min-max)':>11} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} {'+CPU us':>7} {'others':>6}  events/2xx"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} {'+CPU us':>7} {'srv':>4} {'load':>4} {'others':>6}  events/2xx"
     )
     lines = [header, "-" * len(header)]
     for name, s in summaries.items():
@@ -78,6 +84,7 @@ def variant_table(summaries: dict[str, dict[str, Any]]) -> str:
             f"{name:26} {s['server']:16} {_fmt(s['rps_median'], '8.0f')} {_fmt(s['ratio_median'], '6.2f')} "
             f"{spread:>11} {_fmt(s['p50_ms_median'], '7.2f')} {_fmt(s['p99_ms_median'], '7.2f')} "
             f"{_fmt(s['cpu_us_per_req_median'], '7.0f')} {_fmt(s['extra_cpu_us_per_req_median'], '+7.0f')} "
+            f"{_fmt(s.get('server_core_share_median'), '4.0%')} {_fmt(s.get('load_core_busy_median'), '4.0%')} "
             f"{_fmt(s['other_load_median'], '6.0%')}  {events}"
         )
     return "\n".join(lines)

@@ -168,14 +168,17 @@ def measure(
         run_wrk(command(setup.warmup), load)
     sink.settle()  # the warm-up's events are delivered before the counters start
     sink.reset()
-    before, core_before, t0 = tree_cpu(server.pid), core_busy_seconds(setup.server_core), time.monotonic()
+    before, t0 = tree_cpu(server.pid), time.monotonic()
+    core_before, load_before = core_busy_seconds(setup.server_core), core_busy_seconds(setup.load_core)
     result = run_wrk(command(setup.duration), load)
+    load_busy = (core_busy_seconds(setup.load_core) - load_before) / result.seconds
     expected = result.requests - result.non_2xx if variant.sends_events else 0
     counts = sink.settle(expect=expected, quiet=0.5 if variant.sends_events else 0.3)
     cpu = cpu_seconds_between(before, tree_cpu(server.pid))
     # What else ran on the server's core meanwhile (other programs on a shared machine):
     # a run with a high share here measured the neighbours too. Its CPU per request did not.
-    others = (core_busy_seconds(setup.server_core) - core_before - cpu) / (time.monotonic() - t0)
+    server_wall = time.monotonic() - t0
+    others = (core_busy_seconds(setup.server_core) - core_before - cpu) / server_wall
     # A run stops with up to `connections` requests in flight: the server handled them and
     # sent their events, wrk did not count them. So "missing" is expected minus distinct ids.
     return {
@@ -193,6 +196,10 @@ def measure(
         "events_duplicated": counts["events"] - counts["unique_events"],
         "sink_posts": counts["requests"] + counts["other_requests"],
         "other_load": max(0.0, others),
+        # Busy share of the load generator's core during wrk: near 1.0 with the server core
+        # not saturated means wrk and the sink, not the server, set the pace of that run.
+        "load_core_busy": load_busy,
+        "server_core_share": cpu / server_wall,
     }
 
 
