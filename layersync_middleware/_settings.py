@@ -407,7 +407,7 @@ class Settings:
         timeout_ms: int | str = 5000,
         max_retries: int | str = 2,
         matcher: MatcherSpec | Matcher | None = None,
-        max_queue_size: int | str = 1000,
+        max_queue_size: int | str = 10_000,
         sender: str = "thread",
         shutdown_timeout: float | str = 2.0,
         allow_insecure_http: bool | str = False,

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import httpcore
@@ -92,9 +92,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} in the event cannot be sent as JSON")
 
 
-def encode_event(event: Event) -> bytes:
-    """Compact UTF-8 JSON. Raises TypeError/ValueError for values JSON cannot carry."""
+def _encode_stdlib(event: Event) -> bytes:
     return json.dumps(event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _encode_orjson(event: Event) -> bytes:
+    # orjson writes NaN and infinities as null where json refuses them; events built by
+    # the client never hold them (props are checked), hand-made ones are the caller's.
+    return _orjson.dumps(event, default=_json_default)
+
+
+try:  # the [fast] extra: 10-20x faster encoding, the sender's main cost per event
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the tests run both encoders
+    _encoders: list[Callable[[Event], bytes]] = [_encode_stdlib]
+else:
+    _encoders = [_encode_orjson, _encode_stdlib]
+
+#: Compact UTF-8 JSON of one event. Raises TypeError/ValueError for values JSON cannot carry.
+encode_event: Callable[[Event], bytes] = _encoders[0]
 
 
 def request_body(bodies: Sequence[bytes]) -> tuple[str, bytes, dict[str, str]]:

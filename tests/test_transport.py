@@ -4,11 +4,12 @@ import gzip
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from helpers import LiveHub, settings
 
-from layersync_middleware import _wire
+from layersync_middleware import _transport, _wire
 from layersync_middleware._transport import (
     HTTPTransport,
     Outcome,
@@ -65,13 +66,20 @@ def test_retry_after_seconds_dates_and_cap() -> None:
     assert classify(429, "3", b"", EVENTS[:1]) == [Outcome("retry", 429, 3.0, "HTTP 429")]
 
 
-def test_encoding_handles_python_values() -> None:
-    body = encode_event({"v": Decimal("1.5"), "t": datetime(2026, 1, 1), "s": {1}})
-    assert json.loads(body) == {"v": 1.5, "t": "2026-01-01T00:00:00", "s": [1]}
+@pytest.mark.parametrize("encode", _transport._encoders, ids=lambda f: f.__name__)
+def test_encoding_handles_python_values(encode: Any) -> None:
+    body = encode({"v": Decimal("1.5"), "t": datetime(2026, 1, 1), "s": {1}, "u": "café"})
+    assert json.loads(body) == {"v": 1.5, "t": "2026-01-01T00:00:00", "s": [1], "u": "café"}
+    assert b" " not in body and "café".encode() in body  # compact UTF-8, as the browser sends
     with pytest.raises(TypeError):
-        encode_event({"x": object()})
+        encode({"x": object()})
+
+
+def test_orjson_is_used_when_installed_and_json_refuses_nan() -> None:
+    assert [f.__name__ for f in _transport._encoders] == ["_encode_orjson", "_encode_stdlib"]
+    assert _transport.encode_event is _transport._encoders[0]
     with pytest.raises(ValueError):
-        encode_event({"x": float("nan")})
+        _transport._encode_stdlib({"x": float("nan")})
 
 
 def test_single_and_batch_paths_and_gzip() -> None:
@@ -122,3 +130,23 @@ def test_http_transport_network_errors_are_retries(hub: LiveHub) -> None:
     transport = HTTPTransport(settings(api_url="http://127.0.0.1:9"))  # nothing listens there
     assert transport.send(EVENTS[:1], [b"{}"], 1)[0].action == "retry"
     transport.close()
+
+
+@pytest.mark.parametrize("mode", ["drip", "hang"])
+def test_a_request_never_outlasts_its_total_deadline(hub: LiveHub, mode: str) -> None:
+    # httpx's timeouts bound each read: a hub that drips its answer a byte at a time would
+    # hold the request for ever. The transport's network backend bounds the whole request.
+    import time
+
+    hub.faults(mode=mode, drip_ms=200, hang_seconds=20)
+    transport = HTTPTransport(settings(api_url=hub.url, timeout_ms=30_000))
+    try:
+        started = time.monotonic()
+        [outcome] = transport.send(EVENTS[:1], [b'{"a":1}'], 1.0)
+        assert time.monotonic() - started < 1.0 + 1.0
+        assert outcome.action == "retry"
+        hub.faults(mode=None)
+        [outcome] = transport.send(EVENTS[:1], [b"{}"], 5.0)  # the same client works afterwards
+        assert outcome.status is not None
+    finally:
+        transport.close()
