@@ -87,7 +87,7 @@ def as_mapping(obj: object) -> Mapping[Any, Any] | None:
     """``obj`` read as a mapping: a Mapping itself, a dataclass instance's fields (one
     level: nested values are read when they are walked), a pydantic model's
     ``model_dump()``; None for anything else, or when ``model_dump`` fails."""
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):  # a dict, nearly always: skip the ABC check
         return obj
     if isinstance(obj, type):
         return None
