@@ -111,3 +111,31 @@ def test_wheel_installs_with_only_its_declared_dependencies(wheel: Path, tmp_pat
     demo = subprocess.run([str(venv / "bin" / "layersync"), "demo"], capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "paired" in demo.stdout
+
+
+@pytest.mark.slow
+def test_the_sdist_holds_what_its_tests_import(tmp_path: Path) -> None:
+    import ast
+    import tarfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    [sdist] = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    top_levels = {name.split("/", 1)[0] for name in names}
+    imported: set[str] = set()
+    for test in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(test.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+    ours = {name for name in imported if (ROOT / name).is_dir() or (ROOT / f"{name}.py").is_file()}
+    assert ours <= top_levels, ours - top_levels  # example_apps, bench...
+    assert {"dev.py", "README.md", "CHANGELOG.md", "docs/wire.md", "tests/e2e/package-lock.json"} <= names
