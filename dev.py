@@ -2,7 +2,8 @@
 """The project's two entry points, needing nothing but Python 3.10+:
 
     python3 dev.py demo    # run the demo: local hub + example app + a shopping session
-    python3 dev.py test    # lint, type-check and run every test
+    python3 dev.py test    # lint, type-check and run every test (pytest arguments may follow)
+    python3 dev.py lint    # ruff, ruff format and mypy only
 
 Both create ./.venv on first use and install the project into it.
 """
@@ -48,19 +49,28 @@ def demo(args: list[str]) -> None:
     run(BIN / "layersync", "demo", *args)
 
 
-def test(args: list[str]) -> None:
+def lint(args: list[str]) -> None:
     ensure_venv("dev")
     run(PY, "-m", "ruff", "check", ".")
     run(PY, "-m", "ruff", "format", "--check", ".")
     run(PY, "-m", "mypy")
+
+
+def test(args: list[str]) -> None:
+    lint([])
     if shutil.which("npm") is not None:
         # The real browser SDK for the end-to-end tests, pinned by tests/e2e/package-lock.json.
         run("npm", "ci", "--prefix", str(ROOT / "tests" / "e2e"), "--no-audit", "--no-fund", "--silent")
-    run(PY, "-m", "pytest", *args)
+    if args:  # a chosen subset: no coverage gate
+        run(PY, "-m", "pytest", *args)
+        return
+    # Branch coverage of the package, measured in-process and gated (see [tool.coverage]).
+    run(PY, "-m", "coverage", "run", "-m", "pytest")
+    run(PY, "-m", "coverage", "report")
 
 
 def main() -> None:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "lint": lint}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])
