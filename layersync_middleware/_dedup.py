@@ -41,6 +41,7 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 
 _fallbacks = 0
 _fallbacks_lock = threading.Lock()
+_log = RateLimitedLog()  # one for the process: its clients all say the same thing
 
 
 def fallbacks() -> int:
@@ -82,7 +83,6 @@ class ClaimingTransport:
         self._token = b""
         self._down_until = 0.0
         self._down = False
-        self._log = RateLimitedLog()
 
     def _my_token(self) -> bytes:
         # One per process: a forked child must not take its parent's claims for its own.
@@ -109,7 +109,7 @@ class ClaimingTransport:
         except Exception as exc:  # redis.RedisError, OSError, a bad reply: never into the app
             self._down_until = time.monotonic() + RETRY_AFTER
             self._down = True
-            self._log.warn(
+            _log.warn(
                 "dedup",
                 "Redis at %s failed (%s): pairs are de-duplicated per process only until it answers",
                 mask_url(self._url),
@@ -118,7 +118,7 @@ class ClaimingTransport:
             return None
         if self._down:
             self._down = False
-            self._log.warn("dedup-up", "Redis at %s answers again", mask_url(self._url), level=logging.INFO)
+            _log.warn("dedup-up", "Redis at %s answers again", mask_url(self._url), level=logging.INFO)
         # A missing value (evicted under memory pressure) is nobody's claim: send.
         return [owner is None or owner == token for owner in replies[1::2]]
 

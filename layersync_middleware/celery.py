@@ -329,7 +329,7 @@ def _deliver(task: Any, bodies: object, handed_at: object = None) -> None:
     for body in bodies if isinstance(bodies, list) else []:
         event = _decode(body)
         if event is None:  # not ours, or corrupted: nothing to deliver or to show
-            _drop({"event_name": "unknown", "event_id": None}, "invalid", 0)
+            _drop({"event_name": "undecodable", "event_id": None}, "invalid", 0)
             continue
         max_age, _ = _wire.retry_policy(event["event_name"])
         if now - _born(event, since) > max_age:  # waited in the queue (a worker down) past its age

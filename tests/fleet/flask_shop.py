@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from fleet import shop
 
 import example_apps.celery_app  # noqa: F401  (the hand-off publishes through this Celery app)
+from fleet import shop
 from layersync_middleware import LayerSync, LayerSyncWSGIMiddleware
 
 client = LayerSync.from_env(matcher=shop.MATCHER)

@@ -22,7 +22,7 @@ class Process:
     """A subprocess whose output goes to a file (a pipe nobody reads would fill and block it)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self._out = tempfile.TemporaryFile()
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115  (closed with the Process)
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -59,13 +59,16 @@ class Process:
         self.proc.wait()
 
 
-def celery_worker(env: dict[str, str], *, concurrency: int = 2, queue: str = "layersync") -> Process:
+def celery_worker(
+    env: dict[str, str], *, concurrency: int = 2, queue: str = "layersync", loglevel: str = "info"
+) -> Process:
     """``celery -A example_apps.celery_app worker -Q layersync``, prefork, ready to consume."""
     args = [sys.executable, "-m", "celery", "-A", "example_apps.celery_app", "worker", "-Q", queue]
-    args += ["-c", str(concurrency), "-P", "prefork", "-l", "info", "-n", f"fleet-{os.getpid()}@%h"]
+    args += ["-c", str(concurrency), "-P", "prefork", "-l", loglevel, "-n", f"fleet-{os.getpid()}@%h"]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     worker = Process(args, env)
-    worker.wait_for_output(" ready.", 60)
+    # "ready." is an INFO line; the banner, printed at any level, comes just before it.
+    worker.wait_for_output(" ready." if loglevel.lower() in ("info", "debug") else "[queues]", 60)
     return worker
 
 

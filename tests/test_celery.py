@@ -1,0 +1,337 @@
+"""Delivery through Celery (``sender="celery"``) with real servers: redis-server as the broker
+(and as the fleet's pairing memory), a Celery worker process (prefork, two children) running
+``example_apps/celery_app.py``, web apps under uvicorn and gunicorn, and the local hub.
+
+The hand-off and the ``deliver`` task are also tested in this process (the task run eagerly
+with ``apply()``, retries included), where their outcomes can be looked at one by one.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from celery import Celery
+from fleet.processes import Process, celery_worker, web_server
+from fleet.redis_server import RedisServer, free_port
+from helpers import SECRET, SITE, settings
+
+import layersync_middleware.celery as ls_celery
+from layersync_middleware import LayerSync
+from layersync_middleware._event import Event, build_event, new_event_id
+from layersync_middleware._transport import Outcome, encode_event
+from layersync_middleware.hub import HubServer, create_hub
+from layersync_middleware.hub.app import HubApp
+
+PAIRED_PATH = "/api/cart/add"
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def event(name: str = "add_to_cart", **changes: Any) -> Event:
+    built = build_event(
+        site_id=SITE.site_id,
+        event_name=name,
+        event_id=new_event_id(name),
+        props={"value": 1},
+        user_data={},
+        event_source_url=None,
+    )
+    return {**built, **changes}
+
+
+def queued_messages(server: RedisServer, queue: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in server.client().lrange(queue, 0, -1)]
+
+
+def task_args(message: dict[str, Any]) -> list[Any]:
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return list(args)
+
+
+# -- the hub the fleet delivers to: its own, so that it can go down and come back -----------
+class Hub:
+    def __init__(self) -> None:
+        self.app: HubApp = create_hub([SITE])
+        self.server = HubServer(self.app).start()
+        self.url = self.server.url
+        self.store = self.app.hub.store
+
+    def down(self) -> None:
+        self.server.stop()
+
+    def up(self) -> None:
+        self.server = HubServer(self.app, port=self.server.port).start()
+
+    def faults(self, **faults: Any) -> None:
+        httpx.post(self.url + "/api/hub/faults", json=faults).raise_for_status()
+
+    def server_counts(self) -> dict[str, int]:
+        """event_id -> how many server events the hub received with it."""
+        groups = self.store.groups(limit=1_000_000, site_id=SITE.site_id)
+        return {g["event_id"]: g["server"] for g in groups if g["server"]}
+
+    def attempts(self) -> dict[str, int]:
+        return {
+            e["event"]["event_id"]: e["event"]["client_meta"]["attempts"]
+            for e in self.store.events(limit=1_000_000, site_id=SITE.site_id)
+        }
+
+
+@pytest.fixture(scope="module")
+def fleet_hub() -> Iterator[Hub]:
+    hub = Hub()
+    yield hub
+    hub.server.stop()
+
+
+@pytest.fixture
+def hub_store(fleet_hub: Hub) -> Hub:
+    fleet_hub.store.clear()
+    fleet_hub.faults()
+    return fleet_hub
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def layersync_env(hub: Hub) -> dict[str, str]:
+    return {"LAYERSYNC_SITE_ID": SITE.site_id, "LAYERSYNC_SECRET": SECRET, "LAYERSYNC_API_URL": hub.url}
+
+
+@pytest.fixture(scope="module")
+def worker(fleet_hub: Hub, broker: RedisServer) -> Iterator[Process]:
+    process = celery_worker({"CELERY_BROKER_URL": broker.url, **layersync_env(fleet_hub)}, concurrency=2)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def web_env(fleet_hub: Hub, broker: RedisServer, worker: Process) -> dict[str, str]:
+    """What a web process of the fleet needs: the broker, the hub, the Celery sender."""
+    return {"CELERY_BROKER_URL": broker.url, "LAYERSYNC_SENDER": "celery", **layersync_env(fleet_hub)}
+
+
+def pairing(event_id: str, name: str = "add_to_cart") -> dict[str, str]:
+    return {"X-LayerSync-Event-Id": event_id, "X-LayerSync-Event-Name": name}
+
+
+def post_paired(url: str, ids: list[str], *, threads: int = 8) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=10) as http, concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda eid: http.post(PAIRED_PATH, headers=pairing(eid)), ids))
+
+
+def app_state(url: str) -> dict[str, Any]:
+    return httpx.get(url + "/state", timeout=5).json()  # type: ignore[no-any-return]
+
+
+# -- the hand-off, in this process --------------------------------------------------------------
+def test_a_batch_is_handed_to_the_broker_as_one_task_without_the_secret(broker: RedisServer) -> None:
+    app = Celery("handoff-test", broker=broker.url, set_as_current=False)
+    transport = ls_celery.HandoffTransport(settings(celery_queue="handoff-test"), app)
+    events = [event(), event("purchase"), event()]
+    bodies = [encode_event(e) for e in events]
+    try:
+        assert transport.send(events, bodies, 5.0) == [Outcome("ok")] * 3
+    finally:
+        transport.close()
+    raw = broker.client().lrange("handoff-test", 0, -1)
+    assert len(raw) == 1
+    assert SECRET.encode() not in raw[0] and SECRET.encode() not in base64.b64decode(json.loads(raw[0])["body"])
+    (message,) = queued_messages(broker, "handoff-test")
+    assert message["headers"]["task"] == ls_celery.TASK_NAME
+    assert message["headers"]["argsrepr"] == "[<3 events>]"  # what Flower shows: no event data
+    sent, handed_at = task_args(message)
+    assert [s.encode() for s in sent] == bodies  # the web process's encoding, as it was
+    assert abs(handed_at - time.time()) < 60
+
+
+def test_a_broker_that_is_down_or_silent_answers_retry_within_the_timeout() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        for url in (f"redis://127.0.0.1:{free_port()}/0", f"redis://127.0.0.1:{silent.getsockname()[1]}/0"):
+            transport = ls_celery.HandoffTransport(settings(timeout_ms=900), Celery(broker=url, set_as_current=False))
+            started = time.monotonic()
+            outcomes = transport.send([event()], [encode_event(event())], 0.9)
+            elapsed = time.monotonic() - started
+            transport.close()
+            assert [o.action for o in outcomes] == ["retry"], url
+            assert outcomes[0].error is not None and "Celery broker" in outcomes[0].error
+            assert elapsed < 0.9 + 1.0, (url, elapsed)
+
+
+def test_events_wait_in_the_process_while_the_broker_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sender="celery" path as an app has it: Celery's current app, its broker from the environment.
+    later = RedisServer()
+    monkeypatch.setenv("CELERY_BROKER_URL", later.url)
+    client = LayerSync(settings(sender="celery", celery_queue="handoff-later", timeout_ms=500))
+    ids = [new_event_id("purchase") for _ in range(5)]
+    try:
+        started = time.monotonic()
+        assert [client.track("purchase", event_id=eid) for eid in ids] == ids
+        assert time.monotonic() - started < 0.5  # the request path never waits on the broker
+        wait_until(lambda: client.stats().retried >= 5, 10, "a failed hand-off")
+        stats = client.stats()
+        assert stats.sent == 0 and stats.queued == 5 and stats.dropped == {}
+        assert stats.last_error == "Celery broker: OperationalError"
+        with later:
+            wait_until(lambda: client.stats().sent == 5, 15, "the hand-off once the broker is up")
+            handed = [
+                eid
+                for m in queued_messages(later, "handoff-later")
+                for b in task_args(m)[0]
+                for eid in [json.loads(b)["event_id"]]
+            ]
+    finally:
+        client.shutdown(1)
+    assert sorted(handed) == sorted(ids)
+
+
+# -- the deliver task, run eagerly in this process ------------------------------------------
+@pytest.fixture
+def worker_settings(fleet_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The task reads its settings from the (worker's) environment, once per process."""
+    for name, value in layersync_env(fleet_hub).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(ls_celery, "_worker", None)
+    yield
+    ls_celery.set_on_drop(None)
+
+
+def test_the_task_sends_again_only_the_events_the_hub_did_not_take(hub_store: Hub, worker_settings: None) -> None:
+    events = [event() for _ in range(60)]  # two hub requests: 50 and 10 events
+    hub_store.faults(mode="500", count=1)  # the first request fails
+    before = ls_celery.delivery_stats()
+    result = ls_celery.deliver.apply(args=[[encode_event(e).decode() for e in events], time.time()])
+    assert result.successful(), result.traceback
+    assert hub_store.server_counts() == {e["event_id"]: 1 for e in events}
+    attempts = hub_store.attempts()
+    assert [attempts[e["event_id"]] for e in events] == [1] * 50 + [0] * 10  # ids kept, tries counted
+    after = ls_celery.delivery_stats()
+    assert (after.sent - before.sent, after.retried - before.retried, after.batches - before.batches) == (60, 50, 3)
+
+
+def test_the_task_gives_up_on_rejected_and_expired_events(hub_store: Hub, worker_settings: None) -> None:
+    dropped: list[tuple[str, str]] = []
+    ls_celery.set_on_drop(lambda e, reason: dropped.append((e["event_id"], reason)))
+    good = event()
+    rejected = event(event_time="yesterday")  # the hub refuses this one event of the batch
+    week_old = event("purchase")
+    week_old["client_meta"]["queued_at_ms"] -= 8 * 24 * 3600 * 1000  # past a purchase's 7 days
+    bodies = [encode_event(e).decode() for e in (good, rejected, week_old)]
+    result = ls_celery.deliver.apply(args=[[*bodies, "not json"], time.time()])
+    assert result.successful(), result.traceback
+    assert hub_store.server_counts() == {good["event_id"]: 1}
+    assert set(dropped) == {(rejected["event_id"], "rejected"), (week_old["event_id"], "expired"), (None, "invalid")}
+
+
+# -- a fleet: web processes, a broker, a Celery worker, the hub ---------------------------------------
+def assert_exactly_once(hub: Hub, ids: list[str], timeout: float) -> None:
+    wait_until(lambda: len(hub.server_counts().keys() & set(ids)) == len(ids), timeout, f"{len(ids)} events")
+    counts = hub.server_counts()
+    assert {eid: counts.get(eid) for eid in ids} == dict.fromkeys(ids, 1)
+
+
+def test_1000_paired_requests_per_app_reach_the_hub_exactly_once_through_a_hub_outage(
+    hub_store: Hub, web_env: dict[str, str], worker: Process
+) -> None:
+    apps = [("uvicorn", "fleet.fastapi_shop:app"), ("gunicorn", "fleet.flask_shop:app")]
+    ids: list[str] = []
+    for server, target in apps:
+        port = free_port()
+        with web_server(server, target, web_env, port):
+            url = f"http://127.0.0.1:{port}"
+            batch = [new_event_id("add_to_cart") for _ in range(1000)]
+            ids += batch
+            assert {r.status_code for r in post_paired(url, batch[:300])} == {200}
+            hub_store.down()  # the worker's deliveries fail; the app answers as ever
+            assert {r.status_code for r in post_paired(url, batch[300:700])} == {200}
+            time.sleep(1.0)
+            hub_store.up()
+            assert {r.status_code for r in post_paired(url, batch[700:])} == {200}
+            wait_until(lambda u=url: app_state(u)["stats"]["queued"] == 0, 10, "the hand-off")
+    assert_exactly_once(hub_store, ids, 30)
+    retried = [eid for eid, n in hub_store.attempts().items() if n > 0]
+    assert retried, "no event was retried: the outage was not seen"
+    assert "Retry in" in worker.output()  # Celery's own record of the retries
+
+
+def test_a_stale_pair_in_two_gunicorn_workers_at_once_reaches_the_hub_once(
+    hub_store: Hub, web_env: dict[str, str]
+) -> None:
+    with RedisServer() as pairs_redis:
+        port = free_port()
+        env = {**web_env, "LAYERSYNC_DEDUP_URL": pairs_redis.url}
+        with web_server("gunicorn", "fleet.flask_shop:app", env, port):
+            ids = [new_event_id("add_to_cart") for _ in range(30)]
+            # Every pair six times at once (the SDK's stale re-sends), over both workers.
+            responses = post_paired(f"http://127.0.0.1:{port}", [eid for eid in ids for _ in range(6)], threads=12)
+            pids: dict[str, set[int]] = {}
+            for response in responses:
+                eid = response.request.headers["X-LayerSync-Event-Id"]
+                pids.setdefault(eid, set()).add(response.json()["pid"])
+            assert sum(len(p) == 2 for p in pids.values()) >= 10, pids  # both workers got the same pair
+            assert_exactly_once(hub_store, ids, 20)
+            time.sleep(0.5)  # a late second copy would show now
+            assert_exactly_once(hub_store, ids, 0)
+
+
+def test_events_handed_to_the_broker_arrive_after_the_web_process_is_killed(
+    hub_store: Hub, web_env: dict[str, str]
+) -> None:
+    hub_store.faults(mode="500")  # the worker cannot deliver yet: the events sit in the broker
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ids = [new_event_id("add_to_cart") for _ in range(100)]
+    with web_server("uvicorn", "fleet.fastapi_shop:app", web_env, port) as web:
+        assert {r.status_code for r in post_paired(url, ids)} == {200}
+        wait_until(lambda: app_state(url)["stats"]["sent"] == 100, 5, "the hand-off")
+        web.kill()  # SIGKILL: no exit drain, no goodbye
+    assert hub_store.server_counts() == {}
+    hub_store.faults()
+    assert_exactly_once(hub_store, ids, 30)
+
+
+def test_redis_stopped_mid_run_the_app_answers_and_pairing_falls_back(hub_store: Hub, web_env: dict[str, str]) -> None:
+    pairs_redis = RedisServer().start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    before, during, after = ([new_event_id("add_to_cart") for _ in range(50)] for _ in range(3))
+    try:
+        with web_server("uvicorn", "fleet.fastapi_shop:app", {**web_env, "LAYERSYNC_DEDUP_URL": pairs_redis.url}, port):
+            post_paired(url, before)
+            wait_until(lambda: app_state(url)["stats"]["sent"] == 50, 5, "the first hand-off")
+            assert app_state(url)["dedup_fallbacks"] == 0
+            pairs_redis.stop()
+            started = time.monotonic()
+            assert {r.status_code for r in post_paired(url, during)} == {200}
+            assert time.monotonic() - started < 5  # 50 requests: nothing waits on Redis
+            wait_until(lambda: app_state(url)["stats"]["sent"] == 100, 5, "the hand-off without Redis")
+            assert app_state(url)["dedup_fallbacks"] == 50
+            pairs_redis.start()
+            time.sleep(1.0)  # RETRY_AFTER: then Redis is asked again
+            post_paired(url, after)
+            wait_until(lambda: app_state(url)["stats"]["sent"] == 150, 5, "the hand-off with Redis back")
+            assert app_state(url)["dedup_fallbacks"] == 50
+            claims = pairs_redis.client().keys(f"layersync:pair:{SITE.site_id}:*")
+            assert len(claims) == 50
+    finally:
+        pairs_redis.stop()
+    assert_exactly_once(hub_store, before + during + after, 20)
