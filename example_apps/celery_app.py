@@ -43,3 +43,5 @@ def _dropped(event: dict[str, object], reason: str) -> None:
 
 
 layersync_celery.set_on_drop(_dropped)
+# Your own tasks may track events too: deliver them before each worker process ends.
+layersync_celery.drain_on_celery_shutdown()

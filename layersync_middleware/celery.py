@@ -24,7 +24,9 @@ queue::
 
     celery -A shop.celery_app worker -Q layersync
 
-See ``example_apps/celery_app.py`` and "Running a fleet" in the README.
+:func:`drain_on_celery_shutdown` (called once where the Celery app is made) delivers what
+the worker's own tasks tracked before each worker process ends. See
+``example_apps/celery_app.py`` and "Running a fleet" in the README.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ from celery.utils.time import get_exponential_backoff_interval  # type: ignore[i
 
 from . import _wire
 from ._event import Event
+from ._lifecycle import drain_on_celery_shutdown
 from ._log import RateLimitedLog
 from ._sender import DropReason, OnDrop, Stats
-from ._settings import Settings
+from ._settings import Settings, mask_url
 from ._transport import HTTPTransport, Outcome, Transport, encode_event
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "HandoffTransport",
     "deliver",
     "delivery_stats",
+    "drain_on_celery_shutdown",
     "handoff_transport",
     "set_on_drop",
 ]
@@ -99,9 +103,20 @@ class HandoffTransport:
         self._connection: Any = None
         self._producer: Any = None
 
+    def _app_now(self) -> Any:
+        return self._app if self._app is not None else current_app
+
+    def _broker_url(self) -> str:
+        """The broker's URL for a log line: its password masked."""
+        try:
+            conf = self._app_now().conf
+            return mask_url(str(conf.broker_write_url or conf.broker_url or "?"))
+        except Exception:
+            return "?"
+
     def _producer_now(self) -> Any:
         if self._producer is None:
-            app = self._app if self._app is not None else current_app
+            app = self._app_now()
             url = app.conf.broker_write_url or app.conf.broker_url or ""
             options = _broker_options(str(url), self._op_timeout)
             self._connection = app.connection_for_write(connect_timeout=self._op_timeout, transport_options=options)
@@ -127,8 +142,7 @@ class HandoffTransport:
         with self._lock:
             try:
                 producer = self._producer_now()
-                app = self._app if self._app is not None else current_app
-                app.send_task(
+                self._app_now().send_task(
                     TASK_NAME,
                     args=args,
                     queue=self._queue,
@@ -144,8 +158,11 @@ class HandoffTransport:
                 self._reset()
                 _log.warn(
                     "handoff",
-                    "could not hand %d event(s) to the Celery broker (%s): they stay queued, the hand-off is retried",
+                    "could not hand %d event(s) to the Celery broker at %s (%s): they stay queued, the hand-off is "
+                    "retried. Is the worker's broker the web process's (CELERY_BROKER_URL, or your Celery app "
+                    "imported at start-up)?",
                     n,
+                    self._broker_url(),
                     type(exc).__name__,
                 )
                 return [Outcome("retry", None, None, f"Celery broker: {type(exc).__name__}")] * n

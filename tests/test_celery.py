@@ -26,6 +26,7 @@ from helpers import SECRET, SITE, settings
 import layersync_middleware.celery as ls_celery
 from layersync_middleware import LayerSync
 from layersync_middleware._event import Event, build_event, new_event_id
+from layersync_middleware._log import RateLimitedLog
 from layersync_middleware._transport import Outcome, encode_event
 from layersync_middleware.hub import HubServer, create_hub
 from layersync_middleware.hub.app import HubApp
@@ -162,11 +163,15 @@ def test_a_batch_is_handed_to_the_broker_as_one_task_without_the_secret(broker: 
     assert abs(handed_at - time.time()) < 60
 
 
-def test_a_broker_that_is_down_or_silent_answers_retry_within_the_timeout() -> None:
+def test_a_broker_that_is_down_or_silent_answers_retry_within_the_timeout(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ls_celery, "_log", RateLimitedLog())  # a fresh minute for the warning
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        for url in (f"redis://127.0.0.1:{free_port()}/0", f"redis://127.0.0.1:{silent.getsockname()[1]}/0"):
+        down = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
+        for url in (down, f"redis://127.0.0.1:{silent.getsockname()[1]}/0"):
             transport = ls_celery.HandoffTransport(settings(timeout_ms=900), Celery(broker=url, set_as_current=False))
             started = time.monotonic()
             outcomes = transport.send([event()], [encode_event(event())], 0.9)
@@ -175,6 +180,8 @@ def test_a_broker_that_is_down_or_silent_answers_retry_within_the_timeout() -> N
             assert [o.action for o in outcomes] == ["retry"], url
             assert outcomes[0].error is not None and "Celery broker" in outcomes[0].error
             assert elapsed < 0.9 + 1.0, (url, elapsed)
+    assert "could not hand 1 event(s) to the Celery broker at redis://:********@127.0.0.1:" in caplog.text
+    assert "hunter2" not in caplog.text
 
 
 def test_events_wait_in_the_process_while_the_broker_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
