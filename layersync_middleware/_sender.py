@@ -23,12 +23,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from . import _wire
 from ._event import Event
 from ._log import RateLimitedLog
-from ._queue import EventQueue, Queued
+from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
 from ._settings import Settings
 from ._transport import Outcome, encode_event
 
@@ -159,6 +159,13 @@ class Sender:
     hand the outcomes to :meth:`record`; drops found under the lock are reported by
     :meth:`report_drops`, which drivers call outside it (``on_drop`` is user code).
     """
+
+    def __new__(cls, settings: Settings, **options: Any) -> Sender:
+        # With a spool, the sender also keeps a journal of what changed for the spool's
+        # writer; without one it is this class, and submit() costs what it always did.
+        if cls is Sender and settings.spool_path is not None:
+            cls = SpoolingSender
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -492,6 +499,52 @@ class Sender:
                 self._drop(item, "shutdown")
         return len(items)
 
+    # -- the spool (see :mod:`._spool`) ---------------------------------------------------------
+    def restore(self, entries: Sequence[Restored]) -> int:
+        """Queue events read back from the spool, oldest first, with their attempts and
+        their age: one past its event name's maximum age or attempts is dropped and
+        counted, not sent. Returns how many were queued."""
+        queued = 0
+        with self.lock:
+            now = self._clock()
+            for entry in entries:
+                item = Queued(entry.event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
+                item.attempts = entry.attempts
+                max_age, max_attempts = _wire.retry_policy(item.name)
+                if entry.age >= max_age:
+                    self._drop(item, "expired")
+                    continue
+                if item.attempts >= max_attempts:
+                    self._drop(item, "retries_exhausted")
+                    continue
+                self._claim(item.key)
+                evicted = self._queue.push(item)
+                if evicted is not None:
+                    self._drop(evicted, "queue_full")
+                if evicted is not item:
+                    queued += 1
+            if self._queue.ready and self._ready_since is None:
+                self._ready_since = now
+            self.cond.notify_all()
+        return queued
+
+    def handover(self, items: Sequence[Queued]) -> int:
+        """Forget ``items`` (those still queued) without counting a drop: the spool holds
+        them now, for another process or the next start. Returns how many."""
+        count = 0
+        with self.lock:
+            for item in items:
+                if item.state in (READY, PARKED):
+                    self._queue.remove(item)
+                    if item.flush:
+                        item.flush = False
+                        self._flushing -= 1
+                    count += 1
+            if not self._queue.ready:
+                self._ready_since = None
+            self.cond.notify_all()
+        return count
+
     def stats(self, worker_alive: bool = False) -> Stats:
         with self.lock:
             return Stats(
@@ -512,3 +565,68 @@ class Sender:
         """Ready and parked events (for a spool, a test or a debugger)."""
         with self.lock:
             return list(self._queue)
+
+
+class Restored(NamedTuple):
+    """An event read back from the spool."""
+
+    event: Event
+    attempts: int
+    age: float  # seconds since it was first queued (wall clock: it may come from another process)
+    verified: bool
+
+
+ADD, GONE_OP = 0, 1  # journal entries: persist (or update) this event; forget it
+
+
+class SpoolingSender(Sender):
+    """A :class:`Sender` that also notes, under its lock, what the spool must write: an
+    event queued or retried (``ADD``), an event sent or dropped (``GONE_OP``). The spool's
+    writer takes the journal every few tens of milliseconds (:meth:`take_journal`); the
+    caller never waits on the disk."""
+
+    journal_wakeup: threading.Event  # set when the journal gets its first entry
+    journaling: bool
+
+    def reset(self) -> None:
+        super().reset()
+        self._journal: list[tuple[int, Queued]] = []
+        self.journal_wakeup = threading.Event()  # new after a fork too: a copied lock may be held
+        self.journaling = True
+
+    def take_journal(self) -> list[tuple[int, Queued]]:
+        """Must hold the lock."""
+        journal, self._journal = self._journal, []
+        return journal
+
+    def stop_journal(self) -> None:
+        """The spool cannot be written: keep no journal (memory only from now on)."""
+        with self.lock:
+            self.journaling = False
+            self._journal = []
+
+    def _note(self, op: int, item: Queued) -> None:
+        if not self.journaling:
+            return
+        journal = self._journal
+        if not journal:
+            self.journal_wakeup.set()
+        journal.append((op, item))
+
+    def _push(self, item: Queued) -> int:
+        done = super()._push(item)
+        if done != REFUSED:
+            self._note(ADD, item)
+        return done
+
+    def _drop(self, item: Queued, reason: DropReason, outcome: Outcome | None = None) -> None:
+        super()._drop(item, reason, outcome)
+        self._note(GONE_OP, item)
+
+    def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
+        super().record(batch, outcomes, latency)
+        for item in batch:
+            if item.state == PARKED:  # retried: its attempts changed
+                self._note(ADD, item)
+            elif item.state in (IN_FLIGHT, GONE):  # sent, a duplicate, or dropped
+                self._note(GONE_OP, item)

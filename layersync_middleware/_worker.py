@@ -10,6 +10,12 @@
 
 Every bounded call (``flush``, ``shutdown``, ``send``, the exit drain) has one total
 deadline: the transports bound a whole request, not each read.
+
+With ``spool_path``, each worker has a :class:`~._spool.SpoolKeeper` next to it: it
+adopts what processes gone for good left in the spool when the worker is made, writes
+the sender's journal while the worker runs, and on shutdown writes what is left and
+lets go of it. How the process ends (SIGTERM, Celery, multiprocessing) is
+:mod:`._lifecycle`'s business; they all end in :func:`drain_all`.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import _lifecycle
 from ._event import Event
 from ._log import RateLimitedLog, logger
 from ._queue import Queued
-from ._sender import REFUSED, WAKE, Sender, Stats
+from ._sender import REFUSED, WAKE, Sender, SpoolingSender, Stats
+from ._spool import SpoolKeeper
 from ._transport import AsyncTransport, Outcome, Transport, encode_event
 
 _WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
@@ -48,8 +56,15 @@ class Worker:
         self._clock = sender._clock
         self._log = RateLimitedLog()
         self._finalizing = False
+        self._keeper: SpoolKeeper | None = None
+        if isinstance(sender, SpoolingSender) and self.settings.spool_path is not None:
+            self._keeper = SpoolKeeper(sender, self.settings.spool_path, self.wake)
         self._reset()
         _WORKERS.add(self)
+        _lifecycle.watch_sigterm()
+        _lifecycle.watch_multiprocessing()
+        if self._keeper is not None:
+            self._keeper.start()  # send what processes gone for good left in the spool
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -64,6 +79,8 @@ class Worker:
         # parent's). No logging here: a logging lock held at fork time would deadlock.
         self.sender.reset()
         self._reset()
+        if self._keeper is not None:
+            self._keeper.after_fork()
 
     # -- the caller's side -----------------------------------------------------------------
     def submit(self, event: Event, *, verified: bool = True) -> bool:
@@ -82,6 +99,12 @@ class Worker:
 
     def wake(self) -> None:
         """There is work: make sure something will deliver it."""
+
+    def _keep(self) -> None:
+        """With a spool, make sure its writer runs (called on wake-ups, not per event)."""
+        keeper = self._keeper
+        if keeper is not None and not self._finalizing and not keeper.running():
+            keeper.ensure_running()
 
     @property
     def alive(self) -> bool:
@@ -165,7 +188,10 @@ class Worker:
         if not self.sender.begin_flush():
             return 0
         self._flush_until(deadline)
-        return self.sender.end_flush()
+        left = self.sender.end_flush()
+        if self._keeper is not None:
+            self._keeper.persist()  # what is left is on disk when flush() returns
+        return left
 
     def _flush_until(self, deadline: float) -> None:
         self._drain_inline(deadline)
@@ -176,12 +202,21 @@ class Worker:
 
     def shutdown(self, timeout: float | None = None) -> int:
         """Flush within ``timeout`` (default ``shutdown_timeout``), stop the worker and close
-        every connection it opened. Returns how many events are left. Restarts on next use."""
+        every connection it opened. Returns how many events are left (with a spool: kept
+        there, for another process or the next start). Restarts on next use."""
+        return self._shutdown(timeout)[0]
+
+    def _shutdown(self, timeout: float | None) -> tuple[int, int]:
+        """:meth:`shutdown`; returns (events left, of which the spool keeps)."""
         deadline = self._deadline(timeout, self.settings.shutdown_timeout)
-        left = self.flush(max(deadline - self._clock(), 0.0))
-        if self._stop(max(deadline - self._clock(), 0.0)):
+        keeper = self._keeper
+        # Writing the spool takes milliseconds; keep them out of the hub's share.
+        reserve = min(0.2, max(deadline - self._clock(), 0.0) / 4) if keeper is not None else 0.0
+        left = self.flush(max(deadline - self._clock() - reserve, 0.0))
+        if self._stop(max(deadline - self._clock() - reserve, 0.0)):
             self._close()
-        return left
+        kept = keeper.close(max(deadline - self._clock(), 0.05)) if keeper is not None else 0
+        return left, kept
 
     async def ashutdown(self, timeout: float | None = None) -> int:
         """:meth:`shutdown` without blocking the event loop."""
@@ -203,24 +238,12 @@ class Worker:
         """Close and forget the transports: the next send makes new ones."""
         self._close()
 
-    def _at_exit(self) -> None:
-        if self._pid != os.getpid():
-            return
-        self._finalizing = True
-        if self.sender.idle:
-            self._stop(0.1)
-            self._close()
-            return
-        timeout = self.settings.shutdown_timeout
-        left = self.shutdown(timeout)
-        if left:
-            logger.warning("exiting with %d undelivered event(s) after %.1fs", left, timeout)
-
 
 class InlineWorker(Worker):
     """``sender="sync"``: each event is sent in the caller, at once."""
 
     def wake(self) -> None:
+        self._keep()
         self._drain_inline(self._clock() + self.settings.timeout)
 
 
@@ -238,6 +261,7 @@ class ThreadWorker(Worker):
         return thread is not None and thread.is_alive()
 
     def wake(self) -> None:
+        self._keep()
         if self.alive or self._finalizing or sys.is_finalizing():
             return
         _warn_if_uwsgi_without_threads()
@@ -333,6 +357,7 @@ class AsyncioWorker(Worker):
         return task is not None and not task.done() and loop is not None and not loop.is_closed()
 
     def wake(self) -> None:
+        self._keep()
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -462,6 +487,8 @@ class AsyncioWorker(Worker):
                 pass
         await asyncio.to_thread(self._stop_fallback, max(deadline - self._clock(), 0.0))
         self._close()
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.close, max(deadline - self._clock(), 0.05))
         return left
 
     def _drop_transports(self) -> None:
@@ -514,14 +541,54 @@ def _warn_if_uwsgi_without_threads() -> None:
 def _after_fork_in_child() -> None:
     for worker in list(_WORKERS):
         worker._after_fork()
+    _lifecycle.watch_multiprocessing(forked=True)
+
+
+def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
+    """Shut down every worker of this process within one deadline (default: the longest
+    ``shutdown_timeout``); with a spool, what is left is kept there. Logs once how many
+    events were not delivered; returns that number."""
+    pid = os.getpid()
+    workers = [w for w in list(_WORKERS) if w._pid == pid]
+    if not workers:
+        return 0
+    budget = max(w.settings.shutdown_timeout for w in workers) if timeout is None else max(timeout, 0.0)
+    deadline = time.monotonic() + budget
+    left = kept = 0
+    for worker in workers:
+        if at_exit:
+            worker._finalizing = True  # no thread may start during interpreter shutdown
+        try:
+            worker_left, worker_kept = worker._shutdown(max(deadline - time.monotonic(), 0.0))
+        except Exception:
+            continue
+        left += worker_left
+        kept += worker_kept
+    if kept:
+        logger.warning(
+            "exiting with %d undelivered event(s) after %.1fs; %d kept in the spool for the next start",
+            left,
+            budget,
+            kept,
+        )
+    elif left:
+        logger.warning("exiting with %d undelivered event(s) after %.1fs", left, budget)
+    return left
+
+
+def exit_budget() -> float:
+    """Seconds the exit drain may take: 0 when no client of this process has anything
+    queued or a spool to write (the drain would do nothing)."""
+    pid = os.getpid()
+    busy = [w for w in list(_WORKERS) if w._pid == pid and (w._keeper is not None or not w.sender.idle)]
+    return max((w.settings.shutdown_timeout for w in busy), default=0.0)
 
 
 def _drain_all_at_exit() -> None:
-    for worker in list(_WORKERS):
-        try:
-            worker._at_exit()
-        except Exception:
-            pass
+    try:
+        drain_all(at_exit=True)
+    except Exception:
+        pass
 
 
 if hasattr(os, "register_at_fork"):

@@ -1,0 +1,1 @@
+"""Small apps and scripts that the durable-delivery tests run as real processes."""

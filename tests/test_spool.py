@@ -1,0 +1,206 @@
+"""The on-disk spool, in-process, against a hub of the test's own that goes down and
+comes back (the process-level tests, with kills and real servers: test_durable.py)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durable_apps.hubctl import SwitchableHub, spool_rows, until
+from helpers import settings
+
+from layersync_middleware import LayerSync
+from layersync_middleware._event import Event
+from layersync_middleware._sender import Sender, SpoolingSender
+from layersync_middleware._spool import PERSIST_WINDOW
+
+
+@pytest.fixture
+def own_hub() -> Iterator[SwitchableHub]:
+    hub = SwitchableHub()
+    yield hub
+    hub.close()
+
+
+def client(hub: SwitchableHub, spool: Path, **options: Any) -> LayerSync:
+    return LayerSync(settings(api_url=hub.url, spool_path=spool, timeout_ms=1000, **options))
+
+
+def test_hub_down_for_part_of_a_burst_every_event_arrives_once(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    ls = client(own_hub, spool)
+    own_hub.down()
+    ids = [ls.track("add_to_cart", {"n": i}) for i in range(500)]
+    assert until(lambda: len(spool_rows(spool)) == 500, 5)  # on disk while the hub is down
+    own_hub.up()
+    ids += [ls.track("add_to_cart", {"n": i}) for i in range(500, 1000)]
+    assert ls.flush(15) == 0
+    counts = own_hub.counts()
+    assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}  # all 1,000, each once
+    assert spool_rows(spool) == []  # delivered events leave the spool
+    ls.shutdown(1)
+
+
+def test_without_a_spool_path_nothing_changes() -> None:
+    plain = LayerSync(settings())
+    assert type(plain._worker.sender) is Sender and plain._worker._keeper is None
+    assert type(LayerSync(settings(spool_path="/nonexistent/x.db"))._worker.sender) is SpoolingSender
+
+
+def test_a_clean_shutdown_hands_the_rest_to_the_next_start_with_ids_and_attempts(
+    own_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    first = client(own_hub, spool, max_retries=0)
+    ids = {first.track("purchase", {"n": i}) for i in range(3)}
+    assert until(lambda: first.stats().retried == 3)  # one failed attempt each
+    assert first.shutdown(0.5) == 3  # and the flush in it tried each once more
+    assert first.stats().queued == 0  # handed over, not dropped
+    assert first.stats().dropped == {}
+    assert {(r[0], r[3]) for r in spool_rows(spool)} == {(i, 2) for i in ids}
+    own_hub.up()
+    second = client(own_hub, spool)  # adopts at start: the first let go of them
+    assert second.flush(5) == 0
+    stored = {e["event"]["event_id"]: e["event"] for e in own_hub.app.hub.store.events()}
+    assert set(stored) == ids
+    assert all(e["client_meta"]["attempts"] == 2 for e in stored.values())  # the count went on
+    assert spool_rows(spool) == []
+    second.shutdown(1)
+
+
+def test_expired_and_exhausted_events_in_the_spool_are_dropped_and_counted_not_sent(
+    own_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    first = client(own_hub, spool)
+    old_purchase, old_view, tired, fresh = (
+        first.track("purchase", event_id="pur_old_8_days"),
+        first.track("page_view", event_id="pv_old_7_hours"),
+        first.track("purchase", event_id="pur_twenty_tries"),
+        first.track("lead", event_id="lead_fresh_one"),
+    )
+    assert first.shutdown(0.3) == 4
+    now_ms = int(time.time() * 1000)
+    db = sqlite3.connect(spool)
+    with db:  # what the rows look like after a long outage
+        db.execute("UPDATE events SET queued_at_ms = ? WHERE event_id = ?", (now_ms - 8 * 86400_000, old_purchase))
+        db.execute("UPDATE events SET queued_at_ms = ? WHERE event_id = ?", (now_ms - 7 * 3600_000, old_view))
+        db.execute("UPDATE events SET attempts = 20 WHERE event_id = ?", (tired,))
+    db.close()
+    own_hub.up()
+    dropped: list[tuple[str, str]] = []
+
+    def on_drop(event: Event, reason: str) -> None:
+        dropped.append((str(event["event_id"]), reason))
+
+    second = LayerSync(settings(api_url=own_hub.url, spool_path=spool), on_drop=on_drop)
+    assert second.flush(5) == 0
+    assert own_hub.ids() == [fresh]  # only the one still in its time
+    assert second.stats().dropped == {"expired": 2, "retries_exhausted": 1}
+    assert sorted(dropped) == sorted([(old_purchase, "expired"), (old_view, "expired"), (tired, "retries_exhausted")])
+    assert spool_rows(spool) == []
+    second.shutdown(1)
+
+
+def test_a_live_process_keeps_its_events_until_it_lets_go(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    a = client(own_hub, spool)
+    ids = {a.track("purchase", {"n": i}) for i in range(20)}
+    assert until(lambda: len(spool_rows(spool)) == 20)
+    b = client(own_hub, spool)  # another owner of the same file, alive
+    keeper = b._worker._keeper
+    assert keeper is not None
+    assert keeper.adopt() == 0 and b.stats().queued == 0  # never two senders for one row
+    a.shutdown(0.3)  # a exits for good: its events are anyone's now
+    own_hub.up()
+    assert keeper.adopt() == 20  # what b's writer does every few seconds
+    assert b.flush(5) == 0
+    counts = own_hub.counts()
+    assert set(counts) == ids and set(counts.values()) == {1}
+    b.shutdown(1)
+
+
+def test_the_spool_mirrors_the_bounded_queue(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    ls = client(own_hub, spool, max_queue_size=5)
+    views = [ls.track("page_view") for _ in range(5)]
+    purchases = [ls.track("purchase") for _ in range(3)]
+    assert until(lambda: len(spool_rows(spool)) == 5)
+    time.sleep(PERSIST_WINDOW * 3)
+    rows = {r[0] for r in spool_rows(spool)}
+    assert rows == set(views[3:] + purchases)  # the oldest page views went, from disk too
+    assert ls.stats().dropped == {"queue_full": 3}
+    ls.shutdown(0.2)
+
+
+def test_a_corrupt_spool_is_moved_aside_and_the_app_goes_on(
+    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool.db"
+    spool.write_bytes(b"this is not an SQLite database, it is what a full disk left behind" * 100)
+    ls = client(own_hub, spool)
+    assert "was corrupt" in caplog.text
+    [aside] = tmp_path.glob("spool.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not")
+    eid = ls.track("purchase")
+    assert ls.flush(5) == 0 and own_hub.ids() == [eid]
+    own_hub.down()
+    ls.track("purchase")
+    assert until(lambda: len(spool_rows(spool)) == 1)  # a new spool in its place
+    ls.shutdown(0.2)
+
+
+def test_an_unwritable_spool_keeps_events_in_memory(
+    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ls = client(own_hub, blocker / "spool.db")  # its directory cannot be made: the path is a file
+    assert "cannot use the spool" in caplog.text
+    eid = ls.track("purchase")
+    assert eid is not None
+    assert ls.flush(5) == 0 and own_hub.ids() == [eid]
+    ls.shutdown(0.2)
+
+
+def test_a_locked_spool_never_holds_up_track(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    ls = client(own_hub, spool)
+    own_hub.down()
+    other = sqlite3.connect(spool, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    started = time.monotonic()
+    ids = [ls.track("purchase") for _ in range(50)]
+    assert time.monotonic() - started < 0.5  # the writer waits for the lock, track() does not
+    time.sleep(1.5)  # the writer's busy timeout has passed at least once
+    other.execute("ROLLBACK")
+    other.close()
+    assert until(lambda: len(spool_rows(spool)) == 50, 5)
+    own_hub.up()
+    assert ls.flush(5) == 0 and sorted(own_hub.ids()) == sorted(ids)
+    ls.shutdown(0.5)
+
+
+def test_spool_logs_never_hold_event_data(
+    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="layersync")
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    ls = client(own_hub, spool)
+    ls.track_with_identity("purchase", {"email": "ada@example.com"}, {"order_id": "ORD-SECRET-1"})
+    ls.shutdown(0.3)
+    own_hub.up()
+    client(own_hub, spool).shutdown(2)
+    assert "took over 1 event" in caplog.text
+    assert "ORD-SECRET-1" not in caplog.text and "ada@example.com" not in caplog.text
+    assert "sk_test" not in caplog.text
