@@ -16,4 +16,7 @@ def answer() -> dict[str, Any]:
 
 
 def state(client: LayerSync) -> dict[str, Any]:
-    return {"pid": os.getpid(), "stats": dataclasses.asdict(client.stats()), "dedup_fallbacks": _dedup.fallbacks()}
+    stats = dataclasses.asdict(client.stats())
+    # stats().dedup_fallbacks is the process's _dedup.fallbacks() where the client shows it.
+    fallbacks = stats.get("dedup_fallbacks", _dedup.fallbacks())
+    return {"pid": os.getpid(), "stats": stats, "dedup_fallbacks": fallbacks}
