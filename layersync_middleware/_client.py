@@ -201,6 +201,8 @@ class LayerSync:
             outcome = Outcome("retry", None, None, type(exc).__name__)
         if outcome.action == "ok":
             return Delivery(True, outcome.status, eid)
+        if outcome.action == "duplicate":  # another process of the fleet sent this pair
+            return Delivery(False, outcome.status, eid, "duplicate")
         queued = outcome.action == "retry" and worker.enqueue_claimed(event)
         if not queued:
             worker.sender.release(event)
