@@ -27,11 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pytest
 from helpers import settings as client_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import (
     MATCHER,
+    WSGI_ID,
+    WSGI_NAME,
     AsgiRequest,
     Expected,
     WsgiRequest,
@@ -338,3 +341,38 @@ def test_matcher_and_adapters_on_the_reviews_adversarial_paths() -> None:
         result = call_asgi(request, plan)
         check_forwarded(result, request.expected, True)
         check_time(result.seconds, functools.partial(asgi_seconds, request, plan))
+
+
+# --- the oracle itself -----------------------------------------------------------------------
+# Known answers, so that the properties above cannot pass by forwarding nothing: each
+# route forwards its own name, and the review's forgeries forward nothing.
+KNOWN = [
+    ("/api/cart/add", "", "add_to_cart", True),
+    ("/api/addtocart/", "", "add_to_cart", True),
+    ("/api/orders/42", "", "purchase", True),
+    ("/api/checkout/pay", "", "add_payment_info", True),
+    ("/hooks/stripe", "", "refund", True),  # "*": any valid name
+    ("/shop/cart/items", "", "add_to_cart", True),
+    ("/", "wc-ajax=checkout", "purchase", True),  # named by hand
+    ("/api/cart/add", "x=/orders", "purchase", False),  # issue 10.2: the query names nothing
+    ("/api/cart/add", "wc-ajax=checkout", "purchase", False),
+    ("/api/xaybzc", "x=/api/order", "purchase", False),  # no name derives from this path
+    ("/api/checkout/pay", "", "purchase", False),  # not among the names given
+    ("/api/cart/add/x", "", "add_to_cart", False),  # no route
+    ("/api//cart", "", "add_to_cart", False),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "name", "forwarded"), KNOWN)
+def test_both_adapters_forward_exactly_the_known_answers(path: str, query: str, name: str, forwarded: bool) -> None:
+    pair = ("pur_0123456789abcdef", name)
+    headers = [(b"x-layersync-event-id", pair[0].encode()), (b"x-layersync-event-name", name.encode())]
+    scope = {"type": "http", "path": path, "headers": headers, "query_string": query.encode()}
+    asgi = AsgiRequest(scope, [pair[0]], [name])
+    assert asgi.expected.pair == (pair if forwarded else None)  # the oracle agrees
+    assert call_asgi(asgi, Plan(200, [b"ok"], "none", False)).forwarded == ([pair] if forwarded else [])
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": query, WSGI_ID: pair[0], WSGI_NAME: name}
+    wsgi = WsgiRequest(environ)
+    assert wsgi.expected.pair == (pair if forwarded else None)
+    plan = WsgiPlan("200 OK", [b"ok"], "none", False, False)
+    assert call_wsgi(wsgi, plan).forwarded == ([pair] if forwarded else [])
