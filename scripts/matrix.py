@@ -155,19 +155,19 @@ def tested_versions(python: Path) -> str:
 
 def run_tests(python: Path, pytest_args: list[str]) -> str:
     """Runs the tests with their output shown; returns pytest's last line ("731 passed in 25.10s")."""
-    proc = subprocess.Popen(
+    last = ""
+    with subprocess.Popen(
         [str(python), "-m", "pytest", *PYTEST_ARGS, *TESTS, *pytest_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert proc.stdout is not None
-    last = ""
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        last = line.strip(" =\n") or last
-    if proc.wait():
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            last = line.strip(" =\n") or last
+    if proc.returncode:
         raise JobFailed(last or f"pytest exited {proc.returncode}")
     return last
 
