@@ -239,7 +239,9 @@ def test_before_send_can_change_or_drop_an_event(memory: MemoryTransport) -> Non
     assert client.send("lead", {"test_order": True}).error == "refused"
 
 
-def test_a_raising_before_send_is_counted_never_raised(memory: MemoryTransport, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_raising_before_send_is_counted_never_raised(
+    memory: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(event: dict[str, Any]) -> dict[str, Any]:
         raise KeyError("bug in the hook")
 

@@ -84,8 +84,9 @@ def test_async_view_enrichment_through_the_async_chain(hub: LiveHub, ATC: dict[s
     import asyncio
 
     async def go() -> Any:
-        headers = {k[5:].replace("_", "-"): v for k, v in PUR.items()}  # ASGI: real headers, not META keys
-        return await AsyncClient().post("/api/orders", headers=headers)
+        # Real header names: before 4.2.30, AsyncClient's headers= kept the underscores.
+        headers: dict[str, Any] = {k[5:].replace("_", "-").lower(): v for k, v in PUR.items()}
+        return await AsyncClient().post("/api/orders", **headers)
 
     with override_settings(LAYERSYNC=layersync(hub)):
         r = asyncio.run(go())
