@@ -193,6 +193,7 @@ class Sender:
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._in_flight = 0
         self._flushing = 0  # events a flush waits for
+        self._flushes = 0  # flushes under way
         self._ready_since: float | None = None  # when the ready list last became non-empty
         self._hold_until = 0.0  # the hub asked for a pause (Retry-After)
         self._drops: list[Drop] = []
@@ -340,6 +341,7 @@ class Sender:
             outcomes = [Outcome("retry", None, None, "transport returned the wrong number of outcomes")] * len(batch)
         pause = 0.0
         for item, outcome in zip(batch, outcomes):
+            owed = not item.flush and self._flushes > 0  # in flight when a flush began
             if item.flush:
                 item.flush = False
                 self._flushing -= 1
@@ -356,6 +358,15 @@ class Sender:
                 continue
             pause = max(pause, outcome.retry_after or 0.0)
             self._retry(item, outcome, now)
+            if owed and item.state == PARKED:
+                # That attempt began before the flush: the flush still owes the event one
+                # (an exit drain would otherwise give up on it after a 429 it did not cause).
+                self._queue.remove(item)
+                self._queue.requeue(item)
+                item.flush = True
+                self._flushing += 1
+                if self._ready_since is None:
+                    self._ready_since = now
         if pause:
             self._hold_until = max(self._hold_until, now + pause)
         self.cond.notify_all()
@@ -461,7 +472,8 @@ class Sender:
     # -- flush -----------------------------------------------------------------------------
     def begin_flush(self) -> int:
         """Every queued event is due now, for one attempt, Retry-After or not; returns
-        how many a flush waits for (in-flight events included: their attempt counts)."""
+        how many a flush waits for (in-flight events included: one whose attempt fails
+        gets another within the flush). When not 0, call :meth:`end_flush` after."""
         with self.lock:
             self._queue.make_all_ready()
             for item in self._queue:
@@ -469,6 +481,8 @@ class Sender:
                     item.flush = True
                     self._flushing += 1
             waiting = self._flushing + self._in_flight
+            if waiting:
+                self._flushes += 1
             if self._queue.ready and self._ready_since is None:
                 self._ready_since = self._clock()
             self.cond.notify_all()
@@ -481,6 +495,7 @@ class Sender:
     def end_flush(self) -> int:
         """Forget the flush; how many events are still queued or in flight."""
         with self.lock:
+            self._flushes = max(self._flushes - 1, 0)
             for item in self._queue:
                 item.flush = False
             self._flushing = 0

@@ -289,6 +289,25 @@ def test_a_flush_tries_parked_events_now_once() -> None:
     assert h.sender.end_flush() == 1
 
 
+def test_a_flush_owes_an_attempt_to_an_event_in_flight_when_it_began() -> None:
+    # A Celery child drains as it ends: its one event was in flight and got a 429 with
+    # Retry-After: 30 s. That attempt began before the flush; the flush still tries it.
+    h = Harness(Outcome("retry", 429, 30.0, "HTTP 429"), OK)
+    h.sender.submit(event("purchase"))
+    batch = h.take()
+    assert isinstance(batch, list) and len(batch) == 1
+    assert h.sender.begin_flush() == 1  # the in-flight one
+    h.step(batch=batch)
+    with h.sender.lock:
+        assert not h.sender.flush_done()
+    again = h.take()  # due now, through the Retry-After pause
+    assert isinstance(again, list) and again == batch
+    h.step(batch=again)
+    with h.sender.lock:
+        assert h.sender.flush_done()
+    assert h.sender.end_flush() == 0 and h.sender.stats().sent == 1
+
+
 def test_stats_count_in_flight_events_as_queued() -> None:
     h = Harness()
     h.sender.submit(event())

@@ -1,0 +1,15 @@
+"""Tracks purchases one after another, printing each id once ``track()`` returned it;
+then waits to be killed. ``python -m durable_apps.burst N``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from layersync_middleware import LayerSync
+
+ls = LayerSync.from_env()
+for i in range(int(sys.argv[1])):
+    print(ls.track("purchase", {"n": i}), flush=True)
+    time.sleep(0.001)
+time.sleep(120)

@@ -1,0 +1,174 @@
+"""Durable delivery across real process ends: a SIGKILL mid-burst with the hub down,
+gunicorn workers sharing a spool with one killed, Celery prefork children recycled
+after every task, Django under uvicorn stopped with SIGTERM. Real servers, the real
+local hub over loopback."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from durable_apps.hubctl import ROOT, SwitchableHub, env, spool_rows, until
+from helpers import LiveHub
+from servers import command, free_port
+
+from layersync_middleware._event import new_event_id
+from layersync_middleware._spool import PERSIST_WINDOW
+
+ONE_SHOT = httpx.Limits(max_keepalive_connections=0)  # each request may go to another worker
+
+
+@pytest.fixture
+def own_hub() -> Iterator[SwitchableHub]:
+    hub = SwitchableHub()
+    yield hub
+    hub.close()
+
+
+def start(args: list[str], environ: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, env=environ, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stderr.read() if proc.stderr else ""
+
+
+def wait_until_serving(proc: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+
+
+def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    own_hub.down()
+    environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=str(tmp_path / "spool.db"), LAYERSYNC_TIMEOUT_MS="300")
+    burst = start([sys.executable, "-m", "durable_apps.burst", "900"], environ)
+    assert burst.stdout is not None
+    seen: list[tuple[str, float]] = []  # (id, when this process read it: after track() returned)
+    while len(seen) < 600:
+        line = burst.stdout.readline()
+        assert line, burst.stderr.read() if burst.stderr else ""
+        seen.append((line.strip(), time.monotonic()))
+    killed_at = time.monotonic()
+    burst.kill()
+    burst.wait()
+    accepted = {eid for eid, _ in seen} | set(burst.stdout.read().split())
+    on_disk = {eid for eid, at in seen if at < killed_at - PERSIST_WINDOW}
+    own_hub.up()
+    after = subprocess.run(
+        [sys.executable, "-c", "from layersync_middleware import LayerSync; print(LayerSync.from_env().flush(10))"],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert after.stdout.strip() == "0", after.stderr
+    counts = own_hub.counts()
+    assert on_disk <= set(counts)  # everything accepted more than the window before the kill
+    assert set(counts.values()) == {1}  # exactly once
+    assert set(counts) <= accepted
+    lost = accepted - set(counts)
+    print(f"SIGKILL: {len(accepted)} accepted, {len(lost)} lost (accepted within the last {PERSIST_WINDOW}s)")
+
+
+def test_gunicorn_workers_share_a_spool_and_a_killed_workers_events_arrive_once(
+    own_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    own_hub.down()
+    spool = tmp_path / "spool.db"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300")
+    args = [sys.executable, "-m", "gunicorn", "durable_apps.wsgi_app:app", "-b", f"127.0.0.1:{port}", "-w", "4"]
+    server = start([*args, "--graceful-timeout", "10", "--log-level", "warning"], environ)
+    try:
+        wait_until_serving(server, url)
+        served: dict[str, int] = {}
+        with httpx.Client(base_url=url, limits=ONE_SHOT) as http:
+            for _ in range(60):
+                pid, eid = http.get("/track").text.split()
+                served[eid] = int(pid)
+        assert until(lambda: len(spool_rows(spool)) == 60, 5)
+        victim, _ = collections.Counter(served.values()).most_common(1)[0]
+        os.kill(victim, signal.SIGKILL)
+        # Gunicorn starts a replacement, which adopts the dead worker's rows when it loads the app.
+        assert until(lambda: not spool_rows(spool, f"owner LIKE '{victim}-%'"), 15)
+        own_hub.up()
+    finally:
+        output = stop(server)
+    counts = own_hub.counts()
+    assert set(counts) == set(served), output  # the killed worker's too
+    assert set(counts.values()) == {1}
+    assert spool_rows(spool) == []
+
+
+def test_celery_prefork_recycling_every_child_delivers_every_event(hub: LiveHub, tmp_path: Path) -> None:
+    # Each child is recycled after one task: billiard ends it with os._exit (and the parent
+    # sends it SIGTERM) while its event still lingers for company: 4 of 10 arrived before.
+    broker = tmp_path / "broker"
+    (broker / "processed").mkdir(parents=True)
+    environ = env(hub.url, BROKER_DIR=str(broker))
+    worker = start(
+        [
+            *(sys.executable, "-m", "celery", "-A", "durable_apps.celery_app", "worker", "--pool=prefork"),
+            *("-c", "2", "--max-tasks-per-child=1", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+            *("-l", "warning"),
+        ],
+        environ,
+    )
+    try:
+        send = "from durable_apps.celery_app import track_purchase\nfor i in range(10): track_purchase.delay(i)"
+        sent = subprocess.run([sys.executable, "-c", send], env=environ, cwd=ROOT, capture_output=True, timeout=30)
+        assert sent.returncode == 0, sent.stderr
+        assert until(lambda: len(hub.events("server")) >= 10, 40)
+    finally:
+        output = stop(worker)
+    ids = sorted(e["event"]["event_id"] for e in hub.events("server"))
+    assert ids == [f"celery-order-{n:04d}" for n in range(10)], output
+
+
+def test_django_under_uvicorn_delivers_across_sigterm(hub: LiveHub) -> None:
+    # Django has no lifespan for the middleware to drain on, and uvicorn re-raises SIGTERM
+    # with the default action once it has shut down: only the SIGTERM drain is left.
+    hub.faults(mode="429", retry_after=30, count=1)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start(command("uvicorn", "example_apps.django_app:asgi_application", port), env(hub.url))
+    try:
+        wait_until_serving(server, url)
+        ids = [new_event_id("purchase") for _ in range(5)]
+        with httpx.Client(base_url=url) as shop:
+            for eid in ids:
+                headers = {"X-LayerSync-Event-Id": eid, "X-LayerSync-Event-Name": "purchase"}
+                assert shop.post("/api/orders", json={"items": ["SKU-A"]}, headers=headers).status_code == 201
+        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)  # held for 30 s now
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(15) == -signal.SIGTERM  # uvicorn's own ending, unchanged
+        assert time.monotonic() - started < 2 + 3  # shutdown_timeout, and uvicorn's own shutdown
+    finally:
+        stop(server)
+    assert sorted(e["event"]["event_id"] for e in hub.events("server")) == sorted(ids)  # 0 of 5 before

@@ -1,0 +1,212 @@
+"""However a process ends, the sender drains within its deadline: SIGTERM to a plain
+process, handlers the app installs, multiprocessing children, ``drain()`` before an
+``os._exit``, Celery's shutdown signals. Real processes against the local hub."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from durable_apps.hubctl import SwitchableHub, env, python, spool_rows, until
+from helpers import LiveHub, settings
+
+from layersync_middleware import LayerSync
+from layersync_middleware import _lifecycle as lifecycle
+
+SLACK = 2.5  # interpreter start-up and a loaded CI machine
+
+# Five purchases, the hub answering the first batch with 429 and Retry-After: 30 s, so
+# nothing goes out by itself for the rest of the test: only a drain delivers them.
+HELD = """
+import sys, time
+from layersync_middleware import LayerSync
+ls = LayerSync.from_env(shutdown_timeout=3)
+ids = [ls.track("purchase", {"n": i}) for i in range(5)]
+deadline = time.monotonic() + 10
+while ls.stats().last_status != 429 and time.monotonic() < deadline:
+    time.sleep(0.01)
+"""
+
+
+def ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (line, proc.stderr.read() if proc.stderr else "")
+
+
+def run(body: str, environ: dict[str, str]) -> subprocess.Popen[str]:
+    return python(textwrap.dedent(body), environ)
+
+
+def test_sigterm_to_a_plain_process_drains_then_dies_of_sigterm(hub: LiveHub) -> None:
+    hub.faults(mode="429", retry_after=30, count=1)
+    proc = run(HELD + "print('ready', flush=True)\ntime.sleep(60)\n", env(hub.url))
+    ready(proc)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(3 + SLACK) == -signal.SIGTERM  # as the default action would
+    assert time.monotonic() - started < 3 + SLACK
+    assert len(hub.events("server")) == 5  # 0 of 5 before: SIGTERM killed the queue
+
+
+def test_sigterm_with_the_hub_down_keeps_the_events_in_the_spool(tmp_path: Path) -> None:
+    down = SwitchableHub()
+    down.down()
+    spool = tmp_path / "spool.db"
+    try:
+        body = """
+            import time
+            from layersync_middleware import LayerSync
+            ls = LayerSync.from_env(shutdown_timeout=3)
+            ids = [ls.track("purchase", {"n": i}) for i in range(5)]
+            print("ready", flush=True)
+            time.sleep(60)
+        """
+        proc = run(body, env(down.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300"))
+        ready(proc)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(3 + SLACK) == -signal.SIGTERM
+        assert time.monotonic() - started < 3 + SLACK
+        assert len(spool_rows(spool)) == 5
+        assert proc.stderr is not None
+        assert "exiting with 5 undelivered event(s) after 3.0s; 5 kept in the spool" in proc.stderr.read()
+    finally:
+        down.close()
+
+
+def test_a_handler_the_app_installs_is_called_and_the_exit_drains(hub: LiveHub) -> None:
+    hub.faults(mode="429", retry_after=30, count=1)
+    body = HELD + textwrap.dedent("""
+        import signal
+        def graceful(signum, frame):
+            print("app handler", flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, graceful)
+        print(signal.getsignal(signal.SIGTERM) is graceful, flush=True)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    proc = run(body, env(hub.url))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "True"  # getsignal reports the app's handler
+    ready(proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(3 + SLACK) == 3  # the app decided what SIGTERM means
+    assert proc.stdout.read().strip() == "app handler"
+    assert len(hub.events("server")) == 5  # and its exit drained
+
+
+def test_sigterm_ignored_by_the_app_stays_ignored(hub: LiveHub) -> None:
+    body = textwrap.dedent("""
+        import signal, sys, time
+        from layersync_middleware import LayerSync
+        ls = LayerSync.from_env()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print("still here", flush=True)
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", body], env=env(hub.url), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    ready(proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    out, _ = proc.communicate("go\n", timeout=10)
+    assert out.strip() == "still here" and proc.returncode == 0
+
+
+def test_multiprocessing_fork_children_deliver_every_event(hub: LiveHub) -> None:
+    body = """
+        import multiprocessing
+        from layersync_middleware import LayerSync
+        ls = LayerSync.from_env()
+
+        def work(n):  # the child leaves with os._exit right after this returns
+            for i in range(5):
+                ls.track("purchase", {"child": n, "i": i})
+
+        if __name__ == "__main__":
+            children = [multiprocessing.get_context("fork").Process(target=work, args=(n,)) for n in range(3)]
+            for child in children:
+                child.start()
+            for child in children:
+                child.join()
+            print("ready", flush=True)
+    """
+    proc = run(body, env(hub.url))
+    ready(proc)
+    assert proc.wait(10) == 0
+    assert len(hub.events("server")) == 15  # 0 of 15 before
+
+
+def test_drain_before_os_exit_delivers(hub: LiveHub) -> None:
+    # An RQ work horse (or any forked worker) ends with os._exit: atexit never runs.
+    hub.faults(mode="429", retry_after=30, count=1)
+    body = HELD + textwrap.dedent("""
+        import os
+        from layersync_middleware._lifecycle import drain
+        left = drain()
+        print(left, flush=True)
+        os._exit(0)
+    """)
+    proc = run(body, env(hub.url))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "0"
+    assert proc.wait(10) == 0
+    assert len(hub.events("server")) == 5
+
+
+# -- in this process -------------------------------------------------------------------------------
+@pytest.fixture
+def sigterm_restored() -> Iterator[None]:
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    lifecycle.unwatch_sigterm()
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_the_handler_stays_first_and_hands_on_to_whatever_is_installed_after(sigterm_restored: None) -> None:
+    seen: list[str] = []
+    LayerSync(settings())  # installs the drain (main thread)
+    previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append("server"))
+    assert previous == signal.SIG_DFL  # what the server would have seen without us
+    assert signal.getsignal(signal.SIGTERM) is not lifecycle._on_sigterm
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert until(lambda: seen == ["server"], 2)
+    with pytest.raises(TypeError):
+        signal.signal(signal.SIGTERM, "not a handler")  # type: ignore[arg-type]
+    assert signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT)) is not None  # other signals untouched
+
+
+def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequest) -> None:
+    from celery import signals  # type: ignore[import-untyped]
+
+    lifecycle.drain_on_celery_shutdown()
+    lifecycle.drain_on_celery_shutdown()  # twice is once
+    ours = [r for r in signals.worker_process_shutdown.receivers if r[0][0] == "layersync-drain-process"]
+    assert len(ours) == 1
+    request.addfinalizer(
+        lambda: (
+            signals.worker_process_shutdown.disconnect(dispatch_uid="layersync-drain-process"),
+            signals.worker_shutdown.disconnect(dispatch_uid="layersync-drain-worker"),
+        )
+    )
+    hub.faults(mode="429", retry_after=30, count=1)
+    ls = LayerSync(settings(api_url=hub.url))
+    ls.track("purchase")
+    assert until(lambda: ls.stats().last_status == 429)
+    signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    assert len(hub.events("server")) == 1
+    ls.track("purchase")
+    signals.worker_shutdown.send(sender=None)  # solo and threads pools
+    assert len(hub.events("server")) == 2
