@@ -230,3 +230,22 @@ def test_install_lines_resolve(tmp_path: Path) -> None:
             timeout=300,
         )
         assert result.returncode == 0, (line, result.stderr[-2000:])
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    # "A promise in the README is a test": each `tests/x.py::name` (or `::name` after one)
+    # must name a test function that exists.
+    named = re.findall(r"`((?:tests/[\w/]+\.py)?::\w+|tests/[\w/]+\.py)(?:\[[^\]]*\])?`", README)
+    current: Path | None = None
+    missing = []
+    for ref in named:
+        file, _, name = ref.partition("::")
+        if file:
+            current = ROOT / file
+            if not current.exists():
+                missing.append(ref)
+                continue
+        if name and (current is None or f"def {name}(" not in current.read_text()):
+            missing.append(f"{current}::{name}")
+    assert len(named) >= 40
+    assert missing == []
