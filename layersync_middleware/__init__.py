@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ._client import BeforeSend, Delivery, LayerSync, shared_client
 from ._event import Event
+from ._lifecycle import drain
 from ._match import Matcher, Rule
 from ._pairing import Consent, IsSuccess, PendingEvent, current_event
 from ._sender import DropReason, OnDrop, Stats
@@ -37,6 +38,7 @@ __all__ = [
     "Transport",
     "__version__",
     "current_event",
+    "drain",
     "shared_client",
 ]
 

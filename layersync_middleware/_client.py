@@ -196,14 +196,17 @@ class LayerSync:
         if not worker.sender.claim(event):
             return Delivery(False, None, eid, "duplicate")
         try:
-            outcome = worker.deliver_now(event, self.settings.timeout if timeout is None else max(timeout, 0.0))
+            outcome, attempts = worker.deliver_now(
+                event, self.settings.timeout if timeout is None else max(timeout, 0.0)
+            )
         except Exception as exc:
-            outcome = Outcome("retry", None, None, type(exc).__name__)
+            outcome, attempts = Outcome("retry", None, None, type(exc).__name__), 1
         if outcome.action == "ok":
             return Delivery(True, outcome.status, eid)
         if outcome.action == "duplicate":  # another process of the fleet sent this pair
             return Delivery(False, outcome.status, eid, "duplicate")
-        queued = outcome.action == "retry" and worker.enqueue_claimed(event)
+        # Not delivered in time: the background sender retries it after the backoff.
+        queued = outcome.action == "retry" and worker.enqueue_claimed(event, failed=(max(attempts, 1), outcome))
         if not queued:
             worker.sender.release(event)
         return Delivery(False, outcome.status, eid, outcome.error, queued)

@@ -77,6 +77,8 @@ class Stats:
     last_error: str | None = None
     hub_latency_ms: float | None = None
     worker_alive: bool = False
+    #: events sent without a fleet-wide claim because Redis failed (``dedup_url``; per process)
+    dedup_fallbacks: int = 0
 
 
 class Drop(NamedTuple):
@@ -226,10 +228,18 @@ class Sender:
             self._claim(key)
             return True
 
-    def enqueue_claimed(self, event: Event) -> int:
-        """Queue an event whose pair :meth:`claim` took; returns as :meth:`submit`."""
+    def enqueue_claimed(self, event: Event, *, failed: tuple[int, Outcome] | None = None) -> int:
+        """Queue an event whose pair :meth:`claim` took; returns as :meth:`submit`. With
+        ``failed=(attempts, outcome)`` (``send()`` could not deliver it in time), it
+        waits the backoff of its next retry instead of being due now."""
         with self.lock:
-            return self._push(Queued(event, 0, 0.0))
+            item = Queued(event, 0, 0.0)
+            done = self._push(item)
+            if done != REFUSED and failed is not None:
+                self._queue.remove(item)
+                item.attempts = failed[0] - 1
+                self._retry(item, failed[1], self._clock())
+            return done
 
     def release(self, event: Event) -> None:
         """Forget a claimed pair that was not sent after all."""
@@ -344,7 +354,7 @@ class Sender:
             owed = not item.flush and self._flushes > 0  # in flight when a flush began
             if item.flush:
                 item.flush = False
-                self._flushing -= 1
+                self._flushing = max(self._flushing - 1, 0)  # 0 after a flush that ended meanwhile
             if outcome.action == "duplicate":
                 self._duplicates += 1
                 continue
@@ -414,7 +424,7 @@ class Sender:
         self._queue.remove(item)
         if item.flush:
             item.flush = False
-            self._flushing -= 1
+            self._flushing = max(self._flushing - 1, 0)
         self._recent.pop(item.key, None)  # never delivered: the same pair may come again
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
         self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
@@ -553,7 +563,7 @@ class Sender:
                     self._queue.remove(item)
                     if item.flush:
                         item.flush = False
-                        self._flushing -= 1
+                        self._flushing = max(self._flushing - 1, 0)
                     count += 1
             if not self._queue.ready:
                 self._ready_since = None

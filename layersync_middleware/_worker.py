@@ -21,6 +21,7 @@ lets go of it. How the process ends (SIGTERM, Celery, multiprocessing) is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import atexit
 import os
 import sys
@@ -91,8 +92,8 @@ class Worker:
             self.wake()
         return done != REFUSED
 
-    def enqueue_claimed(self, event: Event) -> bool:
-        done = self.sender.enqueue_claimed(event)
+    def enqueue_claimed(self, event: Event, *, failed: tuple[int, Outcome] | None = None) -> bool:
+        done = self.sender.enqueue_claimed(event, failed=failed)
         if done == WAKE:
             self.wake()
         return done != REFUSED
@@ -111,7 +112,12 @@ class Worker:
         return False
 
     def stats(self) -> Stats:
-        return self.sender.stats(worker_alive=self.alive)
+        stats = self.sender.stats(worker_alive=self.alive)
+        if self.settings.dedup_url:
+            from ._dedup import fallbacks  # imports no redis: cheap
+
+            stats = dataclasses.replace(stats, dedup_fallbacks=fallbacks())
+        return stats
 
     # -- synchronous delivery ----------------------------------------------------------------
     def _transport_now(self) -> Transport:
@@ -147,7 +153,7 @@ class Worker:
             else:
                 sender.report_drops()
 
-    def deliver_now(self, event: Event, timeout: float) -> Outcome:
+    def deliver_now(self, event: Event, timeout: float) -> tuple[Outcome, int]:
         """Send one event in the caller's thread with the quick retries, all within
         ``timeout`` seconds; no pause after the last attempt."""
         self._check_fork()
@@ -155,9 +161,10 @@ class Worker:
         try:
             body = encode_event(event)
         except (TypeError, ValueError) as exc:
-            return Outcome("drop", None, None, f"cannot encode: {exc}")
+            return Outcome("drop", None, None, f"cannot encode: {exc}"), 0
         outcome = Outcome("retry", None, None, "timed out")
         attempts = self.settings.max_retries + 1
+        made = 0
         for attempt in range(1, attempts + 1):
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -167,6 +174,7 @@ class Worker:
                 outcome = self._transport_now().send([event], [body], remaining)[0]
             except Exception as exc:
                 outcome = _failed([event], exc)[0]
+            made = attempt
             self.sender.note_attempt(outcome, self._clock() - started)
             if outcome.action != "retry" or attempt == attempts:
                 break
@@ -174,7 +182,7 @@ class Worker:
             if self._clock() + pause >= deadline:
                 break
             time.sleep(pause)
-        return outcome
+        return outcome, made
 
     # -- flush and shutdown --------------------------------------------------------------------
     def _deadline(self, timeout: float | None, default: float) -> float:

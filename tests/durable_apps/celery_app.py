@@ -17,6 +17,7 @@ app.conf.update(
         "data_folder_in": folder,
         "data_folder_out": folder,
         "processed_folder": os.path.join(folder, "processed"),
+        "control_folder": os.path.join(folder, "control"),  # not ./control in the checkout
         "store_processed": False,
         "polling_interval": 0.1,
     },
