@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from ._event import EVENT_ID_RE, EVENT_NAME_RE, Event, as_mapping, build_checked, new_event_id
-from ._log import RateLimitedLog, enable_console_log
+from ._event import EVENT_ID_RE, EVENT_NAME_RE, Dropped, Event, as_mapping, build_checked, map_props, new_event_id
+from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
 from ._pii import hash_traits
-from ._request import RequestContext, request_context, request_user_data
+from ._request import request_context, request_snapshot, request_user_data
 from ._sender import DropReason, OnDrop, Sender, Stats
 from ._settings import Settings, check_unknown, settings_or_disabled
 from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport, threaded_async
@@ -69,12 +71,11 @@ class LayerSync:
         if before_send is not None and not callable(before_send):
             raise TypeError("before_send must be a callable taking an event and returning it (or None)")
         self.settings = settings
-        if settings.console_log:
-            enable_console_log()
-        self._log = RateLimitedLog()
+        log = client_logger(settings.console_log)
+        self._log = RateLimitedLog(log)
         self._before_send = before_send
         self._transport = transport
-        self._worker = _make_worker(settings, lambda: _OVERRIDE.transport or transport, on_drop)
+        self._worker = _make_worker(settings, lambda: _OVERRIDE.transport or transport, on_drop, log)
         _CLIENTS.add(self)
 
     @classmethod
@@ -354,17 +355,42 @@ class LayerSync:
             event_source_url=event_source_url,
             event_time=event_time,
         )
-        for dropped in built.dropped:  # the prop's path only: its value may be PII
-            reason: DropReason = "pii_prop" if dropped.reason == "pii_prop" else "invalid_prop"
-            self._refuse(reason, "dropped the prop %s of a %s event: %s", dropped.path, event_name, dropped.reason)
+        self._count_dropped_props(event_name, built.dropped)
         return built.event
 
-    def _track_paired(self, pending: PendingEvent, ctx: RequestContext) -> str | None:
-        """Queue the paired event of a request whose headers :func:`read_pairing` passed."""
-        event = self._build(
-            pending.event_name, pending.props, ctx, pending.traits or None, pending.event_id, None, None, paired=True
-        )
-        return self._queue(event, verified=False)
+    def _track_paired(self, pending: PendingEvent, request: object) -> str | None:
+        """Queue the paired event of a request whose headers passed :func:`check_pairing`.
+
+        On the request path only what the event needs is copied (the handler's props are
+        read now: they may be the app's objects); the sender builds the body, the client IP
+        and the click ids, hashes the traits and runs ``before_send``, off the request."""
+        if not self.settings.enabled:
+            return None
+        event_id, event_name, now = pending.event_id, pending.event_name, time.time()
+        custom, dropped = map_props(pending.props) if pending.props else ({}, [])
+        snapshot = request_snapshot(request)
+        traits = dict(pending.traits) if pending.traits else None
+
+        def build() -> Event | None:
+            event = self._build(event_name, None, snapshot, traits, event_id, int(now), None, paired=True)
+            if event is None:
+                return None
+            event["custom_data"] = custom
+            event["client_meta"]["queued_at_ms"] = int(now * 1000)
+            self._count_dropped_props(event_name, dropped)
+            return self._before(event) if self._before_send is not None else event
+
+        try:
+            queued = self._worker.submit({"event_id": event_id, "event_name": event_name}, verified=False, build=build)
+        except Exception as exc:
+            self._refuse("internal_error", "could not queue an event: %s", type(exc).__name__)
+            return None
+        return event_id if queued else None
+
+    def _count_dropped_props(self, event_name: str, dropped: list[Dropped]) -> None:
+        for prop in dropped:  # the prop's path only: its value may be PII
+            reason: DropReason = "pii_prop" if prop.reason == "pii_prop" else "invalid_prop"
+            self._refuse(reason, "dropped the prop %s of a %s event: %s", prop.path, event_name, prop.reason)
 
     def _before(self, event: Event) -> Event | None:
         hook = self._before_send
@@ -399,9 +425,12 @@ class LayerSync:
 
 
 def _make_worker(
-    settings: Settings, chosen: Callable[[], Transport | AsyncTransport | None], on_drop: OnDrop | None
+    settings: Settings,
+    chosen: Callable[[], Transport | AsyncTransport | None],
+    on_drop: OnDrop | None,
+    log: logging.Logger,
 ) -> Worker:
-    sender = Sender(settings, on_drop=on_drop)
+    sender = Sender(settings, on_drop=on_drop, log=log)
 
     def sync_transport() -> Transport:
         transport = chosen()

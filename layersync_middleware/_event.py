@@ -322,8 +322,22 @@ def build_checked(
     event_time: int | None = None,
 ) -> Built:
     """The event body and the props that were dropped from it (counted by the caller)."""
-    now = time.time()
     data, dropped = map_props(props)
+    return Built(assemble(site_id, event_name, event_id, data, user_data, event_source_url, event_time), dropped)
+
+
+def assemble(
+    site_id: str | int,
+    event_name: str,
+    event_id: str,
+    custom: Event,
+    user_data: dict[str, str],
+    event_source_url: str | None,
+    event_time: int | None = None,
+    queued_at: float | None = None,
+) -> Event:
+    """The wire body from parts already checked (``custom`` from :func:`map_props`)."""
+    now = time.time() if queued_at is None else queued_at
     event: Event = {
         "site_id": site_id,
         "event_id": event_id,
@@ -331,7 +345,7 @@ def build_checked(
         "event_time": int(now) if event_time is None else event_time,
         "action_source": "website",
         "user_data": user_data,
-        "custom_data": data,
+        "custom_data": custom,
         "client_meta": {
             "sdk": _wire.SDK_NAME,
             "source": _wire.SOURCE,
@@ -341,7 +355,7 @@ def build_checked(
     }
     if event_source_url:
         event["event_source_url"] = event_source_url
-    return Built(event, dropped)
+    return event
 
 
 def build_event(

@@ -8,6 +8,7 @@ cannot write a line of its own. ``RateLimitedLog`` applies it to every argument.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -15,6 +16,8 @@ import threading
 import time
 
 logger = logging.getLogger("layersync")
+# A library says nothing unless the app configured logging (or asked for console_log).
+logger.addHandler(logging.NullHandler())
 
 _INTERVAL = 60.0
 _ARG_LIMIT = 200
@@ -98,17 +101,45 @@ class RateLimitedLog:
             self._log.debug(_escape(msg), *(_clean(a) for a in args))
 
 
-_console_handler: logging.Handler | None = None
+_console_loggers = itertools.count()
 
 
-def enable_console_log() -> None:
-    """``console_log=True``: the ``layersync`` logs go to stderr, as the Node option does."""
-    global _console_handler
-    if _console_handler is not None:
-        return
+def client_logger(console: bool) -> logging.Logger:
+    """The logger a client logs through: ``layersync``, or with ``console_log`` a child of
+    it that also writes to stderr, as the Node option does. Only that client's lines go
+    there, and only while the app has not configured logging: once it has, the lines
+    reach the app's handlers through ``layersync``, once."""
+    if not console:
+        return logger
+    child = logging.getLogger(f"layersync.console.{next(_console_loggers)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[LayerSync] %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
-    _console_handler = handler
+    handler.addFilter(_app_has_no_logging)
+    child.addHandler(handler)
+    child.setLevel(logging.INFO)
+    return child
+
+
+def _app_has_no_logging(record: logging.LogRecord) -> bool:
+    return not logging.getLogger().handlers
+
+
+def log_always(log: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log a line that must be seen even in an app that configured no logging (tracking
+    disabled by a setting, events lost at exit): to ``log`` when a handler takes it,
+    else to stderr through Python's last-resort handler, as an exception would be."""
+    if _handled(log, level) or not log.isEnabledFor(level):
+        log.log(level, msg, *args)
+        return
+    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
+    (logging.lastResort or logging.StreamHandler()).handle(record)
+
+
+def _handled(log: logging.Logger, level: int) -> bool:
+    """Whether a record at ``level`` reaches a handler other than a NullHandler."""
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False

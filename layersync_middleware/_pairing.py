@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 # so that two layers installed (say ASGI and Django) send one event.
 HANDLED_KEY = "layersync.handled"
 ASGI_ID_HEADER = _wire.EVENT_ID_HEADER.lower().encode("latin-1")
+ASGI_NAME_HEADER = _wire.EVENT_NAME_HEADER.lower().encode("latin-1")
+_ID_SIZE, _NAME_SIZE = len(ASGI_ID_HEADER), len(ASGI_NAME_HEADER)
 WSGI_ID_KEY = "HTTP_" + _wire.EVENT_ID_HEADER.upper().replace("-", "_")
+WSGI_NAME_KEY = "HTTP_" + _wire.EVENT_NAME_HEADER.upper().replace("-", "_")
 _ID_KEY = _wire.EVENT_ID_HEADER.lower()
 _NAME_KEY = _wire.EVENT_NAME_HEADER.lower()
 
@@ -94,41 +97,55 @@ def reset_current(token: contextvars.Token[PendingEvent | None]) -> None:
         pass
 
 
-def asgi_has_pairing(headers: Any) -> bool:
-    """A quick look through raw ASGI headers for the pairing id header."""
-    for name, _ in headers:  # noqa: SIM110 - a plain loop is twice as fast as any() here
-        if len(name) == len(ASGI_ID_HEADER) and name.lower() == ASGI_ID_HEADER:
-            return True
-    return False
+def asgi_pairing(headers: Any) -> tuple[str, str] | None:
+    """The raw pairing header values from ASGI headers, or None: one pass, no decoding
+    of any other header (most requests carry none, and cost a length test per header)."""
+    event_id = event_name = None
+    for name, value in headers:
+        size = len(name)
+        if size == _ID_SIZE and name.lower() == ASGI_ID_HEADER:
+            event_id = value if event_id is None else event_id + b", " + value
+        elif size == _NAME_SIZE and name.lower() == ASGI_NAME_HEADER:
+            event_name = value if event_name is None else event_name + b", " + value
+    if event_id is None or event_name is None:
+        return None
+    return event_id.decode("latin-1"), event_name.decode("latin-1")
 
 
 def read_pairing(client: LayerSync, ctx: RequestContext, *, matched_only: bool = True) -> tuple[str, str] | None:
+    """:func:`check_pairing` for a request already read into a context."""
+    ids, names = ctx.headers.get(_ID_KEY), ctx.headers.get(_NAME_KEY)
+    if not ids or not names:
+        return None
+    return check_pairing(client, ", ".join(ids), ", ".join(names), ctx.path, matched_only=matched_only)
+
+
+def check_pairing(
+    client: LayerSync, event_id: str, event_name: str, path: str, *, matched_only: bool = True
+) -> tuple[str, str] | None:
     """The validated ``(event_id, event_name)`` of a request's pairing headers, or None.
 
     The headers come from the browser: an id outside a bounded safe charset, a name
     that is not snake_case, or a name the matched route may not carry (by default the
     one the browser SDK itself stamps on that path) is refused, counted and logged.
     With ``matched_only=False`` a path outside the matcher allows the browser's name."""
-    ids, names = ctx.headers.get(_ID_KEY), ctx.headers.get(_NAME_KEY)
-    if not ids or not names:
-        return None
-    rule = client.settings.matcher.match(ctx.path)
+    rule = client.settings.matcher.match(path)
     if rule is None:
         if matched_only:
             return None
-        rule = Rule(ctx.path, None)
-    event_id, event_name = ", ".join(ids).strip(), ", ".join(names).strip()
+        rule = Rule(path, None)
+    event_id, event_name = event_id.strip(), event_name.strip()
     if not EVENT_ID_RE.fullmatch(event_id) or not HEADER_NAME_RE.fullmatch(event_name):
-        client._refuse("invalid_header", "refused malformed pairing headers on %s", safe(ctx.path))
+        client._refuse("invalid_header", "refused malformed pairing headers on %s", safe(path))
         return None
-    if not rule.allows(event_name, ctx.path):
+    if not rule.allows(event_name, path):
         client._refuse(
             "name_not_allowed",
             "refused a %s pairing header on %s: the pattern %s allows %s (see the matcher setting)",
             safe(event_name),
-            safe(ctx.path),
+            safe(path),
             rule.pattern,
-            _allowed(rule, ctx.path),
+            _allowed(rule, path),
         )
         return None
     return event_id, event_name
@@ -179,10 +196,10 @@ class Pairing:
         return settings.enabled and bool(settings.matcher)
 
     # -- start: match, validate, consent ----------------------------------------------------
-    def start(self, ctx: RequestContext, request: object) -> PendingEvent | None:
-        """The pending event for a request, or None. Never raises."""
+    def start(self, event_id: str, event_name: str, path: str, request: object) -> PendingEvent | None:
+        """The pending event for a request with pairing headers, or None. Never raises."""
         try:
-            pairing = read_pairing(self.client, ctx)
+            pairing = check_pairing(self.client, event_id, event_name, path)
             if pairing is None:
                 return None
             if self.consent is not None and not self._sync_answer(self.consent(request), "consent"):
@@ -192,10 +209,10 @@ class Pairing:
             self._internal_error(exc)
             return None
 
-    async def astart(self, ctx: RequestContext, request: object) -> PendingEvent | None:
+    async def astart(self, event_id: str, event_name: str, path: str, request: object) -> PendingEvent | None:
         """:meth:`start` for async adapters: an ``async def`` consent is awaited."""
         try:
-            pairing = read_pairing(self.client, ctx)
+            pairing = check_pairing(self.client, event_id, event_name, path)
             if pairing is None:
                 return None
             if self.consent is not None:
@@ -225,16 +242,16 @@ class Pairing:
         return bool(answer)
 
     # -- finish: the response status is known ------------------------------------------------
-    def finish(self, pending: PendingEvent, ctx: RequestContext, status: int) -> None:
+    def finish(self, pending: PendingEvent, request: object, status: int) -> None:
         """Queue the paired event if the response succeeded. Never raises, never waits."""
         try:
             if pending.cancelled or not self._sync_answer(self.is_success(status), "is_success"):
                 return
-            self.client._track_paired(pending, ctx)
+            self.client._track_paired(pending, request)
         except Exception as exc:
             self._internal_error(exc)
 
-    async def afinish(self, pending: PendingEvent, ctx: RequestContext, status: int) -> None:
+    async def afinish(self, pending: PendingEvent, request: object, status: int) -> None:
         """:meth:`finish` for async adapters: an ``async def`` is_success is awaited."""
         try:
             if pending.cancelled:
@@ -243,7 +260,7 @@ class Pairing:
             if inspect.isawaitable(answer):
                 answer = await answer
             if answer:
-                self.client._track_paired(pending, ctx)
+                self.client._track_paired(pending, request)
         except Exception as exc:
             self._internal_error(exc)
 

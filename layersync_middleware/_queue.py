@@ -12,13 +12,19 @@ guards it.
 from __future__ import annotations
 
 import heapq
+import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import _wire
 from ._event import Event
 
 READY, PARKED, IN_FLIGHT, GONE = 0, 1, 2, 3
+
+#: Makes an event's body off the request path; None when the event is refused after all
+#: (its builder counted why).
+Build = Callable[[], "Event | None"]
+_materializing = threading.Lock()  # the worker and the spool's writer may both want one
 
 
 class Queued:
@@ -28,6 +34,7 @@ class Queued:
         "attempts",
         "body",
         "born",
+        "build",
         "delay",
         "due",
         "event",
@@ -40,8 +47,12 @@ class Queued:
         "verified",
     )
 
-    def __init__(self, event: Event, seq: int, now: float, *, verified: bool = True) -> None:
+    def __init__(
+        self, event: Event, seq: int, now: float, *, verified: bool = True, build: Build | None = None
+    ) -> None:
+        # With ``build``, ``event`` holds only the id and name until :meth:`materialize`.
         self.event = event
+        self.build = build
         self.name = str(event.get("event_name", ""))
         self.key = (str(event.get("event_id", "")), self.name)
         self.priority = _wire.priority(self.name)
@@ -55,8 +66,27 @@ class Queued:
         self.verified = verified  # False: it came from browser headers, not from app code
         self.body: bytes | None = None  # the encoded event, cached across retries
 
+    def materialize(self) -> bool:
+        """Build the event if it was queued as a builder (a paired event: the request
+        only noted what it needs). False: its builder refused it. Thread-safe."""
+        with _materializing:  # uncontended but for the spool's writer
+            build = self.build
+            if build is None:
+                return True
+            self.build = None
+            event = build()
+            if event is None:
+                self.build = _refused
+                return False
+            self.event = event
+            return True
+
     def __repr__(self) -> str:
         return f"<Queued {self.name} {self.key[0]} attempts={self.attempts}>"
+
+
+def _refused() -> None:
+    return None
 
 
 class EventQueue:

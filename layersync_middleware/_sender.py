@@ -27,8 +27,8 @@ from typing import Any, Literal, NamedTuple
 
 from . import _wire
 from ._event import Event
-from ._log import RateLimitedLog
-from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
+from ._log import RateLimitedLog, logger
+from ._queue import GONE, IN_FLIGHT, PARKED, READY, Build, EventQueue, Queued
 from ._settings import Settings
 from ._transport import Outcome, encode_event
 
@@ -176,12 +176,14 @@ class Sender:
         on_drop: OnDrop | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        log: logging.Logger = logger,
     ) -> None:
         self.settings = settings
         self._on_drop = on_drop
         self._clock = clock
         self._rand = rand
-        self._log = RateLimitedLog()
+        self.log = log
+        self._log = RateLimitedLog(log)
         self.reset()
 
     def reset(self) -> None:
@@ -198,6 +200,8 @@ class Sender:
         self._flushes = 0  # flushes under way
         self._ready_since: float | None = None  # when the ready list last became non-empty
         self._hold_until = 0.0  # the hub asked for a pause (Retry-After)
+        self._failing_since: float | None = None  # the first failure of an outage
+        self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
         self._sent = self._retried = self._duplicates = self._batches = 0
         self._dropped: dict[str, int] = {}
@@ -206,11 +210,12 @@ class Sender:
         self._latency: float | None = None
 
     # -- the caller's side (any thread, the request path) ---------------------------------
-    def submit(self, event: Event, *, verified: bool = True) -> int:
+    def submit(self, event: Event, *, verified: bool = True, build: Build | None = None) -> int:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
-        should look (the queue was idle, or a batch is full)."""
-        item = Queued(event, 0, 0.0, verified=verified)
+        should look (the queue was idle, or a batch is full). With ``build``, ``event``
+        is only ``{"event_id", "event_name"}`` and the driver builds the body."""
+        item = Queued(event, 0, 0.0, verified=verified, build=build)
         with self.lock:
             if item.key in self._recent:
                 self._duplicates += 1
@@ -310,7 +315,6 @@ class Sender:
     def _batch(self, *, flush_only: bool) -> list[Queued]:
         queue = self._queue
         batch: list[Queued] = []
-        size = _BATCH_OVERHEAD
         skipped: list[Queued] = []
         while len(batch) < _wire.BATCH_MAX_EVENTS:
             item = queue.pop_ready()
@@ -319,26 +323,51 @@ class Sender:
             if flush_only and not item.flush:  # during a Retry-After pause only a flush sends
                 skipped.append(item)
                 continue
-            body = item.body
-            if body is None:
-                try:
-                    body = item.body = encode_event(item.event)
-                except Exception:  # not JSON-able (an object, NaN, a cycle): it can never be sent
-                    self._finish(item, "invalid")
-                    continue
-                if len(body) + _BATCH_OVERHEAD > _wire.BATCH_MAX_BYTES:
-                    self._finish(item, "invalid")
-                    continue
-            if batch and size + len(body) + 1 > _wire.BATCH_MAX_BYTES:
-                queue.unpop(item)
-                break
             batch.append(item)
-            size += len(body) + 1
         for item in reversed(skipped):
             queue.unpop(item)
         self._in_flight += len(batch)
         self._ready_since = self._clock() if queue.ready else None
         return batch
+
+    def prepare(self, batch: list[Queued]) -> list[Queued]:
+        """Call without the lock, between :meth:`take` and the send: build what was queued
+        as a builder, encode, and cut the batch at the byte limit (the rest goes back,
+        first in line). Events that can never be sent are dropped as ``invalid``."""
+        ready: list[Queued] = []
+        bad: list[tuple[Queued, DropReason | None]] = []
+        rest: list[Queued] = []
+        size = _BATCH_OVERHEAD
+        for n, item in enumerate(batch):
+            try:
+                if not item.materialize():
+                    bad.append((item, None))  # refused by its builder, which counted why
+                    continue
+                body = item.body
+                if body is None:
+                    body = item.body = encode_event(item.event)
+            except Exception:  # not JSON-able (an object, a cycle), or a bug: it can never be sent
+                bad.append((item, "invalid"))
+                continue
+            if len(body) + _BATCH_OVERHEAD > _wire.BATCH_MAX_BYTES:
+                bad.append((item, "invalid"))
+                continue
+            if ready and size + len(body) + 1 > _wire.BATCH_MAX_BYTES:
+                rest = batch[n:]
+                break
+            ready.append(item)
+            size += len(body) + 1
+        if bad or rest:
+            with self.lock:
+                self._in_flight -= len(bad) + len(rest)
+                for item, reason in bad:
+                    self._drop(item, reason)
+                for item in reversed(rest):
+                    self._queue.unpop(item)
+                if rest and self._ready_since is None:
+                    self._ready_since = self._clock()
+            self.report_drops()
+        return ready
 
     def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
         """Must hold the lock. What each event's outcome means for it."""
@@ -379,7 +408,35 @@ class Sender:
                     self._ready_since = now
         if pause:
             self._hold_until = max(self._hold_until, now + pause)
+        self._note_health(batch, outcomes, now)
         self.cond.notify_all()
+
+    def _note_health(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], now: float) -> None:
+        """What the log says about delivery: a WARNING when an outage starts and when it
+        ends, an INFO per failed attempt in between (logged outside the lock)."""
+        failed = [o for o in outcomes if o.action == "retry"]
+        if failed:
+            error = failed[0].error or "no answer"
+            if self._failing_since is None:
+                self._failing_since = now
+                self._notes.append(
+                    (
+                        logging.WARNING,
+                        "the hub is not taking events (%s): they are kept and retried; %d queued",
+                        (error, len(self._queue) + self._in_flight),
+                    )
+                )
+            else:
+                self._notes.append((logging.INFO, "%d event(s) failed again (%s)", (len(failed), error)))
+        elif self._failing_since is not None and any(o.action == "ok" for o in outcomes):
+            self._notes.append(
+                (
+                    logging.WARNING,
+                    "the hub takes events again after %.0f s; %d still queued",
+                    (now - self._failing_since, len(self._queue) + self._in_flight),
+                )
+            )
+            self._failing_since = None
 
     def _retry(self, item: Queued, outcome: Outcome, now: float) -> None:
         item.attempts += 1
@@ -419,20 +476,25 @@ class Sender:
         """An in-flight (or just popped) event will never be sent."""
         self._drop(item, reason, outcome)
 
-    def _drop(self, item: Queued, reason: DropReason, outcome: Outcome | None = None) -> None:
-        """Must hold the lock; the report waits for :meth:`report_drops`."""
+    def _drop(self, item: Queued, reason: DropReason | None, outcome: Outcome | None = None) -> None:
+        """Must hold the lock; the report waits for :meth:`report_drops`. ``reason`` None:
+        refused by its builder, which counted and logged it."""
         self._queue.remove(item)
         if item.flush:
             item.flush = False
             self._flushing = max(self._flushing - 1, 0)
         self._recent.pop(item.key, None)  # never delivered: the same pair may come again
-        self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
+        if reason is not None:
+            self._dropped[reason] = self._dropped.get(reason, 0) + 1
+            self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
 
     def report_drops(self) -> None:
         """Log and call ``on_drop`` for the drops found so far. Call without the lock."""
         with self.lock:
             drops, self._drops = self._drops, []
+            notes, self._notes = self._notes, []
+        for level, message, args in notes:
+            self.log.log(level, message, *args)
         for drop in drops:
             self._report(drop)
 
@@ -644,7 +706,7 @@ class SpoolingSender(Sender):
             self._note(ADD, item)
         return done
 
-    def _drop(self, item: Queued, reason: DropReason, outcome: Outcome | None = None) -> None:
+    def _drop(self, item: Queued, reason: DropReason | None, outcome: Outcome | None = None) -> None:
         super()._drop(item, reason, outcome)
         self._note(GONE_OP, item)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import _wire
+from ._log import log_always
 from ._match import Matcher, MatcherSpec, parse_matcher_env
 
 SenderKind = Literal["thread", "asyncio", "sync", "celery"]
@@ -133,7 +134,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _CREDENTIALS = {"site_id": "the site id", "secret_key": "the secret key 'sk_...'"}
 
-_log = logging.getLogger("layersync")
+_log = logging.getLogger("layersync")  # not ._log.logger: _log imports nothing of ours, keep it so
 _unprefixed_key_warned = False
 
 
@@ -633,25 +634,8 @@ def disable_or_raise(exc: ConfigurationError, *, strict: bool = False, raise_inv
     """
     if strict or exc.strict or (raise_invalid and not exc.missing):
         raise exc
-    message = f"{describe(exc)}: LayerSync tracking is disabled"
-    if _handled(_log, logging.ERROR) or not _log.isEnabledFor(logging.ERROR):
-        _log.error("%s", message)
-    else:
-        # The library's NullHandler keeps it quiet in apps that configured no logging;
-        # this one line must be seen anyway, as an exception would have been.
-        record = _log.makeRecord(_log.name, logging.ERROR, __file__, 0, message, (), None)
-        (logging.lastResort or logging.StreamHandler()).handle(record)
+    log_always(_log, logging.ERROR, "%s: LayerSync tracking is disabled", describe(exc))
     return Settings.disabled()
-
-
-def _handled(logger: logging.Logger, level: int) -> bool:
-    """Whether a record at ``level`` reaches a handler other than a NullHandler."""
-    current: logging.Logger | None = logger
-    while current is not None:
-        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in current.handlers):
-            return True
-        current = current.parent if current.propagate else None
-    return False
 
 
 def describe(exc: ConfigurationError) -> str:

@@ -435,6 +435,8 @@ class SpoolKeeper:
 
     def _row(self, item: Queued) -> Row | None:
         try:
+            if not item.materialize():  # a paired event refused when it was built
+                return None
             body = encode_event(item.event)
         except Exception:  # never sendable: the sender drops it as invalid
             return None

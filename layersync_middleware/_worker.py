@@ -21,8 +21,9 @@ lets go of it. How the process ends (SIGTERM, Celery, multiprocessing) is
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import atexit
+import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -33,8 +34,8 @@ from typing import Any
 
 from . import _lifecycle
 from ._event import Event
-from ._log import RateLimitedLog, logger
-from ._queue import Queued
+from ._log import RateLimitedLog, log_always, logger
+from ._queue import Build, Queued
 from ._sender import REFUSED, WAKE, Sender, SpoolingSender, Stats
 from ._spool import SpoolKeeper
 from ._transport import AsyncTransport, Outcome, Transport, encode_event
@@ -55,7 +56,7 @@ class Worker:
         self.settings = sender.settings
         self._make_transport = transport
         self._clock = sender._clock
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(sender.log)
         self._finalizing = False
         self._keeper: SpoolKeeper | None = None
         if isinstance(sender, SpoolingSender) and self.settings.spool_path is not None:
@@ -84,10 +85,11 @@ class Worker:
             self._keeper.after_fork()
 
     # -- the caller's side -----------------------------------------------------------------
-    def submit(self, event: Event, *, verified: bool = True) -> bool:
-        """Queue ``event``; never blocks on I/O. False: a duplicate, or no room."""
+    def submit(self, event: Event, *, verified: bool = True, build: Build | None = None) -> bool:
+        """Queue ``event`` (or, with ``build``, an event to build off the request path);
+        never blocks on I/O. False: a duplicate, or no room."""
         self._check_fork()
-        done = self.sender.submit(event, verified=verified)
+        done = self.sender.submit(event, verified=verified, build=build)
         if done == WAKE:
             self.wake()
         return done != REFUSED
@@ -127,6 +129,9 @@ class Worker:
         return transport
 
     def _send(self, batch: list[Queued], timeout: float) -> None:
+        batch = self.sender.prepare(batch)
+        if not batch:
+            return
         started = self._clock()
         try:
             outcomes = self._transport_now().send([i.event for i in batch], [i.body or b"" for i in batch], timeout)
@@ -302,7 +307,7 @@ class ThreadWorker(Worker):
                 else:
                     sender.report_drops()
             except Exception:  # never let the worker die on a bug; say so and go on
-                logger.exception("layersync sender error")
+                self.sender.log.exception("layersync sender error")
                 time.sleep(1.0)
 
     def _flush_until(self, deadline: float) -> None:
@@ -389,7 +394,7 @@ class AsyncioWorker(Worker):
     def _thread_fallback(self) -> ThreadWorker:
         fallback = self._fallback
         if fallback is None:
-            logger.info("sender='asyncio' has no event loop yet: delivering from a thread until one runs")
+            self.sender.log.info("sender='asyncio' has no event loop yet: delivering from a thread until one runs")
             fallback = self._fallback = ThreadWorker(self.sender, self._make_transport)
             _WORKERS.discard(fallback)  # this worker drains and stops it
         return fallback
@@ -428,10 +433,13 @@ class AsyncioWorker(Worker):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("layersync sender error")
+                self.sender.log.exception("layersync sender error")
                 await asyncio.sleep(1.0)
 
     async def _asend(self, batch: list[Queued]) -> None:
+        batch = self.sender.prepare(batch)  # builds and encodes: microseconds per event
+        if not batch:
+            return
         if self._atransport is None:
             self._atransport = self._make_async_transport()
         sender, timeout = self.sender, self.settings.timeout
@@ -572,15 +580,18 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
             continue
         left += worker_left
         kept += worker_kept
+    # Events lost (or left for the next start) are said even in an app without logging.
     if kept:
-        logger.warning(
+        log_always(
+            logger,
+            logging.WARNING,
             "exiting with %d undelivered event(s) after %.1fs; %d kept in the spool for the next start",
             left,
             budget,
             kept,
         )
     elif left:
-        logger.warning("exiting with %d undelivered event(s) after %.1fs", left, budget)
+        log_always(logger, logging.WARNING, "exiting with %d undelivered event(s) after %.1fs", left, budget)
     return left
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._client import LayerSync, resolve_client
-from ._log import logger
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_has_pairing, reset_current, set_current
-from ._request import request_context
+from ._log import log_always, logger
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, reset_current, set_current
+from ._request import route_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,12 +53,16 @@ class LayerSyncMiddleware:
                 await self.app(scope, receive, send)
             return
         # The cheapest test first: most requests carry no pairing header.
-        if not self._enabled or not asgi_has_pairing(scope["headers"]) or HANDLED_KEY in scope:
+        if not self._enabled or HANDLED_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        headers = asgi_pairing(scope["headers"])
+        if headers is None:
             await self.app(scope, receive, send)
             return
         pairing = self._pairing
-        ctx = request_context(scope)
-        pending = await pairing.astart(ctx, scope)
+        path = route_path(scope["path"], scope.get("root_path") or "")
+        pending = await pairing.astart(headers[0], headers[1], path, scope)
         if pending is None:
             await self.app(scope, receive, send)
             return
@@ -66,7 +71,7 @@ class LayerSyncMiddleware:
         async def send_wrapper(message: Message) -> None:
             # The status is known here: queue the event now, before any body is streamed.
             if message["type"] == "http.response.start":
-                await pairing.afinish(pending, ctx, message["status"])
+                await pairing.afinish(pending, scope, message["status"])
             await send(message)
 
         token = set_current(pending)
@@ -82,7 +87,7 @@ class LayerSyncMiddleware:
                 try:
                     left = await self.client.ashutdown(self._drain_timeout)
                     if left:
-                        logger.warning("shutting down with %d undelivered event(s)", left)
+                        log_always(logger, logging.WARNING, "shutting down with %d undelivered event(s)", left)
                 except Exception as exc:
                     logger.warning("layersync drain at shutdown failed: %r", exc)
             await send(message)

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._client import LayerSync, resolve_client
-from ._pairing import HANDLED_KEY, WSGI_ID_KEY, Consent, IsSuccess, Pairing, reset_current, set_current
-from ._request import request_context
+from ._pairing import HANDLED_KEY, WSGI_ID_KEY, WSGI_NAME_KEY, Consent, IsSuccess, Pairing, reset_current, set_current
+from ._request import wsgi_text
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -42,8 +42,11 @@ class LayerSyncWSGIMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self._enabled or WSGI_ID_KEY not in environ or HANDLED_KEY in environ:
             return self.app(environ, start_response)
-        ctx = request_context(environ)
-        pending = self._pairing.start(ctx, environ)
+        event_name = environ.get(WSGI_NAME_KEY)
+        if event_name is None:
+            return self.app(environ, start_response)
+        path = wsgi_text(environ.get("PATH_INFO") or "/")
+        pending = self._pairing.start(environ[WSGI_ID_KEY], event_name, path, environ)
         if pending is None:
             return self.app(environ, start_response)
         environ[HANDLED_KEY] = True
@@ -58,7 +61,7 @@ class LayerSyncWSGIMiddleware:
                     code = int(status.split(" ", 1)[0])
                 except ValueError:
                     code = 500
-                finish(pending, ctx, code)
+                finish(pending, environ, code)
             # Some servers and test clients choke on an explicit exc_info=None.
             if exc_info is None:
                 return start_response(status, headers)

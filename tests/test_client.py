@@ -275,3 +275,46 @@ def test_a_refused_pairing_is_logged_every_time_at_debug(
     refusals = [r for r in caplog.records if "refused a purchase pairing header" in r.getMessage()]
     assert len(refusals) >= 3 and refusals[0].levelname == "WARNING"
     assert "add_to_cart" in refusals[0].getMessage()  # what the route allows
+
+
+# -- paired events are built off the request path ------------------------------------------------------
+def test_a_paired_event_is_built_by_the_sender_not_the_request(memory: MemoryTransport) -> None:
+    from layersync_middleware._pairing import PendingEvent
+
+    threads: list[str] = []
+
+    def spy(event: dict[str, Any]) -> dict[str, Any]:
+        threads.append(threading.current_thread().name)
+        return event
+
+    client = LayerSync(settings(matcher=["/api/cart/*"]), transport=memory, before_send=spy)
+    client._worker.wake = lambda: None  # type: ignore[method-assign]  # hold it in the queue
+    items = [{"item_id": "SKU-A", "price": 10}]
+    pending = PendingEvent("atc_0123456789abcdef", "add_to_cart")
+    pending.update(items=items, value=10)
+    request = req({"User-Agent": "Mozilla/5.0 Shopper"})
+    assert client._track_paired(pending, request) == "atc_0123456789abcdef"
+    [queued] = client._worker.sender.queued_events()
+    assert queued.build is not None and threads == []  # nothing built yet: a stub and a builder
+    items[0]["price"] = 999  # the app changes its objects after the response: the event keeps the request's
+    request["headers"].clear()
+    del client._worker.wake
+    assert client.flush(5) == 0
+    [event] = memory.events
+    assert event["custom_data"]["contents"][0]["item_price"] == 10
+    assert event["user_data"]["user_agent"].endswith("Mozilla/5.0 Shopper")  # read from the copy
+    assert threads == ["layersync-sender"]
+    client.shutdown(1)
+
+
+def test_a_paired_event_refused_when_built_is_counted_once(memory: MemoryTransport) -> None:
+    from layersync_middleware._pairing import PendingEvent
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=lambda event: None)
+    assert client._track_paired(PendingEvent("atc_0123456789abcdef", "add_to_cart"), req()) is not None
+    assert memory.events == []
+    assert client.stats().dropped == {"before_send": 1} and client.stats().queued == 0
+    # Refused, so not remembered as sent: the browser's re-send may go through.
+    client._before_send = None
+    assert client._track_paired(PendingEvent("atc_0123456789abcdef", "add_to_cart"), req()) is not None
+    assert len(memory.events) == 1

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,58 @@ def test_every_argument_kind_is_escaped(caplog: pytest.LogCaptureFixture) -> Non
     messages = [r.getMessage() for r in caplog.records]
     assert messages[:3] == ["ValueError('x\\ny') went wrong", "x\\ny went wrong", "3 held, b'bytes\\n'"]
     assert all("\n" not in m for m in messages)
+
+
+# -- what the library says, and where -------------------------------------------------------------
+def _stderr_of(script: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+_REFUSED = """
+from layersync_middleware import LayerSync
+def client(**kw):
+    return LayerSync(site_id="s", secret_key="sk_x", sender="sync", api_url="http://127.0.0.1:9", **kw)
+"""
+
+
+def test_nothing_is_printed_when_the_app_configured_no_logging() -> None:
+    # Python's last-resort handler would print WARNINGs to stderr; a NullHandler keeps quiet.
+    assert _stderr_of(_REFUSED + 'client().track("lead", event_id="no")') == ""
+
+
+def test_console_log_prints_once_and_only_its_own_clients_lines() -> None:
+    err = _stderr_of(_REFUSED + 'client(console_log=True).track("lead", event_id="no")\nclient().track("x y")')
+    assert err.count("[LayerSync] WARNING event_id must be") == 1
+    assert "event name must be" not in err  # the other client's line: not this option's business
+    # The app configured logging: the line reaches its handler, once, not twice.
+    err = _stderr_of(
+        "import logging\nlogging.basicConfig(format='APP %(message)s')\n"
+        + _REFUSED
+        + 'client(console_log=True).track("lead", event_id="no")'
+    )
+    assert err.count("event_id must be") == 1 and "APP event_id must be" in err
+
+
+def test_an_outage_is_logged_when_it_starts_and_ends(hub: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from helpers import settings
+
+    from layersync_middleware import LayerSync
+
+    caplog.set_level(logging.INFO, "layersync")
+    hub.faults(mode="500")
+    client = LayerSync(settings(api_url=hub.url, sender="sync", max_retries=0))
+    client.track("lead")
+    client.track("purchase")
+    hub.faults(mode=None)
+    assert client.flush(5) == 0
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "layersync"]
+    starts = [m for level, m in messages if level == "WARNING" and "not taking events (HTTP 500)" in m]
+    assert len(starts) == 1
+    assert any(level == "INFO" and "failed again (HTTP 500)" in m for level, m in messages)
+    assert any(level == "WARNING" and "takes events again" in m for level, m in messages)
+    client.shutdown(0)

@@ -58,6 +58,9 @@ class Harness:
         self.sender.report_drops()
         if not isinstance(batch, list) or not batch:
             return []
+        batch = self.sender.prepare(batch)  # as the drivers do: build, encode, cut at the byte limit
+        if not batch:
+            return []
         self.calls.append([i.key[0] for i in batch])
         outcomes = list(answer) if answer is not None else [self.script.pop(0) if self.script else OK] * len(batch)
         if len(outcomes) == 1 and len(batch) > 1:
@@ -226,6 +229,7 @@ def test_batches_respect_count_and_byte_limits() -> None:
         batch = h.take()
         if not isinstance(batch, list) or not batch:
             break
+        batch = h.sender.prepare(batch)
         sizes.append((len(batch), sum(len(i.body or b"") + 1 for i in batch)))
         with h.sender.lock:
             h.sender.record(batch, [OK] * len(batch), 0.01)

@@ -10,8 +10,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
 from .._client import shared_client
-from .._pairing import HANDLED_KEY, WSGI_ID_KEY, Pairing, PendingEvent, reset_current, set_current
-from .._request import RequestContext, request_context
+from .._pairing import HANDLED_KEY, WSGI_ID_KEY, WSGI_NAME_KEY, Pairing, PendingEvent, reset_current, set_current
 from . import conf
 
 GetResponse = Callable[[HttpRequest], Any]
@@ -37,21 +36,21 @@ class LayerSyncMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
 
-    def _context(self, request: HttpRequest) -> RequestContext | None:
+    def _headers(self, request: HttpRequest) -> tuple[str, str] | None:
         meta = request.META
-        if WSGI_ID_KEY not in meta or HANDLED_KEY in meta:
+        if WSGI_ID_KEY not in meta or HANDLED_KEY in meta or WSGI_NAME_KEY not in meta:
             return None
         scope = getattr(request, "scope", None)
         if isinstance(scope, dict) and HANDLED_KEY in scope:  # the ASGI middleware got it first
             return None
-        return request_context(request)
+        return meta[WSGI_ID_KEY], meta[WSGI_NAME_KEY]
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        ctx = self._context(request)
-        pending = None if ctx is None else self._pairing.start(ctx, request)
-        if ctx is None or pending is None:
+        headers = self._headers(request)
+        pending = None if headers is None else self._pairing.start(*headers, request.path_info, request)
+        if pending is None:
             return self.get_response(request)
         request.META[HANDLED_KEY] = True
         token = set_current(pending)
@@ -59,14 +58,16 @@ class LayerSyncMiddleware:
             response: HttpResponseBase = self.get_response(request)
         finally:
             reset_current(token)
-        self._pairing.finish(pending, ctx, response.status_code)
+        self._pairing.finish(pending, request, response.status_code)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        ctx = self._context(request)
-        pending: PendingEvent | None = None if ctx is None else await self._pairing.astart(ctx, request)
-        if ctx is None or pending is None:
+        headers = self._headers(request)
+        pending: PendingEvent | None = None
+        if headers is not None:
+            pending = await self._pairing.astart(*headers, request.path_info, request)
+        if pending is None:
             return await get_response(request)
         request.META[HANDLED_KEY] = True
         token = set_current(pending)
@@ -74,5 +75,5 @@ class LayerSyncMiddleware:
             response = await get_response(request)
         finally:
             reset_current(token)
-        await self._pairing.afinish(pending, ctx, response.status_code)
+        await self._pairing.afinish(pending, request, response.status_code)
         return response
