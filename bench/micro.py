@@ -46,7 +46,7 @@ def layersync_client(sink: str, n: int, memory: bool = False) -> Any:
 
 
 def segment_client(sink: str, n: int) -> Any:
-    from segment.analytics import Client
+    from segment.analytics import Client  # type: ignore[import-untyped]  # no types shipped
 
     # Segment's defaults (one consumer thread, batches of 100, gzip off) with its host on the sink.
     return Client(write_key="wk_bench", host=sink, max_queue_size=max(10_000, n))

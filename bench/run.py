@@ -55,7 +55,9 @@ PACKAGES = (
 )
 
 
-_text: dict[str, Any] = {"capture_output": True, "text": True}
+def output(*cmd: str, cwd: Path = ROOT) -> str:
+    """What ``cmd`` printed on stdout."""
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True).stdout
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,9 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, **_text)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "layersync_middleware"], cwd=ROOT, **_text)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        head = output("git", "rev-parse", "--short", "HEAD").strip()
+        dirty = output("git", "status", "--porcelain", "--", "layersync_middleware").strip()
+        return head + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
 
@@ -264,7 +266,8 @@ def import_ms(module: str, runs: int = 5) -> tuple[float, float]:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
         wall.append(time.perf_counter() - t0)
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], **_text, check=True)
+        cmd = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         match = re.search(rf"\|\s*(\d+)\s*\|\s{{0,2}}{re.escape(module)}\s*$", done.stderr, re.MULTILINE)
         cumulative.append(int(match.group(1)) / 1000 if match else float("nan"))
     return statistics.median(cumulative), (statistics.median(wall) - statistics.median(bare)) * 1000

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]  # Celery ships no types
 
 import layersync_middleware.celery as layersync_celery
 

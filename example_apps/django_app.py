@@ -47,7 +47,7 @@ def index(request: HttpRequest) -> HttpResponse:
     return HttpResponse(_shop.page())
 
 
-def browser_sdk(request: HttpRequest) -> HttpResponse:
+def browser_sdk(request: HttpRequest) -> FileResponse:
     sdk = _shop.browser_sdk_file()
     if sdk is None:
         raise Http404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,3 +39,27 @@ class LiveHub:
 def settings(**options: Any) -> Settings:
     base: dict[str, Any] = {"site_id": SITE.site_id, "secret_key": SECRET, "api_url": "http://127.0.0.1:9"}
     return Settings(**{**base, **options})
+
+
+def queued(event_id: str | None) -> str:
+    """The id ``track`` returned for an event it queued (None: refused or a duplicate)."""
+    assert event_id is not None, "the event was not queued"
+    return event_id
+
+
+class StartResponse:
+    """A WSGI server's ``start_response``: remembers the arguments of each call as given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __call__(self, *args: Any) -> Callable[[bytes], object]:
+        self.calls.append(args)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        raise AssertionError("the legacy write() callable is not used")
+
+    @property
+    def statuses(self) -> list[str]:
+        return [str(call[0]) for call in self.calls]

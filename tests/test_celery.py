@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 from fleet.processes import Process, celery_worker, web_server
 from fleet.redis_server import RedisServer, free_port
 from helpers import SECRET, SITE, settings
@@ -139,7 +139,13 @@ def post_paired(url: str, ids: list[str], *, threads: int = 8) -> list[httpx.Res
 
 
 def app_state(url: str) -> dict[str, Any]:
-    return httpx.get(url + "/state", timeout=5).json()  # type: ignore[no-any-return]
+    state: dict[str, Any] = httpx.get(url + "/state", timeout=5).json()
+    return state
+
+
+def nothing_queued(url: str) -> Callable[[], bool]:
+    """The app at ``url`` has handed every event it queued to Celery."""
+    return lambda: app_state(url)["stats"]["queued"] == 0
 
 
 # -- the hand-off, in this process --------------------------------------------------------------
@@ -273,7 +279,7 @@ def test_1000_paired_requests_per_app_reach_the_hub_exactly_once_through_a_hub_o
             time.sleep(1.0)
             hub_store.up()
             assert {r.status_code for r in post_paired(url, batch[700:])} == {200}
-            wait_until(lambda u=url: app_state(u)["stats"]["queued"] == 0, 10, "the hand-off")
+            wait_until(nothing_queued(url), 10, "the hand-off")
     assert_exactly_once(hub_store, ids, 30)
     retried = [eid for eid, n in hub_store.attempts().items() if n > 0]
     assert retried, "no event was retried: the outage was not seen"

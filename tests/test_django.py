@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import django
 import pytest
 from django.conf import settings as dj
-from helpers import SITE, LiveHub, settings
+from helpers import SITE, LiveHub, StartResponse, settings
 
 if not dj.configured:
     dj.configure(
@@ -21,10 +21,10 @@ if not dj.configured:
     )
     django.setup()
 
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.wsgi import WSGIHandler
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
@@ -34,16 +34,24 @@ from layersync_middleware._settings import ENV_ALIASES, ENV_NAMES
 from layersync_middleware.django import LayerSyncMiddleware, conf
 from layersync_middleware.testing import capture_events
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message
+
 
 # Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
 @pytest.fixture
 def ATC() -> dict[str, str]:
-    return {"HTTP_X_LAYERSYNC_EVENT_ID": new_event_id("add_to_cart"), "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart"}
+    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
 
 
 @pytest.fixture
 def PUR() -> dict[str, str]:
-    return {"HTTP_X_LAYERSYNC_EVENT_ID": new_event_id("purchase"), "HTTP_X_LAYERSYNC_EVENT_NAME": "purchase"}
+    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
+
+
+def environ_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` as WSGI environ keys (``HTTP_X_LAYERSYNC_EVENT_ID``)."""
+    return {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
 
 
 def cart_add(request: HttpRequest) -> HttpResponse:
@@ -73,10 +81,10 @@ def layersync(hub: LiveHub, **extra: Any) -> dict[str, Any]:
 
 def test_sync_view_pairs(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
-        r = Client().post("/api/cart/add", HTTP_USER_AGENT="UA/dj", REMOTE_ADDR="10.1.1.1", **ATC)
+        r = Client().post("/api/cart/add", headers={"User-Agent": "UA/dj", **ATC}, REMOTE_ADDR="10.1.1.1")
     assert r.status_code == 200
     [stored] = hub.events("server")
-    assert stored["event"]["event_id"] == ATC["HTTP_X_LAYERSYNC_EVENT_ID"]
+    assert stored["event"]["event_id"] == ATC["X-LayerSync-Event-Id"]
     assert stored["event"]["user_data"]["client_ip_address"] == "10.1.1.1"
 
 
@@ -85,7 +93,7 @@ def test_async_view_enrichment_through_the_async_chain(hub: LiveHub, ATC: dict[s
 
     async def go() -> Any:
         # Real header names: before 4.2.30, AsyncClient's headers= kept the underscores.
-        headers: dict[str, Any] = {k[5:].replace("_", "-").lower(): v for k, v in PUR.items()}
+        headers: dict[str, Any] = {k.lower(): v for k, v in PUR.items()}
         return await AsyncClient().post("/api/orders", **headers)
 
     with override_settings(LAYERSYNC=layersync(hub)):
@@ -97,14 +105,14 @@ def test_async_view_enrichment_through_the_async_chain(hub: LiveHub, ATC: dict[s
 
 def test_failed_response_and_forged_name(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
-        Client().post("/api/cart/add?status=500", **ATC)
-        Client().post("/api/cart/add", **PUR)
+        Client().post("/api/cart/add?status=500", headers=ATC)
+        Client().post("/api/cart/add", headers=PUR)
     assert hub.events() == []
 
 
 def test_disallowed_host_does_not_break_tracking(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub), ALLOWED_HOSTS=["*"]):
-        Client().post("/api/cart/add", HTTP_HOST="evil.example:80", **ATC)
+        Client().post("/api/cart/add", headers={"Host": "evil.example:80", **ATC})
     assert hub.events("server")[0]["event"]["event_source_url"].startswith("http://evil.example")
 
 
@@ -129,34 +137,42 @@ def test_both_wsgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
             "wsgi.input": io.BytesIO(b""),
             "REMOTE_ADDR": "10.0.0.9",
             "HTTP_HOST": "testserver",
-            **ATC,
+            **environ_headers(ATC),
         }
-        body = b"".join(app(environ, lambda status, headers, exc_info=None: None))
+        body = b"".join(app(environ, StartResponse()))
     assert b"ok" in body
     assert len(hub.events("server")) == 1
 
 
+def layersync_messages() -> list[CheckMessage]:
+    return [m for m in run_checks() if m.id is not None and m.id.startswith("layersync")]
+
+
+def layersync_ids() -> list[str | None]:
+    return [m.id for m in layersync_messages()]
+
+
 def test_system_checks_name_the_setting() -> None:
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "pk_nope", "MATCHER": ["/x"]}):
-        [error] = [m for m in run_checks() if m.id.startswith("layersync")]
+        [error] = layersync_messages()
     assert error.id == "layersync.E001" and "LAYERSYNC['SECRET_KEY']" in error.msg and "publishable" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "TIMEOUT": 5}):
-        [error] = [m for m in run_checks() if m.id.startswith("layersync")]
+        [error] = layersync_messages()
     assert "LAYERSYNC['TIMEOUT']:" in error.msg and "did you mean LAYERSYNC['TIMEOUT_MS']" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x"}):
-        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+        ids = layersync_ids()
     assert ids == ["layersync.W001"]
     with override_settings(LAYERSYNC="nope"):
-        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+        ids = layersync_ids()
     assert ids == ["layersync.E001"]
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "MATCHER": ["/x"]}, MIDDLEWARE=[]):
-        ids = [m.id for m in run_checks() if m.id.startswith("layersync")]
+        ids = layersync_ids()
     assert ids == ["layersync.W002"]
 
 
 def test_consent_hook_by_dotted_path(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub, CONSENT=f"{__name__}.deny_all")):
-        Client().post("/api/cart/add", **ATC)
+        Client().post("/api/cart/add", headers=ATC)
     assert hub.events() == []
 
 
@@ -164,9 +180,7 @@ def deny_all(request: HttpRequest) -> bool:
     return False
 
 
-def streaming(request: HttpRequest) -> HttpResponse:
-    from django.http import StreamingHttpResponse
-
+def streaming(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(iter([b"a", b"b"]))
 
 
@@ -175,9 +189,9 @@ urlpatterns.append(path("api/cart/stream", streaming))
 
 def test_streaming_response_pairs_when_returned(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
-        r = Client().post("/api/cart/stream", **ATC)
+        r = Client().post("/api/cart/stream", headers=ATC)
         assert len(hub.events("server")) == 1  # queued when the response was returned, before the body
-        assert b"".join(r.streaming_content) == b"ab"
+        assert r.streaming and r.getvalue() == b"ab"
 
 
 def broken(request: HttpRequest) -> HttpResponse:
@@ -189,22 +203,17 @@ urlpatterns.append(path("api/orders/broken", broken))
 
 def test_view_exception_becomes_500_and_sends_nothing(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub, MATCHER=["/api/orders/**"])):
-        r = Client(raise_request_exception=False).post("/api/orders/broken", **PUR)
+        r = Client(raise_request_exception=False).post("/api/orders/broken", headers=PUR)
     assert r.status_code == 500
     assert hub.events() == []
 
 
 def test_malformed_headers_are_refused(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
-        r = Client().post(
-            "/api/cart/add", HTTP_X_LAYERSYNC_EVENT_ID="<script>", HTTP_X_LAYERSYNC_EVENT_NAME="add_to_cart"
-        )
+        forged = {"X-LayerSync-Event-Id": "<script>", "X-LayerSync-Event-Name": "add_to_cart"}
+        r = Client().post("/api/cart/add", headers=forged)
         assert r.status_code == 200
-        r = Client().post(
-            "/api/cart/add",
-            HTTP_X_LAYERSYNC_EVENT_ID=ATC["HTTP_X_LAYERSYNC_EVENT_ID"],
-            HTTP_X_LAYERSYNC_EVENT_NAME="x" * 300,
-        )
+        r = Client().post("/api/cart/add", headers={**ATC, "X-LayerSync-Event-Name": "x" * 300})
         assert r.status_code == 200
     assert hub.events() == []
 
@@ -219,10 +228,10 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
     with override_settings(LAYERSYNC=layersync(hub)):
         # A client of its own (other settings): only the marker can prevent a second event.
         client = LayerSync(settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4322))
-        app = ASGIMiddleware(ASGIHandler(), client=client)
-        headers = [(b"host", b"testserver")] + [
-            (k[5:].replace("_", "-").lower().encode(), v.encode()) for k, v in ATC.items()
-        ]
+        # django-stubs types the handler's scope as a dict, Starlette's ASGI types (the
+        # middleware's) as a MutableMapping: the same protocol, spelled two ways.
+        app = ASGIMiddleware(cast("ASGIApp", ASGIHandler()), client=client)
+        headers = [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in ATC.items()]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -237,7 +246,7 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
             "client": ("10.0.0.8", 1),
             "server": ("testserver", 80),
         }
-        sent: list[dict[str, object]] = []
+        sent: list[Message] = []
         bodies = [{"type": "http.request", "body": b"", "more_body": False}]
 
         async def receive() -> dict[str, object]:
@@ -246,7 +255,7 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
             await asyncio.Event().wait()  # the client stays connected
             raise AssertionError("unreachable")
 
-        async def send(message: dict[str, object]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         asyncio.run(app(scope, receive, send))
@@ -260,17 +269,13 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def layersync_ids() -> list[str]:
-    return [m.id for m in run_checks() if m.id.startswith("layersync")]
-
-
 def test_missing_credentials_are_a_warning_not_an_error(no_env: None) -> None:
     with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"]}):
-        [message] = [m for m in run_checks() if m.id.startswith("layersync")]
+        [message] = layersync_messages()
     assert message.id == "layersync.W003" and not message.is_serious()
     assert message.msg.startswith("LAYERSYNC['SITE_ID'] and LAYERSYNC['SECRET_KEY'] are not set")
     with override_settings(LAYERSYNC={"site_id": "s"}):  # named in the case the user writes keys
-        [message] = [m for m in run_checks() if m.id.startswith("layersync")]
+        [message] = layersync_messages()
     assert message.msg.startswith("LAYERSYNC['secret_key'] is not set")
     with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"], "STRICT": True}):
         assert layersync_ids() == ["layersync.E001"]
@@ -283,7 +288,7 @@ def test_missing_credentials_disable_the_middleware_with_one_error(
     with override_settings(LAYERSYNC={"MATCHER": ["/api/cart/*"]}):
         with pytest.raises(MiddlewareNotUsed):
             LayerSyncMiddleware(lambda r: HttpResponse())
-        assert Client().post("/api/cart/add", **ATC).status_code == 200  # the site keeps serving
+        assert Client().post("/api/cart/add", headers=ATC).status_code == 200  # the site keeps serving
     errors = [r.getMessage() for r in caplog.records if r.name == "layersync" and r.levelno >= logging.ERROR]
     assert errors and errors[0].startswith("LAYERSYNC['SITE_ID'] and LAYERSYNC['SECRET_KEY'] are not set")
     assert "LayerSync tracking is disabled" in errors[0]
@@ -312,9 +317,9 @@ def test_capture_events_reaches_the_django_middleware_client(
 ) -> None:
     with override_settings(LAYERSYNC=layersync(hub)):
         with capture_events() as captured:
-            assert Client().post("/api/cart/add", **ATC).status_code == 200
-        assert [e["event_id"] for e in captured.wait_for(1)] == [ATC["HTTP_X_LAYERSYNC_EVENT_ID"]]
+            assert Client().post("/api/cart/add", headers=ATC).status_code == 200
+        assert [e["event_id"] for e in captured.wait_for(1)] == [ATC["X-LayerSync-Event-Id"]]
         assert hub.events() == []
-        Client().post("/api/orders", **PUR)  # restored on exit: to the hub again
-    assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["HTTP_X_LAYERSYNC_EVENT_ID"]]
+        Client().post("/api/orders", headers=PUR)  # restored on exit: to the hub again
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["X-LayerSync-Event-Id"]]
     assert len(captured.events) == 1

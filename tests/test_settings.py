@@ -161,7 +161,7 @@ def test_disabled_needs_no_credentials() -> None:
 def test_immutable_hashable_and_replace() -> None:
     s = make()
     with pytest.raises(AttributeError):
-        s.timeout_ms = 1  # type: ignore[misc]
+        s.timeout_ms = 1
     assert s == make() and hash(s) == hash(make())
     assert s.replace(timeout_ms=1000).timeout_ms == 1000
     assert s.timeout_ms == 5000
@@ -186,9 +186,13 @@ def test_unknown_client_and_middleware_options_suggest_the_setting(caplog: pytes
         LayerSync(site_id="s", secret_key=KEY, timeout=5)
     with pytest.raises(ConfigurationError, match="^matchers: .*did you mean 'matcher'"):  # built at start-up
         LayerSyncWSGIMiddleware(lambda *a: [], site_id="s", secret_key=KEY, matchers=["/x"])
+
     # ASGI stacks are built lazily, inside the server: there the same error disables tracking.
+    async def asgi_app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
     caplog.set_level(logging.ERROR, logger="layersync")
-    LayerSyncMiddleware(lambda *a: None, site_id="s", secret_key=KEY, matchers=["/x"])
+    LayerSyncMiddleware(asgi_app, site_id="s", secret_key=KEY, matchers=["/x"])
     assert (
         "matchers: is not a LayerSync setting; did you mean 'matcher'?: LayerSync tracking is disabled" in caplog.text
     )

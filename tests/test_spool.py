@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from durable_apps.hubctl import SwitchableHub, spool_rows, until
-from helpers import settings
+from helpers import queued, settings
 
 from layersync_middleware import LayerSync
 from layersync_middleware._event import Event
@@ -35,10 +35,10 @@ def test_hub_down_for_part_of_a_burst_every_event_arrives_once(own_hub: Switchab
     spool = tmp_path / "spool.db"
     ls = client(own_hub, spool)
     own_hub.down()
-    ids = [ls.track("add_to_cart", {"n": i}) for i in range(500)]
+    ids = [queued(ls.track("add_to_cart", {"n": i})) for i in range(500)]
     assert until(lambda: len(spool_rows(spool)) == 500, 5)  # on disk while the hub is down
     own_hub.up()
-    ids += [ls.track("add_to_cart", {"n": i}) for i in range(500, 1000)]
+    ids += [queued(ls.track("add_to_cart", {"n": i})) for i in range(500, 1000)]
     assert ls.flush(15) == 0
     counts = own_hub.counts()
     assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}  # all 1,000, each once
@@ -179,7 +179,7 @@ def test_a_locked_spool_never_holds_up_track(own_hub: SwitchableHub, tmp_path: P
     other = sqlite3.connect(spool, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
     started = time.monotonic()
-    ids = [ls.track("purchase") for _ in range(50)]
+    ids = [queued(ls.track("purchase")) for _ in range(50)]
     assert time.monotonic() - started < 0.5  # the writer waits for the lock, track() does not
     time.sleep(1.5)  # the writer's busy timeout has passed at least once
     other.execute("ROLLBACK")

@@ -13,7 +13,7 @@ import types
 from typing import Any
 
 import pytest
-from helpers import SITE, LiveHub, settings
+from helpers import SITE, LiveHub, queued, settings
 
 from layersync_middleware import LayerSync
 from layersync_middleware import _worker as worker_module
@@ -156,7 +156,7 @@ def test_shutdown_tries_parked_events_now_and_the_worker_restarts_lazily(hub: Li
 def test_after_an_outage_every_event_that_fit_arrives_once(hub: LiveHub) -> None:
     hub.faults(mode="500")
     client = LayerSync(settings(api_url=hub.url, max_queue_size=300, max_retries=0))
-    ids = [client.track("add_to_cart", {"n": i}) for i in range(200)]
+    ids = [queued(client.track("add_to_cart", {"n": i})) for i in range(200)]
     assert wait_for(lambda: client.stats().retried >= 1)
     hub.faults(mode=None)
     assert client.flush(10) == 0
@@ -227,9 +227,10 @@ def test_a_forked_child_gets_its_own_sender(hub: LiveHub) -> None:
         finally:
             os._exit(0)
     os.close(write)
-    child_id, left, queued = os.read(read, 200).decode().split()
+    with open(read, "rb") as pipe:
+        child_id, child_left, child_queued = pipe.read().decode().split()
     os.waitpid(pid, 0)
-    assert (left, queued) == ("0", "0")
+    assert (child_left, child_queued) == ("0", "0")
     sent = {e["event"]["event_id"]: e["event"]["custom_data"]["who"] for e in hub.events("server")}
     assert sent[child_id] == "child"
     assert parked not in sent  # still the parent's

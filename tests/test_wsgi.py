@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from helpers import settings
+from helpers import StartResponse, settings
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
@@ -16,7 +16,7 @@ ATC = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name":
 PUR = {"X-LayerSync-Event-Id": "pur_0123456789abcdef", "X-LayerSync-Event-Name": "purchase"}
 
 
-@Request.application  # type: ignore[arg-type]
+@Request.application
 def shop(request: Request) -> Response:
     pending = current_event()
     if request.path == "/api/orders/boom":
@@ -127,10 +127,10 @@ def test_response_iterable_is_returned_untouched(memory: MemoryTransport) -> Non
         "HTTP_X_LAYERSYNC_EVENT_ID": ATC["X-LayerSync-Event-Id"],
         "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart",
     }
-    statuses: list[str] = []
-    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    start_response = StartResponse()
+    result = app(environ, start_response)
     assert result is returned[0]  # identity kept: servers' sendfile/offload still work
-    assert statuses == ["200 OK"] and len(memory.events) == 1
+    assert start_response.statuses == ["200 OK"] and len(memory.events) == 1
 
 
 def test_streaming_body_event_is_queued_before_the_body(memory: MemoryTransport) -> None:
@@ -158,7 +158,6 @@ def test_start_response_gets_exc_info_only_when_given(memory: MemoryTransport) -
         return [b"err"]
 
     app, _ = make(memory, app_with_exc)
-    calls: list[tuple[Any, ...]] = []
     environ = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/api/cart/add",
@@ -168,12 +167,13 @@ def test_start_response_gets_exc_info_only_when_given(memory: MemoryTransport) -
         "HTTP_X_LAYERSYNC_EVENT_ID": "atc_0123456789abcdef",
         "HTTP_X_LAYERSYNC_EVENT_NAME": "add_to_cart",
     }
-    app(environ, lambda *args: calls.append(args))
-    assert len(calls[0]) == 3 and memory.events == []
-    calls.clear()
+    with_exc_info = StartResponse()
+    app(environ, with_exc_info)
+    assert len(with_exc_info.calls[0]) == 3 and memory.events == []
     environ.pop("layersync.handled")
-    make(memory)[0](environ, lambda *args: calls.append(args))
-    assert len(calls[0]) == 2
+    without = StartResponse()
+    make(memory)[0](environ, without)
+    assert len(without.calls[0]) == 2
 
 
 def test_patterns_match_path_info_not_script_name(memory: MemoryTransport) -> None:

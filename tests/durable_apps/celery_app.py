@@ -30,6 +30,6 @@ ls = LayerSync.from_env()
 drain_on_celery_shutdown()
 
 
-@app.task(name="track_purchase")
+@app.task(name="track_purchase")  # type: ignore[untyped-decorator]  # Celery ships no types
 def track_purchase(n: int) -> None:
     ls.track("purchase", {"n": n}, event_id=f"celery-order-{n:04d}")

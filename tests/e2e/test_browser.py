@@ -56,7 +56,10 @@ class Shop:
         return next((g for g in self.hub.groups() if g["event_id"] == event_id), None)
 
     def server_event(self, event_id: str) -> dict[str, Any]:
-        [event] = [e["event"] for e in self.hub.events("server") if e["event"]["event_id"] == event_id]
+        events: list[dict[str, Any]] = [
+            e["event"] for e in self.hub.events("server") if e["event"]["event_id"] == event_id
+        ]
+        [event] = events
         return event
 
     def expect_pair(self, event_id: str | None, name: str) -> dict[str, Any]:

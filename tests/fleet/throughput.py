@@ -23,7 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from celery import Celery  # noqa: E402
+from celery import Celery  # type: ignore[import-untyped]  # noqa: E402
 from helpers import SECRET, SITE, settings  # noqa: E402
 
 from fleet.processes import celery_worker  # noqa: E402
