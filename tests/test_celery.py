@@ -226,6 +226,9 @@ def worker_settings(fleet_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setattr(ls_celery, "_worker", None)
     yield
     ls_celery.set_on_drop(None)
+    made = ls_celery._worker  # the transport the task made in this process: closed before it is forgotten
+    if made is not None:
+        made[2].close()
 
 
 def test_the_task_sends_again_only_the_events_the_hub_did_not_take(hub_store: Hub, worker_settings: None) -> None:

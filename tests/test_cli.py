@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -120,30 +121,38 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class HubCommand:
+    url: str
+    proc: subprocess.Popen[str]
+    output: str = ""  # once it ended: what it printed (when the test read none of it itself)
+
+
 @contextmanager
-def hub_command(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``layersync hub`` on a free port, until the block ends; yields its URL and process."""
+def hub_command(*args: str) -> Iterator[HubCommand]:
+    """``layersync hub`` on a free port, until the block ends."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
     command = [sys.executable, "-m", "layersync_middleware", "hub", "--port", str(port), *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean)
-    url = f"http://127.0.0.1:{port}"
+    hub = HubCommand(f"http://127.0.0.1:{port}", proc)
     try:
         for _ in range(100):
             try:
-                if httpx.get(url + "/", timeout=1).status_code == 200:
+                if httpx.get(hub.url + "/", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield url, proc
+        yield hub
     finally:
         proc.terminate()
-        proc.wait(10)
+        hub.output, _ = proc.communicate(timeout=10)  # and closes the pipe
 
 
 def test_hub_command_serves_ingest_and_the_page(tmp_path: Path) -> None:
     keys = ["--site", "site_x", "--secret-key", "sk_x_secret", "--publishable-key", "pk_x_pub"]
-    with hub_command("--db", str(tmp_path / "hub.sqlite3"), *keys) as (url, proc):
+    with hub_command("--db", str(tmp_path / "hub.sqlite3"), *keys) as hub:
+        url = hub.url
         body = {"site_id": "site_x", "event_id": "pur_0123456789abcdef", "event_name": "purchase", "event_time": 1}
         r = httpx.post(
             url + "/api/v1/events/server",
@@ -152,15 +161,15 @@ def test_hub_command_serves_ingest_and_the_page(tmp_path: Path) -> None:
         )
         assert r.status_code == 200
         assert httpx.get(url + "/api/hub/groups").json()["groups"][0]["event_id"] == "pur_0123456789abcdef"
-    out = proc.stdout.read() if proc.stdout else ""
-    assert f"LayerSync local hub on {url}" in out and "pk_x_pub" in out
-    assert "sk_x_secret" not in out  # a key of the user's own is not echoed
+    assert f"LayerSync local hub on {url}" in hub.output and "pk_x_pub" in hub.output
+    assert "sk_x_secret" not in hub.output  # a key of the user's own is not echoed
 
 
 def test_hub_command_prints_the_demo_credentials_it_accepts() -> None:
-    with hub_command("--db", ":memory:") as (url, proc):
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(6)]
+    with hub_command("--db", ":memory:") as hub:
+        url, stdout = hub.url, hub.proc.stdout
+        assert stdout is not None
+        lines = [stdout.readline() for _ in range(6)]
         printed = dict(part.split("=", 1) for part in lines[-1].split())
         event = {
             "site_id": printed["LAYERSYNC_SITE_ID"],

@@ -122,10 +122,10 @@ def test_disabled_or_unconfigured_is_not_used() -> None:
 
 
 def test_both_wsgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, str], PUR: dict[str, str]) -> None:
-    with override_settings(LAYERSYNC=layersync(hub)):
+    # A client of its own (other settings): only the marker can prevent a second event.
+    own = settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4321)
+    with override_settings(LAYERSYNC=layersync(hub)), LayerSync(own) as client:
         handler = WSGIHandler()
-        # A client of its own (other settings): only the marker can prevent a second event.
-        client = LayerSync(settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4321))
         app = LayerSyncWSGIMiddleware(handler, client=client)
         environ = {
             "REQUEST_METHOD": "POST",
@@ -225,9 +225,9 @@ def test_both_asgi_and_django_middleware_send_once(hub: LiveHub, ATC: dict[str, 
 
     from layersync_middleware import LayerSyncMiddleware as ASGIMiddleware
 
-    with override_settings(LAYERSYNC=layersync(hub)):
-        # A client of its own (other settings): only the marker can prevent a second event.
-        client = LayerSync(settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4322))
+    # A client of its own (other settings): only the marker can prevent a second event.
+    own = settings(api_url=hub.url, sender="sync", matcher=["/api/cart/*"], timeout_ms=4322)
+    with override_settings(LAYERSYNC=layersync(hub)), LayerSync(own) as client:
         # django-stubs types the handler's scope as a dict, Starlette's ASGI types (the
         # middleware's) as a MutableMapping: the same protocol, spelled two ways.
         app = ASGIMiddleware(cast("ASGIApp", ASGIHandler()), client=client)

@@ -38,14 +38,16 @@ def start(args: list[str], environ: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """End ``proc`` as a deploy does (SIGTERM, SIGKILL after ``timeout``); returns its stderr.
+    ``communicate`` reads both pipes to the end and closes them."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.stderr.read() if proc.stderr else ""
+    try:
+        _, errors = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, errors = proc.communicate()
+    return errors
 
 
 def wait_until_serving(proc: subprocess.Popen[str], url: str) -> None:
@@ -64,17 +66,17 @@ def wait_until_serving(proc: subprocess.Popen[str], url: str) -> None:
 def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(own_hub: SwitchableHub, tmp_path: Path) -> None:
     own_hub.down()
     environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=str(tmp_path / "spool.db"), LAYERSYNC_TIMEOUT_MS="300")
-    burst = start([sys.executable, "-m", "durable_apps.burst", "900"], environ)
-    assert burst.stdout is not None
     seen: list[tuple[str, float]] = []  # (id, when this process read it: after track() returned)
-    while len(seen) < 600:
-        line = burst.stdout.readline()
-        assert line, burst.stderr.read() if burst.stderr else ""
-        seen.append((line.strip(), time.monotonic()))
-    killed_at = time.monotonic()
-    burst.kill()
-    burst.wait()
-    accepted = {eid for eid, _ in seen} | set(burst.stdout.read().split())
+    with start([sys.executable, "-m", "durable_apps.burst", "900"], environ) as burst:  # closes its pipes
+        assert burst.stdout is not None
+        while len(seen) < 600:
+            line = burst.stdout.readline()
+            assert line, burst.stderr.read() if burst.stderr else ""
+            seen.append((line.strip(), time.monotonic()))
+        killed_at = time.monotonic()
+        burst.kill()
+        burst.wait()
+        accepted = {eid for eid, _ in seen} | set(burst.stdout.read().split())
     on_disk = {eid for eid, at in seen if at < killed_at - PERSIST_WINDOW}
     own_hub.up()
     after = subprocess.run(

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,18 +42,25 @@ def ready(proc: subprocess.Popen[str]) -> None:
     assert line.strip() == "ready", (line, proc.stderr.read() if proc.stderr else "")
 
 
-def run(body: str, environ: dict[str, str]) -> subprocess.Popen[str]:
-    return python(textwrap.dedent(body), environ)
+@contextmanager
+def run(body: str, environ: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``body`` in a fresh interpreter; killed if the test leaves it running, its pipes closed."""
+    with python(textwrap.dedent(body), environ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_sigterm_to_a_plain_process_drains_then_dies_of_sigterm(hub: LiveHub) -> None:
     hub.faults(mode="429", retry_after=30, count=1)
-    proc = run(HELD + "print('ready', flush=True)\ntime.sleep(60)\n", env(hub.url))
-    ready(proc)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(3 + SLACK) == -signal.SIGTERM  # as the default action would
-    assert time.monotonic() - started < 3 + SLACK
+    with run(HELD + "print('ready', flush=True)\ntime.sleep(60)\n", env(hub.url)) as proc:
+        ready(proc)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(3 + SLACK) == -signal.SIGTERM  # as the default action would
+        assert time.monotonic() - started < 3 + SLACK
     assert len(hub.events("server")) == 5  # 0 of 5 before: SIGTERM killed the queue
 
 
@@ -69,15 +77,15 @@ def test_sigterm_with_the_hub_down_keeps_the_events_in_the_spool(tmp_path: Path)
             print("ready", flush=True)
             time.sleep(60)
         """
-        proc = run(body, env(down.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300"))
-        ready(proc)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(3 + SLACK) == -signal.SIGTERM
-        assert time.monotonic() - started < 3 + SLACK
-        assert len(spool_rows(spool)) == 5
-        assert proc.stderr is not None
-        assert "exiting with 5 undelivered event(s) after 3.0s; 5 kept in the spool" in proc.stderr.read()
+        with run(body, env(down.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300")) as proc:
+            ready(proc)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(3 + SLACK) == -signal.SIGTERM
+            assert time.monotonic() - started < 3 + SLACK
+            assert len(spool_rows(spool)) == 5
+            assert proc.stderr is not None
+            assert "exiting with 5 undelivered event(s) after 3.0s; 5 kept in the spool" in proc.stderr.read()
     finally:
         down.close()
 
@@ -94,13 +102,13 @@ def test_a_handler_the_app_installs_is_called_and_the_exit_drains(hub: LiveHub) 
         print("ready", flush=True)
         time.sleep(60)
     """)
-    proc = run(body, env(hub.url))
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "True"  # getsignal reports the app's handler
-    ready(proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(3 + SLACK) == 3  # the app decided what SIGTERM means
-    assert proc.stdout.read().strip() == "app handler"
+    with run(body, env(hub.url)) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "True"  # getsignal reports the app's handler
+        ready(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(3 + SLACK) == 3  # the app decided what SIGTERM means
+        assert proc.stdout.read().strip() == "app handler"
     assert len(hub.events("server")) == 5  # and its exit drained
 
 
@@ -143,9 +151,9 @@ def test_multiprocessing_fork_children_deliver_every_event(hub: LiveHub) -> None
                 child.join()
             print("ready", flush=True)
     """
-    proc = run(body, env(hub.url))
-    ready(proc)
-    assert proc.wait(10) == 0
+    with run(body, env(hub.url)) as proc:
+        ready(proc)
+        assert proc.wait(10) == 0
     assert len(hub.events("server")) == 15  # 0 of 15 before
 
 
@@ -159,10 +167,10 @@ def test_drain_before_os_exit_delivers(hub: LiveHub) -> None:
         print(left, flush=True)
         os._exit(0)
     """)
-    proc = run(body, env(hub.url))
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "0"
-    assert proc.wait(10) == 0
+    with run(body, env(hub.url)) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "0"
+        assert proc.wait(10) == 0
     assert len(hub.events("server")) == 5
 
 

@@ -184,13 +184,16 @@ def test_pid_check_covers_forks_that_skip_the_hooks(hub: LiveHub) -> None:
     assert client.flush(3) == 0
     worker = client._worker
     assert isinstance(worker, ThreadWorker)
-    old_thread, old_lock = worker._thread, worker.sender.lock
+    old_thread, old_lock, old_transport = worker._thread, worker.sender.lock, worker._transport
     worker._pid = -1  # what a forked child sees: the parent's pid
     client.track("lead")
     assert worker._pid == os.getpid()
     assert worker.sender.lock is not old_lock and worker._thread is not old_thread
+    assert worker._transport is not old_transport  # a child does not use the parent's connections
     assert client.flush(3) == 0 and len(hub.events("server")) == 2
     client.shutdown(1)
+    assert old_transport is not None
+    old_transport.close()  # the "parent's": the same process here
 
 
 # -- the inline worker (sender="sync") -----------------------------------------------------------------

@@ -22,7 +22,8 @@ class Process:
     """A subprocess whose output goes to a file (a pipe nobody reads would fill and block it)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self._out = tempfile.TemporaryFile()  # noqa: SIM115  (closed with the Process)
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115  (closed by stop())
+        self._final = ""  # the output, once the file is closed
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -32,6 +33,8 @@ class Process:
         )
 
     def output(self) -> str:
+        if self._out.closed:
+            return self._final
         self._out.seek(0)
         return self._out.read().decode(errors="replace")
 
@@ -50,7 +53,10 @@ class Process:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self.output()
+        if not self._out.closed:
+            self._final = self.output()
+            self._out.close()
+        return self._final
 
     def kill(self) -> None:
         """SIGKILL the process and its group's stragglers (forked children)."""
@@ -67,8 +73,12 @@ def celery_worker(
     args += ["-c", str(concurrency), "-P", "prefork", "-l", loglevel, "-n", f"fleet-{os.getpid()}@%h"]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     worker = Process(args, env)
-    # "ready." is an INFO line; the banner, printed at any level, comes just before it.
-    worker.wait_for_output(" ready." if loglevel.lower() in ("info", "debug") else "[queues]", 60)
+    try:
+        # "ready." is an INFO line; the banner, printed at any level, comes just before it.
+        worker.wait_for_output(" ready." if loglevel.lower() in ("info", "debug") else "[queues]", 60)
+    except BaseException:
+        worker.stop()
+        raise
     return worker
 
 
