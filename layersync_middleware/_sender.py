@@ -58,6 +58,7 @@ SPREAD_START = 5.0  # after the quick retries, attempts grow geometrically from 
 BACKOFF_CAP = 24 * 3600.0  # ...to at most a day apart, so the last lands near the maximum age
 SPREAD_FILL = 0.95  # the last attempt lands at 95 % of the maximum age, jitter included
 REFUSED, QUEUED, WAKE = 0, 1, 2  # what submit() did
+OUTAGE_PROBE_CAP = 30.0  # while the hub fails, new events wait at most this long for a probe
 LINGER = 0.05  # a lone event waits this long for company before it is sent
 _BATCH_OVERHEAD = 16  # '{"events":[' + ']}' and commas, near enough
 
@@ -406,7 +407,12 @@ class Sender:
                 self._flushing += 1
                 if self._ready_since is None:
                     self._ready_since = now
-        if pause:
+        if not pause and outcomes and all(o.action == "retry" and (o.status or 500) >= 500 for o in outcomes):
+            # The hub is down or failing, not this batch: the next attempt probes it, and
+            # what arrives meanwhile waits instead of failing a request per batch.
+            due = min((item.due for item in batch if item.state == PARKED), default=now)
+            pause = min(due - now, OUTAGE_PROBE_CAP)
+        if pause > 0:
             self._hold_until = max(self._hold_until, now + pause)
         self._note_health(batch, outcomes, now)
         self.cond.notify_all()

@@ -321,3 +321,21 @@ def test_stats_count_in_flight_events_as_queued() -> None:
     assert isinstance(batch, list)
     stats = h.sender.stats()
     assert stats.queued == 1 and stats.in_flight == 1
+
+
+def test_while_the_hub_is_down_new_events_wait_for_the_next_probe() -> None:
+    # A hub that refuses connections must not cost a failed request per new batch: the
+    # next attempt probes it, and what arrives meanwhile waits (bench: hub-down variant).
+    h = Harness(Outcome("retry", None, None, "ConnectError"), max_retries=2)
+    h.sender.submit(event())
+    h.step()
+    for _ in range(60):
+        h.sender.submit(event())
+    assert h.take() == pytest.approx(0.5)  # nothing goes before the probe, batch full or not
+    h.clock.now += 0.5
+    batch = h.take()
+    assert isinstance(batch, list) and len(batch) == 50
+    # A batch the hub answered, even with some events to retry, holds nothing up.
+    with h.sender.lock:
+        h.sender.record(batch, [Outcome("retry", 200, None, "hub asked to retry")] + [OK] * 49, 0.01)
+    assert isinstance(h.take(), list)
