@@ -26,6 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _hub_server() -> Iterator[HubServer]:
     with HubServer(create_hub([SITE])) as server:
         yield server
+    server.app.hub.store.close()  # its SQLite connection (Python 3.13 warns of an open one)
 
 
 @pytest.fixture

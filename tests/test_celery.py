@@ -97,6 +97,7 @@ def fleet_hub() -> Iterator[Hub]:
     hub = Hub()
     yield hub
     hub.server.stop()
+    hub.store.close()
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def own_hub() -> Iterator[HubServer]:
     # Its own hub, not the shared one: the tests below change its faults.
     with HubServer(create_hub([SITE])) as server:
         yield server
+    server.app.hub.store.close()
 
 
 def use_hub(monkeypatch: pytest.MonkeyPatch, url: str, secret: str = SITE.secret_key, timeout_ms: int = 1000) -> None:

@@ -127,8 +127,9 @@ def test_an_outage_is_logged_when_it_starts_and_ends(hub: Any, caplog: pytest.Lo
     caplog.set_level(logging.INFO, "layersync")
     hub.faults(mode="500")
     client = LayerSync(settings(api_url=hub.url, sender="sync", max_retries=0))
-    client.track("lead")
-    client.track("purchase")
+    client.track("lead")  # fails: the outage starts
+    client.track("purchase")  # waits for the next probe: no request of its own
+    assert client.flush(1) == 2  # each tried once more: failed again
     hub.faults(mode=None)
     assert client.flush(5) == 0
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "layersync"]

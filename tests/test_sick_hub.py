@@ -92,6 +92,7 @@ class SickHub:
     def close(self) -> None:
         self.live.http.close()
         self.server.stop()
+        self.app.hub.store.close()
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ class SwitchableHub:
 
     def close(self) -> None:
         self.server.stop()
+        self.app.hub.store.close()
 
 
 def env(hub_url: str, **extra: str) -> dict[str, str]:
