@@ -18,7 +18,8 @@ from helpers import SITE, LiveHub, queued, settings
 from layersync_middleware import LayerSync
 from layersync_middleware import _worker as worker_module
 from layersync_middleware._event import Event
-from layersync_middleware._worker import ThreadWorker
+from layersync_middleware._transport import AsyncHTTPTransport, HTTPTransport, Transport
+from layersync_middleware._worker import AsyncioWorker, ThreadWorker
 from layersync_middleware.testing import MemoryTransport
 
 SLACK = 1.5  # seconds a bounded call may overrun its deadline on a loaded CI machine
@@ -373,3 +374,71 @@ def test_ashutdown_closes_every_connection_it_opened(hub: LiveHub) -> None:
     asyncio.run(main())
     worker = client._worker
     assert worker._transport is None
+
+
+# -- every connection a worker opens is closed ------------------------------------------------------------
+def closed(transport: HTTPTransport) -> bool:
+    # A call, not an attribute read: mypy keeps an asserted attribute narrowed.
+    return transport._client.is_closed
+
+
+def test_a_shutdown_that_cannot_wait_closes_the_connection_when_the_request_ends(hub: LiveHub) -> None:
+    hub.faults(mode="hang", hang_seconds=1, count=1)
+    client = LayerSync(settings(api_url=hub.url, timeout_ms=5000))
+    client.track("purchase")
+    assert wait_for(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)  # the hub holds it
+    worker = client._worker
+    transport, thread = worker._transport, getattr(worker, "_thread", None)
+    assert isinstance(transport, HTTPTransport) and isinstance(thread, threading.Thread)
+    client.shutdown(0.1)  # the thread is held by the hub: shutdown() returns without it
+    assert thread.is_alive() and not closed(transport)
+    thread.join(5)  # the hub answers 503 after 1 s
+    assert not thread.is_alive()
+    assert closed(transport) and worker._transport is None
+    client.shutdown(1)
+
+
+def test_two_threads_wanting_the_first_transport_share_one(hub: LiveHub) -> None:
+    client = LayerSync(settings(api_url=hub.url))
+    worker = client._worker
+    made: list[Transport] = []
+    start = threading.Barrier(2)
+
+    def slow_factory() -> Transport:
+        time.sleep(0.1)  # both callers are past the first look before either has one
+        made.append(HTTPTransport(client.settings))
+        return made[-1]
+
+    worker._make_transport = slow_factory
+
+    def first_use() -> None:
+        start.wait()
+        worker._transport_now()
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(made) == 1 and worker._transport is made[0]
+    client.shutdown(1)
+
+
+def test_the_async_client_is_closed_when_the_loop_ends_without_ashutdown(hub: LiveHub) -> None:
+    client = LayerSync(settings(api_url=hub.url, sender="asyncio"))
+    worker = client._worker
+    assert isinstance(worker, AsyncioWorker)
+
+    async def app() -> AsyncHTTPTransport | None:
+        client.track("lead")
+        for _ in range(250):  # the worker task delivers on this loop
+            if client.stats().sent == 1:
+                break
+            await asyncio.sleep(0.02)
+        transport = worker._atransport
+        return transport if isinstance(transport, AsyncHTTPTransport) else None
+
+    transport = asyncio.run(app())  # ends the loop: its tasks are cancelled, no ashutdown()
+    assert transport is not None and transport._client.is_closed
+    assert len(hub.events("server")) == 1
+    client.shutdown(1)
