@@ -71,6 +71,7 @@ class Worker:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._transport: Transport | None = None
+        self._transport_lock = threading.Lock()
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # forked by a server that skipped the fork hooks
@@ -125,7 +126,10 @@ class Worker:
     def _transport_now(self) -> Transport:
         transport = self._transport
         if transport is None:
-            transport = self._transport = self._make_transport()
+            with self._transport_lock:  # send() and the worker may both want the first one
+                transport = self._transport
+                if transport is None:
+                    transport = self._transport = self._make_transport()
         return transport
 
     def _send(self, batch: list[Queued], timeout: float) -> None:
@@ -265,6 +269,7 @@ class ThreadWorker(Worker):
 
     def _reset(self) -> None:
         super()._reset()
+        self._close_when_done = False
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -297,6 +302,9 @@ class ThreadWorker(Worker):
                     while True:
                         # Stopped, or replaced after a fork that skipped Python's hooks.
                         if self._stopping or self._thread is not me:
+                            if self._close_when_done:  # shutdown() could not wait for us
+                                self._close_when_done = False
+                                self._close()
                             return
                         step = sender.take()
                         if isinstance(step, list):
@@ -330,7 +338,8 @@ class ThreadWorker(Worker):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if thread is not None and thread.is_alive():
-            return False  # still in a request: it is a daemon, and keeps its connection
+            self._close_when_done = True  # still in a request: it closes its connection after
+            return False
         self._thread = None
         return True
 
@@ -431,10 +440,19 @@ class AsyncioWorker(Worker):
                 except asyncio.TimeoutError:
                     pass
             except asyncio.CancelledError:
+                await self._close_async_transport()  # the loop is ending: its client goes with it
                 raise
             except Exception:
                 self.sender.log.exception("layersync sender error")
                 await asyncio.sleep(1.0)
+
+    async def _close_async_transport(self) -> None:
+        atransport, self._atransport = self._atransport, None
+        if atransport is not None:
+            try:
+                await atransport.aclose()
+            except (Exception, asyncio.CancelledError):  # a broken transport, or cancelled again
+                pass
 
     async def _asend(self, batch: list[Queued]) -> None:
         batch = self.sender.prepare(batch)  # builds and encodes: microseconds per event
@@ -495,12 +513,7 @@ class AsyncioWorker(Worker):
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self._task = None
-        atransport, self._atransport = self._atransport, None
-        if atransport is not None:
-            try:
-                await atransport.aclose()
-            except Exception:
-                pass
+        await self._close_async_transport()
         await asyncio.to_thread(self._stop_fallback, max(deadline - self._clock(), 0.0))
         self._close()
         if self._keeper is not None:
