@@ -288,75 +288,61 @@ class LayerSync:
         event_source_url: str | None,
         paired: bool = False,
     ) -> Event | None:
-        """The event body, or None (refused and counted). Never raises."""
+        """The event body, or None (refused and counted). Never raises: bad input must
+        never reach the app as an exception."""
         if not self.settings.enabled:
             return None
         try:
-            return self._build_checked(
-                event_name, props, request, identity, event_id, event_time, event_source_url, paired
+            if not paired:  # a paired event's name and id were checked when the request came in
+                if not isinstance(event_name, str) or not EVENT_NAME_RE.fullmatch(event_name):
+                    self._refuse("invalid", "event name must be 1-64 letters, digits or _.:- starting with a letter")
+                    return None
+                if event_id is not None and not (isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id)):
+                    self._refuse("invalid", "event_id must be 8-64 letters, digits, '_' or '-'")
+                    return None
+            if props is not None and as_mapping(props) is None:
+                self._refuse(
+                    "invalid", "props must be a mapping, a dataclass or a pydantic model, not %s", type(props).__name__
+                )
+                return None
+            if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
+                self._refuse("invalid", "event_time must be unix seconds (int)")
+                return None
+            user_data: dict[str, str] = {}
+            if request is not None:
+                ctx = request_context(request)
+                trust = self.settings.trust_proxy
+                page = ctx.page_url(trust) if paired else ctx.url_for(trust)
+                user_data = request_user_data(ctx, self.settings.trust_proxy, page)
+                if event_source_url is None:
+                    event_source_url = page
+            if event_source_url is not None and len(event_source_url) > _MAX_URL:
+                # An overlong URL is a query string gone wild; the page without it still attributes.
+                event_source_url = event_source_url.split("?", 1)[0]
+                if len(event_source_url) > _MAX_URL:
+                    event_source_url = None
+            if identity:
+                if not _is_mapping(identity):
+                    self._refuse("invalid", "identity traits must be a mapping")
+                    return None
+                hashed, rejected = hash_traits(identity, default_region=self.settings.default_phone_region)
+                user_data.update(hashed)
+                for trait in rejected:  # the trait's name only: its value is PII
+                    self._refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
+            built = build_checked(
+                site_id=self.settings.site_id,
+                event_name=event_name,
+                event_id=event_id or new_event_id(event_name),
+                props=props,
+                user_data=user_data,
+                event_source_url=event_source_url,
+                event_time=event_time,
             )
-        except Exception as exc:  # bad input must never reach the app as an exception
+            self._count_dropped_props(event_name, built.dropped)
+            return built.event
+        except Exception as exc:
             self._refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
             return None
-
-    def _build_checked(
-        self,
-        event_name: str,
-        props: object,
-        request: object,
-        identity: Mapping[str, Any] | None,
-        event_id: str | None,
-        event_time: int | None,
-        event_source_url: str | None,
-        paired: bool,
-    ) -> Event | None:
-        if not paired:  # a paired event's name and id were checked when the request came in
-            if not isinstance(event_name, str) or not EVENT_NAME_RE.fullmatch(event_name):
-                self._refuse("invalid", "event name must be 1-64 letters, digits or _.:- starting with a letter")
-                return None
-            if event_id is not None and not (isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id)):
-                self._refuse("invalid", "event_id must be 8-64 letters, digits, '_' or '-'")
-                return None
-        if props is not None and as_mapping(props) is None:
-            self._refuse(
-                "invalid", "props must be a mapping, a dataclass or a pydantic model, not %s", type(props).__name__
-            )
-            return None
-        if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
-            self._refuse("invalid", "event_time must be unix seconds (int)")
-            return None
-        user_data: dict[str, str] = {}
-        if request is not None:
-            ctx = request_context(request)
-            trust = self.settings.trust_proxy
-            page = ctx.page_url(trust) if paired else ctx.url_for(trust)
-            user_data = request_user_data(ctx, self.settings.trust_proxy, page)
-            if event_source_url is None:
-                event_source_url = page
-        if event_source_url is not None and len(event_source_url) > _MAX_URL:
-            # An overlong URL is a query string gone wild; the page without it still attributes.
-            event_source_url = event_source_url.split("?", 1)[0]
-            if len(event_source_url) > _MAX_URL:
-                event_source_url = None
-        if identity:
-            if not _is_mapping(identity):
-                self._refuse("invalid", "identity traits must be a mapping")
-                return None
-            hashed, rejected = hash_traits(identity, default_region=self.settings.default_phone_region)
-            user_data.update(hashed)
-            for trait in rejected:  # the trait's name only: its value is PII
-                self._refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
-        built = build_checked(
-            site_id=self.settings.site_id,
-            event_name=event_name,
-            event_id=event_id or new_event_id(event_name),
-            props=props,
-            user_data=user_data,
-            event_source_url=event_source_url,
-            event_time=event_time,
-        )
-        self._count_dropped_props(event_name, built.dropped)
-        return built.event
 
     def _track_paired(self, pending: PendingEvent, request: object) -> str | None:
         """Queue the paired event of a request whose headers passed :func:`check_pairing`.

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from layersync_middleware import Settings
+from layersync_middleware._event import Event, build_event, new_event_id
 from layersync_middleware.hub import HubServer, HubSite
 
 SITE = HubSite("site_test", "pk_test_publishable", "sk_test_secret_key")
@@ -63,3 +64,15 @@ class StartResponse:
     @property
     def statuses(self) -> list[str]:
         return [str(call[0]) for call in self.calls]
+
+
+def make_event(name: str = "add_to_cart", **props: Any) -> Event:
+    """A built event of the test site, as the client would queue it."""
+    return build_event(
+        site_id=SITE.site_id,
+        event_name=name,
+        event_id=new_event_id(name),
+        props=props,
+        user_data={},
+        event_source_url=None,
+    )

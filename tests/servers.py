@@ -8,9 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,21 +65,34 @@ def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{server} {target} exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if httpx.get(url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{server} {target} did not start")
-            time.sleep(0.1)
+        wait_until_serving(url, proc, f"{server} {target}")
         yield url
     finally:
         stop(proc)
+
+
+def wait_until_serving(
+    url: str, proc: subprocess.Popen[Any], what: str, output: Callable[[], str] | None = None, timeout: float = 30
+) -> None:
+    """Until ``url + "/"`` answers 200; raises with the server's output if it exits or never does."""
+
+    def said() -> str:
+        if output is not None:
+            return output()
+        return proc.stdout.read() if proc.stdout and proc.poll() is not None else ""
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{said()}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{said()}")
+        time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen[str]) -> str:

@@ -1,23 +1,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from helpers import SITE
+from helpers import make_event
 
-from layersync_middleware._event import Event, build_event, new_event_id
 from layersync_middleware._queue import IN_FLIGHT, READY, EventQueue, Queued
 
-
-def event(name: str = "add_to_cart", **props: Any) -> Event:
-    return build_event(
-        site_id=SITE.site_id,
-        event_name=name,
-        event_id=new_event_id(name),
-        props=props,
-        user_data={},
-        event_source_url=None,
-    )
+event = make_event
 
 
 def item(name: str, seq: int, *, verified: bool = True) -> Queued:

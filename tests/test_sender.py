@@ -7,23 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from helpers import SITE, settings
+from helpers import make_event, settings
 
-from layersync_middleware._event import Event, build_event, new_event_id
+from layersync_middleware._event import Event
 from layersync_middleware._queue import Queued
 from layersync_middleware._sender import QUEUED, REFUSED, WAKE, Sender, backoff
 from layersync_middleware._transport import Outcome
 
-
-def event(name: str = "add_to_cart", **props: Any) -> Event:
-    return build_event(
-        site_id=SITE.site_id,
-        event_name=name,
-        event_id=new_event_id(name),
-        props=props,
-        user_data={},
-        event_source_url=None,
-    )
+event = make_event
 
 
 class Clock:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from helpers import SITE, LiveHub, settings
-from servers import free_port, stop
+from servers import free_port, stop, wait_until_serving
 
 from layersync_middleware import Delivery, LayerSync
 from layersync_middleware.hub import HubApp, HubServer, create_hub
@@ -171,18 +171,7 @@ def serve_app(kind: str, hub_url: str) -> Iterator[str]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the {kind} app exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if httpx.get(url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {kind} app did not start")
-            time.sleep(0.1)
+        wait_until_serving(url, proc, f"the {kind} app")
         yield url
     finally:
         stop(proc)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from servers import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # example_apps.*, fleet.*
@@ -95,18 +95,7 @@ def web_server(server: str, target: str, env: dict[str, str], port: int) -> Iter
     """``server`` (uvicorn, or gunicorn with two workers) serving ``target`` on ``port``."""
     web = Process(web_command(server, target, port), env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if web.proc.poll() is not None:
-                raise RuntimeError(f"{server} {target} exited:\n{web.output()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{server} {target} did not start:\n{web.output()}")
-            time.sleep(0.05)
+        wait_until_serving(f"http://127.0.0.1:{port}", web.proc, f"{server} {target}", web.output)
         yield web
     finally:
         web.stop()
