@@ -41,6 +41,10 @@ DropReason = Literal[
     "invalid",  # bad input from the app, or an event that cannot be encoded
     "invalid_header",  # malformed pairing headers from the browser
     "name_not_allowed",  # a pairing name the route may not carry (a forged purchase)
+    "unmatched",  # stamped, but no pattern and none of the browser SDK's rules matches the URL
+    "read_only_method",  # stamped on a GET, HEAD or OPTIONS request (pair_read_only is off)
+    "repeated_header",  # a pairing header sent more than once: refused without joining the lines
+    "invalid_consent",  # the consent hook answered neither True nor False
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)

@@ -8,8 +8,7 @@ from typing import Any
 
 from ._client import LayerSync, resolve_client
 from ._log import log_always, logger
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, reset_current, set_current
-from ._request import route_path
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, asgi_url, reset_current, set_current
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,12 +18,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class LayerSyncMiddleware:
-    """Pairs matched requests with the browser SDK's events.
+    """Pairs the requests the browser SDK stamps with its events.
 
-    ``app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"])`` reads the rest
-    from ``LAYERSYNC_*`` environment variables; pass ``client=`` to share a client you
-    made. Patterns match the path the app routes on (without ``root_path``).
-    ``consent`` and ``is_success`` may be ``async def``.
+    ``app.add_middleware(LayerSyncMiddleware)`` pairs what the SDK's default rules stamp
+    and reads the settings from ``LAYERSYNC_*`` environment variables; pass ``client=``
+    to share a client you made. The SDK's rules read the URL as the browser sent it
+    (``root_path`` + ``path`` + query); ``matcher`` patterns match the path the app
+    routes on (without ``root_path``). ``consent`` and ``is_success`` may be ``async def``.
     """
 
     def __init__(
@@ -61,8 +61,12 @@ class LayerSyncMiddleware:
             await self.app(scope, receive, send)
             return
         pairing = self._pairing
-        path = route_path(scope["path"], scope.get("root_path") or "")
-        pending = await pairing.astart(headers[0], headers[1], path, scope)
+        path, url = asgi_url(scope)
+        method = scope.get("method") or "GET"
+        if pairing.consent is None:  # no coroutine to create and await
+            pending = pairing.start(method, path, url, headers[0], headers[1], scope)
+        else:
+            pending = await pairing.astart(method, path, url, headers[0], headers[1], scope)
         if pending is None:
             await self.app(scope, receive, send)
             return
