@@ -324,9 +324,10 @@ class Matcher:
         return bool(self.rules) or self.sdk
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Matcher)
-            and (other.rules, other.sdk, other.endpoints.key) == (self.rules, self.sdk, self.endpoints.key)
+        return isinstance(other, Matcher) and (other.rules, other.sdk, other.endpoints.key) == (
+            self.rules,
+            self.sdk,
+            self.endpoints.key,
         )
 
     def __hash__(self) -> int:

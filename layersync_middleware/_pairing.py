@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _wire
 from ._event import EVENT_ID_RE, HEADER_NAME_RE, as_mapping
-from ._log import RateLimitedLog, safe
+from ._log import RateLimitedLog
 from ._match import SDK_RULES, Verdict
 from ._request import RequestContext, route_path, wsgi_text
 

@@ -481,9 +481,7 @@ class Settings:
         set_(self, "site_id", "" if _is_blank(site_id) else _check_site_id(site_id))
         set_(self, "secret_key", SecretKey("") if _is_blank(secret_key) else _check_secret_key(secret_key))
 
-    def _set_matcher(
-        self, matcher: object, sdk_rules: object, cart: object, order: object, checkout: object
-    ) -> None:
+    def _set_matcher(self, matcher: object, sdk_rules: object, cart: object, order: object, checkout: object) -> None:
         set_ = object.__setattr__
         set_(self, "sdk_rules", _check_bool("sdk_rules", sdk_rules))
         endpoints: dict[str, tuple[EndpointSpec, ...]] = {}

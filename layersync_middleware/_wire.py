@@ -11,6 +11,7 @@ is a change to this file.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Union
 
 from ._version import __version__
@@ -239,11 +240,14 @@ class EndpointRules:
 
     def __init__(
         self,
-        cart: tuple[EndpointSpec, ...] = (),
-        order: tuple[EndpointSpec, ...] = (),
-        checkout: tuple[EndpointSpec, ...] = (),
+        cart: Iterable[EndpointSpec] = (),
+        order: Iterable[EndpointSpec] = (),
+        checkout: Iterable[EndpointSpec] = (),
     ) -> None:
-        extra = {name: tuple(compile_endpoint(s) for s in specs) for name, specs in (("add_to_cart", cart), ("purchase", order), ("begin_checkout", checkout))}
+        extra = {
+            name: tuple(compile_endpoint(s) for s in specs)
+            for name, specs in (("add_to_cart", cart), ("purchase", order), ("begin_checkout", checkout))
+        }
         self.extra: dict[str, tuple[re.Pattern[str], ...]] = extra
         # What makes two rule sets the same (settings compare by value).
         self.key = tuple((name, tuple((p.pattern, p.flags) for p in patterns)) for name, patterns in extra.items())

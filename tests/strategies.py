@@ -19,6 +19,35 @@ from hypothesis import strategies as st
 
 from layersync_middleware import _wire
 
+# --- the browser SDK's default rules ------------------------------------------------------------
+# One representative URL per default rule (two for O1), as the issue 20 probe called each
+# from Chromium, with the name the real SDK stamped: what pairs with no matcher configured.
+SDK_URLS: list[tuple[str, str]] = [
+    ("/cart/add", "add_to_cart"),
+    ("/cart/items", "add_to_cart"),
+    ("/add-to-cart", "add_to_cart"),
+    ("/addtocart", "add_to_cart"),
+    ("/api/cart", "add_to_cart"),
+    ("/?wc-ajax=add_to_cart", "add_to_cart"),
+    ("/carts/12/items", "add_to_cart"),
+    ("/orders", "purchase"),
+    ("/order/create", "purchase"),
+    ("/place-order", "purchase"),
+    ("/checkout/complete", "purchase"),
+    ("/api/orders", "purchase"),
+    ("/?wc-ajax=checkout", "purchase"),
+    ("/checkout/start", "begin_checkout"),
+    ("/api/checkout", "begin_checkout"),
+    ("/create-checkout", "begin_checkout"),
+]
+EVENT_ID_PREFIX = {"add_to_cart": "atc", "purchase": "pur", "begin_checkout": "bc"}
+
+
+def sdk_headers(name: str, n: int = 0) -> dict[str, str]:
+    """The pairing headers the SDK stamps for an event ``name`` (the ``n``th id)."""
+    return {"X-LayerSync-Event-Id": f"{EVENT_ID_PREFIX[name]}_{n:016x}", "X-LayerSync-Event-Name": name}
+
+
 # --- the routes under test, and the oracle ----------------------------------------------------
 Names = Union[None, str, list[str]]
 # The README's pattern kinds, its /api/*cart* example and the adversarial review's

@@ -65,7 +65,13 @@ async def orders(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"order_id": "O-DJ"}, status=201)
 
 
-urlpatterns = [path("api/cart/add", cart_add), path("api/orders", orders)]
+# "cart" and "checkout" as routed by an app mounted at /api (SCRIPT_NAME), issue 20's B1.
+urlpatterns = [
+    path("api/cart/add", cart_add),
+    path("api/orders", orders),
+    path("cart", cart_add),
+    path("checkout", cart_add),
+]
 
 
 def layersync(hub: LiveHub, **extra: Any) -> dict[str, Any]:
@@ -160,6 +166,8 @@ def test_system_checks_name_the_setting() -> None:
         [error] = layersync_messages()
     assert "LAYERSYNC['TIMEOUT']:" in error.msg and "did you mean LAYERSYNC['TIMEOUT_MS']" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x"}):
+        assert layersync_ids() == []  # no matcher: the browser SDK's rules pair
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "SDK_RULES": False}):
         ids = layersync_ids()
     assert ids == ["layersync.W001"]
     with override_settings(LAYERSYNC="nope"):
@@ -323,3 +331,19 @@ def test_capture_events_reaches_the_django_middleware_client(
         Client().post("/api/orders", headers=PUR)  # restored on exit: to the hub again
     assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["X-LayerSync-Event-Id"]]
     assert len(captured.events) == 1
+
+
+@pytest.mark.parametrize("matcher", [None, ["/**"]], ids=["no-matcher", "catch-all"])
+def test_a_mounted_app_pairs_the_sdks_name_and_a_get_pairs_nothing(hub: LiveHub, matcher: list[str] | None) -> None:
+    config = {k: v for k, v in layersync(hub).items() if k != "MATCHER"}
+    if matcher is not None:
+        config["MATCHER"] = matcher
+    atc = {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
+    bc = {"X-LayerSync-Event-Id": new_event_id("begin_checkout"), "X-LayerSync-Event-Name": "begin_checkout"}
+    with override_settings(LAYERSYNC=config):
+        # The browser called /api/cart and /api/checkout: the app routes on /cart and /checkout.
+        assert Client().post("/cart", headers=atc, SCRIPT_NAME="/api").status_code == 200
+        assert Client().post("/checkout?step=1", headers=bc, SCRIPT_NAME="/api").status_code == 200
+        assert Client().get("/cart", headers=atc, SCRIPT_NAME="/api").status_code == 200
+    ids = [e["event"]["event_id"] for e in hub.events("server")]
+    assert sorted(ids) == sorted([atc["X-LayerSync-Event-Id"], bc["X-LayerSync-Event-Id"]])
