@@ -195,7 +195,8 @@ def check_pairing(
         )
         return None
     event_id, event_name = event_id.strip(), event_name.strip()
-    verdict = client.settings.matcher.verdict(path, url)
+    matcher = client.settings.matcher
+    verdict = matcher.verdict(path, url)
     if verdict.decided_by is None:
         client._refuse(
             "unmatched",
@@ -206,14 +207,18 @@ def check_pairing(
             url,
             event_name,
             "no pattern of the matcher setting and none of the browser SDK's rules"
-            if client.settings.matcher.sdk
+            if matcher.sdk
             else "no pattern of the matcher setting (and sdk_rules is off)",
         )
         return None
-    if not EVENT_ID_RE.fullmatch(event_id) or not HEADER_NAME_RE.fullmatch(event_name):
+    # A name among the verdict's is well-formed already (names are checked at start-up).
+    names = verdict.names
+    if not EVENT_ID_RE.fullmatch(event_id) or (
+        (names is None or event_name not in names) and not HEADER_NAME_RE.fullmatch(event_name)
+    ):
         client._refuse("invalid_header", "refused malformed pairing headers on %s %s", method, path)
         return None
-    if not verdict.allows(event_name):
+    if names is not None and event_name not in names:
         client._refuse(
             "name_not_allowed",
             "refused the pairing header %s on %s %s: %s",
@@ -249,7 +254,7 @@ def default_is_success(status: int) -> bool:
 class Pairing:
     """What every adapter does for a matched request, without any framework."""
 
-    __slots__ = ("_log", "client", "consent", "is_success")
+    __slots__ = ("_log", "client", "consent", "is_success", "sync_success")
 
     def __init__(
         self,
@@ -272,6 +277,8 @@ class Pairing:
         self.client = client
         self.consent = consent
         self.is_success = is_success or default_is_success
+        # Nothing to await: async adapters may call the plain finish (no coroutine per request).
+        self.sync_success = not inspect.iscoroutinefunction(self.is_success)
         self._log = RateLimitedLog()
 
     @property
@@ -337,6 +344,8 @@ class Pairing:
         return False
 
     def _sync_answer(self, answer: object, hook: str) -> object:
+        if answer is True or answer is False:  # the common answers, without the awaitable test
+            return answer
         if inspect.isawaitable(answer):  # a coroutine object is truthy: never take it for a yes
             close = getattr(answer, "close", None)
             if close is not None:

@@ -75,7 +75,10 @@ class LayerSyncMiddleware:
         async def send_wrapper(message: Message) -> None:
             # The status is known here: queue the event now, before any body is streamed.
             if message["type"] == "http.response.start":
-                await pairing.afinish(pending, scope, message["status"])
+                if pairing.sync_success:
+                    pairing.finish(pending, scope, message["status"])
+                else:
+                    await pairing.afinish(pending, scope, message["status"])
             await send(message)
 
         token = set_current(pending)
