@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
 from strategies import sdk_name_for
@@ -149,3 +150,15 @@ def test_the_answer_cache_stays_bounded() -> None:
         rules.name_for(f"/cart/{n}")
     assert len(rules._cache) <= 1024
     assert rules.name_for("/x" * 1000) is None and len(rules._cache) <= 1024  # long URLs are not kept
+
+
+def test_the_readmes_table_of_sdk_rules_is_the_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### What the browser SDK stamps", 1)[1].split("\n\n", 3)[2]
+    rows = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table.splitlines()]
+    listed = []
+    for urls, regex, name in rows[2:]:
+        for url in re.findall(r"`([^`]+)`", urls):
+            assert _wire.browser_event_name_for(url) == name.strip("`"), url
+        listed.append((regex.strip("`").replace("$", "\\Z"), name.strip("`")))
+    assert listed == _wire.DEFAULT_RULES.describe()
