@@ -181,7 +181,7 @@ def check_pairing(
             "did not pair %s %s: %s requests never pair (the event belongs to the POST, PUT or PATCH); "
             "set pair_read_only to pair them",
             method,
-            path,
+            url,
             method,
         )
         return None
@@ -191,7 +191,7 @@ def check_pairing(
             "refused the pairing headers of %s %s: X-LayerSync-Event-Id or X-LayerSync-Event-Name came "
             "more than once, or with a comma (the browser SDK sends each once)",
             method,
-            path,
+            url,
         )
         return None
     event_id, event_name = event_id.strip(), event_name.strip()
@@ -216,7 +216,7 @@ def check_pairing(
     if not EVENT_ID_RE.fullmatch(event_id) or (
         (names is None or event_name not in names) and not HEADER_NAME_RE.fullmatch(event_name)
     ):
-        client._refuse("invalid_header", "refused malformed pairing headers on %s %s", method, path)
+        client._refuse("invalid_header", "refused malformed pairing headers on %s %s", method, url)
         return None
     if names is not None and event_name not in names:
         client._refuse(
@@ -234,7 +234,11 @@ def check_pairing(
 def _allowed(verdict: Verdict) -> str:
     names = sorted(verdict.names or ())
     if verdict.decided_by == SDK_RULES:
-        return f"the browser SDK stamps {names[0]} on this URL"
+        return (
+            f"the browser SDK stamps {names[0]} on this URL (if your browser code passes its own "
+            "cartEndpoints, orderEndpoints or checkoutEndpoints, give the server the same regexes "
+            "in cart_endpoints, order_endpoints or checkout_endpoints)"
+        )
     if verdict.names is None:  # any name: never refused
         return "any name is allowed"
     pattern = verdict.decided_by
