@@ -8,6 +8,7 @@ import django
 import pytest
 from django.conf import settings as dj
 from helpers import SITE, LiveHub, StartResponse, settings
+from strategies import SDK_URLS
 
 if not dj.configured:
     dj.configure(
@@ -26,7 +27,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
-from django.urls import path
+from django.urls import path, re_path
 
 from layersync_middleware import ConfigurationError, LayerSync, LayerSyncWSGIMiddleware, current_event
 from layersync_middleware._event import new_event_id
@@ -347,3 +348,22 @@ def test_a_mounted_app_pairs_the_sdks_name_and_a_get_pairs_nothing(hub: LiveHub,
         assert Client().get("/cart", headers=atc, SCRIPT_NAME="/api").status_code == 200
     ids = [e["event"]["event_id"] for e in hub.events("server")]
     assert sorted(ids) == sorted([atc["X-LayerSync-Event-Id"], bc["X-LayerSync-Event-Id"]])
+
+
+class CatchAll:
+    """A URLconf that answers every path, as a shop's routes would."""
+
+    urlpatterns = [re_path(r"^.*$", cart_add)]
+
+
+@pytest.mark.parametrize("script_name", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, script_name: str) -> None:
+    config = {k: v for k, v in layersync(hub).items() if k != "MATCHER"}
+    sent = []
+    with override_settings(LAYERSYNC=config, ROOT_URLCONF=CatchAll):
+        for url, name in SDK_URLS:
+            headers = {"X-LayerSync-Event-Id": new_event_id(name), "X-LayerSync-Event-Name": name}
+            sent.append((headers["X-LayerSync-Event-Id"], name))
+            for _ in range(2):  # the SDK re-sends a stale id: forwarded once
+                assert Client().post(url, headers=headers, SCRIPT_NAME=script_name).status_code == 200
+    assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)

@@ -5,6 +5,7 @@ import logging
 import pytest
 from flask import Flask, jsonify
 from helpers import SITE, LiveHub
+from strategies import SDK_URLS
 
 from layersync_middleware import ConfigurationError, current_event
 from layersync_middleware._event import new_event_id
@@ -194,3 +195,20 @@ def test_no_matcher_pairs_what_the_sdk_stamps_under_a_mount_and_not_on_a_get(hub
     assert c.get("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
     assert [e["event"]["event_id"] for e in hub.events("server")] == [atc["X-LayerSync-Event-Id"]]
     assert ext.client.stats().dropped == {"read_only_method": 1}
+
+
+@pytest.mark.parametrize("mount", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, mount: str) -> None:
+    app = Flask(__name__)
+    app.config.update(hub_config(hub))
+    app.route("/", defaults={"rest": ""}, methods=["POST"])(
+        app.route("/<path:rest>", methods=["POST"])(lambda rest: "ok")
+    )
+    FlaskLayerSync(app)
+    c, sent = app.test_client(), []
+    for url, name in SDK_URLS:
+        headers = {"X-LayerSync-Event-Id": new_event_id(name), "X-LayerSync-Event-Name": name}
+        sent.append((headers["X-LayerSync-Event-Id"], name))
+        for _ in range(2):  # the SDK re-sends a stale id: forwarded once
+            assert c.post(url, headers=headers, base_url=f"http://localhost{mount}").status_code == 200
+    assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)
