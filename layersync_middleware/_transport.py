@@ -267,7 +267,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 # (httpx's Client.post merges headers, parses the URL and runs its auth and event hooks for
 # every call: about 40 % of a batch's CPU on loopback, bench/split.py). No redirect is ever
 # followed (it would carry the key elsewhere) and no proxy is read from the environment.
-_LIMITS = {"max_connections": 4, "max_keepalive_connections": 2, "keepalive_expiry": 30.0, "retries": 1}
+_MAX_CONNECTIONS, _KEEPALIVE_CONNECTIONS, _KEEPALIVE_EXPIRY = 4, 2, 30.0
 _NETWORK_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError)
 _MAX_ANSWER = 1024 * 1024  # the hub answers a few bytes per event; more is not read
 
@@ -326,7 +326,12 @@ class HTTPTransport(_HTTPBase):
         self._deadline = _Deadline()
         # tests/test_transport.py proves a dripping hub cannot outlast the deadline.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=self._ssl, network_backend=_DeadlineBackend(self._deadline), **_LIMITS
+            ssl_context=self._ssl,
+            max_connections=_MAX_CONNECTIONS,
+            max_keepalive_connections=_KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+            retries=1,  # a failed connect once more, at once
+            network_backend=_DeadlineBackend(self._deadline),
         )
         self._closed = False
 
@@ -366,7 +371,13 @@ class AsyncHTTPTransport(_HTTPBase):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl, **_LIMITS)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=self._ssl,
+            max_connections=_MAX_CONNECTIONS,
+            max_keepalive_connections=_KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+            retries=1,
+        )
         self._closed = False
 
     async def asend(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
