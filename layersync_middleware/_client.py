@@ -11,7 +11,18 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from ._event import EVENT_ID_RE, EVENT_NAME_RE, Dropped, Event, as_mapping, build_checked, map_props, new_event_id
+from ._event import (
+    EVENT_ID_RE,
+    EVENT_NAME_RE,
+    MAX_EVENT_BYTES,
+    Dropped,
+    Event,
+    as_mapping,
+    build_checked,
+    event_too_large,
+    map_props_sized,
+    new_event_id,
+)
 from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
 from ._pii import hash_traits
@@ -339,7 +350,7 @@ class LayerSync:
                 event_time=event_time,
             )
             self._count_dropped_props(event_name, built.dropped)
-            return built.event
+            return None if self._too_large(event_name, built.too_large) else built.event
         except Exception as exc:
             self._refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
             return None
@@ -353,7 +364,7 @@ class LayerSync:
         if not self.settings.enabled:
             return None
         event_id, event_name, now = pending.event_id, pending.event_name, time.time()
-        custom, dropped = map_props(pending.props) if pending.props else ({}, [])
+        custom, dropped, chars = map_props_sized(pending.props) if pending.props else ({}, [], 0)
         snapshot = request_snapshot(request)
         traits = dict(pending.traits) if pending.traits else None
 
@@ -364,6 +375,8 @@ class LayerSync:
             event["custom_data"] = custom
             event["client_meta"]["queued_at_ms"] = int(now * 1000)
             self._count_dropped_props(event_name, dropped)
+            if self._too_large(event_name, event_too_large(event, chars)):
+                return None
             return self._before(event) if self._before_send is not None else event
 
         try:
@@ -377,6 +390,15 @@ class LayerSync:
         for prop in dropped:  # the prop's path only: its value may be PII
             reason: DropReason = "pii_prop" if prop.reason == "pii_prop" else "invalid_prop"
             self._refuse(reason, "dropped the prop %s of a %s event: %s", prop.path, event_name, prop.reason)
+
+    def _too_large(self, event_name: str, size: int | None) -> bool:
+        """Refuse (count, log) an event the hub would never take: over the wire's limit."""
+        if size is None:
+            return False
+        self._refuse(
+            "too_large", "refused a %s event of %d bytes: the hub takes at most %d", event_name, size, MAX_EVENT_BYTES
+        )
+        return True
 
     def _before(self, event: Event) -> Event | None:
         hook = self._before_send

@@ -44,6 +44,7 @@ DropReason = Literal[
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)
+    "too_large",  # the event is over the wire's size limit: refused when tracked, never queued
     "before_send",  # the before_send hook returned None
     "before_send_error",  # the before_send hook raised
     "internal_error",  # a bug of ours; the request went on
