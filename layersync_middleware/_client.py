@@ -26,7 +26,7 @@ from ._event import (
 from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
 from ._pii import hash_traits
-from ._request import request_context, request_snapshot, request_user_data
+from ._request import attribution_url, request_context, request_snapshot, request_user_data
 from ._sender import DropReason, OnDrop, Sender, Stats
 from ._settings import Settings, check_unknown, settings_or_disabled
 from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport, threaded_async
@@ -326,7 +326,7 @@ class LayerSync:
                 page = ctx.page_url(trust) if paired else ctx.url_for(trust)
                 user_data = request_user_data(ctx, self.settings.trust_proxy, page)
                 if event_source_url is None:
-                    event_source_url = page
+                    event_source_url = attribution_url(page, self.settings.kept_query_params)
             if event_source_url is not None and len(event_source_url) > _MAX_URL:
                 # An overlong URL is a query string gone wild; the page without it still attributes.
                 event_source_url = event_source_url.split("?", 1)[0]
@@ -395,9 +395,8 @@ class LayerSync:
         """Refuse (count, log) an event the hub would never take: over the wire's limit."""
         if size is None:
             return False
-        self._refuse(
-            "too_large", "refused a %s event of %d bytes: the hub takes at most %d", event_name, size, MAX_EVENT_BYTES
-        )
+        message = "refused a %s event of at least %d bytes: the hub takes at most %d"
+        self._refuse("too_large", message, event_name, size, MAX_EVENT_BYTES)
         return True
 
     def _before(self, event: Event) -> Event | None:

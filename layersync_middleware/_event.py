@@ -72,9 +72,10 @@ _DROP: Any = object()
 # The largest event the hub takes: one alone in a batch (docs/wire.md; the sender's
 # ``_BATCH_OVERHEAD`` is the '{"events":[' and ']}' around it).
 MAX_EVENT_BYTES = _wire.BATCH_MAX_BYTES - 16
-# A character is at most 6 bytes of JSON ("\u001f"); below this many characters of
-# strings, an event cannot be over the limit, and it is not encoded to find out.
-_SURE_CHARS = MAX_EVENT_BYTES // 6 - 1024
+# A character of a string or key is at most 6 bytes of JSON (a control character), any
+# other value (a number, null) at most 32, the fixed fields about 2 KiB: below this many
+# characters of strings and keys, an event cannot be over the limit: it is not encoded.
+_SURE_CHARS = (MAX_EVENT_BYTES - 32 * MAX_VALUES - 2048) // 6
 
 # PII inside a value, whatever its key (an email in ``note``). An email is found
 # anywhere in the text; a phone number only as the whole value, and only in the shapes
@@ -123,8 +124,9 @@ def looks_like_pii(text: str) -> bool:
 
 
 def event_too_large(event: Event, chars: int = _SURE_CHARS + 1) -> int | None:
-    """The encoded size of ``event`` when it is over :data:`MAX_EVENT_BYTES`, else None.
-    ``chars`` is what the props walk counted: a small event is not encoded to know."""
+    """The encoded size of ``event`` (at least) when it is over :data:`MAX_EVENT_BYTES`, else None.
+    ``chars`` is what the props walk counted, a lower bound of their bytes: a small event
+    is not encoded to know, nor one whose props alone are over."""
     url = event.get("event_source_url")
     user_data = event.get("user_data")
     rest = len(url) if isinstance(url, str) else 0
@@ -132,6 +134,8 @@ def event_too_large(event: Event, chars: int = _SURE_CHARS + 1) -> int | None:
         rest += sum(len(v) for v in user_data.values() if isinstance(v, str))
     if chars + rest <= _SURE_CHARS:
         return None
+    if chars > MAX_EVENT_BYTES:
+        return chars
     from ._transport import encode_event  # _transport imports this module
 
     try:
@@ -289,7 +293,7 @@ class _Walk:
                 self.budget -= 1
                 self.drop(_join(path, key), "reserved" if key in _RESERVED else "pii_prop")
                 continue
-            self.chars += len(key) + 8  # and the quotes, colon, comma, a short number
+            self.chars += len(key) + 4  # its quotes, colon and comma: a lower bound of its bytes
             # Scalars (most props) never need their path: it is only built on the way down.
             if v is None or isinstance(v, int) or (isinstance(v, str) and len(v) < 9 and "@" not in v):
                 self.budget -= 1

@@ -126,6 +126,17 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _owner_only(file: int | str) -> None:
+    """chmod 0600, unless it is another user's file (then its owner decides)."""
+    try:
+        if isinstance(file, int):
+            os.fchmod(file, 0o600)
+        else:
+            os.chmod(file, 0o600)
+    except PermissionError:
+        pass
+
+
 _OWNERS: set[str] = set()  # this process's owners: one per client with a spool
 
 
@@ -145,8 +156,18 @@ class Spool:
     # -- the connection ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-        # Created here, owner-only: the events carry IP addresses and hashed identities.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Owner-only, also a file that was there before (SQLite gives its -wal and -shm the
+        # file's mode): the events carry IP addresses, user agents and hashed identities.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _owner_only(fd)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            try:
+                _owner_only(self.path + suffix)
+            except FileNotFoundError:
+                pass
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -16,6 +16,7 @@ from helpers import queued, settings
 
 from layersync_middleware import LayerSync
 from layersync_middleware._event import Event
+from layersync_middleware._pairing import PendingEvent
 from layersync_middleware._sender import Sender, SpoolingSender
 from layersync_middleware._spool import PERSIST_WINDOW
 
@@ -204,3 +205,47 @@ def test_spool_logs_never_hold_event_data(
     assert "took over 1 event" in caplog.text
     assert "ORD-SECRET-1" not in caplog.text and "ada@example.com" not in caplog.text
     assert "sk_test" not in caplog.text
+
+
+def test_the_spool_holds_no_query_secrets_and_is_owner_only_whatever_was_there(
+    own_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    sqlite3.connect(spool).execute("PRAGMA journal_mode=WAL").fetchall()  # left by an older version...
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)  # ...readable by everyone
+    own_hub.down()
+    ls = client(own_hub, spool)
+    page = b"https://shop.example/account?email=ada%40example.com&token=s3cr3t&utm_source=news&fbclid=IwAR1"
+    request = {
+        "type": "http",
+        "path": "/api/orders",
+        "query_string": b"session=abc123",
+        "headers": [(b"host", b"shop.example"), (b"referer", page)],
+    }
+    ls._track_paired(PendingEvent("pur_0123456789abcdef", "purchase"), request)
+    ls.track("purchase", {"note": "ada@example.com"}, request=request)
+    assert until(lambda: len(spool_rows(spool)) == 2)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"utm_source=news&fbclid=IwAR1" in on_disk  # attribution is kept...
+    for secret in (b"ada", b"s3cr3t", b"abc123"):  # ...nothing else of the URLs, nor a PII prop
+        assert secret not in on_disk
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        "spool.db": "0o600",
+        "spool.db-wal": "0o600",
+        "spool.db-shm": "0o600",
+    }
+    ls.shutdown(0.2)
+
+
+def test_an_event_over_the_wire_limit_is_never_spooled(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    ls = client(own_hub, spool)
+    # The review's repro: 20 events of 8 MB props took 151 MiB of spool, then were dropped at send.
+    assert [ls.track("purchase", {"blob": "x" * 8_000_000}) for _ in range(20)] == [None] * 20
+    kept = queued(ls.track("purchase", {"blob": "x" * 50_000}))
+    assert until(lambda: len(spool_rows(spool)) == 1)
+    assert [r[0] for r in spool_rows(spool)] == [kept] and spool.stat().st_size < 1_000_000
+    assert ls.stats().dropped == {"too_large": 20}
+    ls.shutdown(0.2)
