@@ -17,12 +17,22 @@ as a backstop.
 Several processes share one file. Each is an *owner* (a random token, with its pid and
 host) holding a lease it renews every :data:`RENEW_EVERY` seconds while it runs; its
 rows are its own to send. Rows whose owner let go (a clean exit with events left),
-whose lease expired (:data:`LEASE`), or whose process is gone (same host, pid dead) are
-*adopted* in one transaction by the next process that looks: at start, and every
+whose lease expired, or whose process is gone (same host, pid dead) are *adopted* in
+one transaction by the next process that looks: at start, and every
 :data:`RENEW_EVERY` seconds while the writer runs. So no two live processes send one
 row, and a worker that exits for good strands nothing. A process paused for longer
 than the lease (a debugger, SIGSTOP) may find its rows adopted: both may then send an
 event, which the hub counts once (ids never change).
+
+A lease is a heartbeat, not a time: renewing adds one to the owner's ``beat``, and an
+owner is gone when another process saw its beat stand still for :data:`LEASE` seconds
+of that process's own monotonic clock. Wall-clock time never decides (a clock stepped
+by NTP or by hand would let a live owner's rows be adopted and sent twice).
+
+Each row carries the site id and a fingerprint of the secret key it was queued with
+(a truncated SHA-256, never the key): a client adopts only rows of its own site and
+key, and leaves another site's to that site's clients (two apps sharing a path, or a
+key rotated while events waited: those wait for a process with the old key).
 
 A corrupt file is moved aside (``<path>.corrupt-<time>-<pid>``) and a new one started;
 a locked one is retried on the next pass; an unwritable one is logged and retried every
@@ -32,6 +42,7 @@ never breaks the app.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,12 +68,15 @@ BUSY_TIMEOUT = 0.5  # how long a write waits for another process's transaction
 RETRY_BROKEN = 60.0  # an unwritable spool is tried again after this long
 MAX_BYTES = 256 * 1024 * 1024  # a backstop: the queues the file mirrors bound it first
 
+# ``lease_until`` (wall clock) is still written, for processes of older versions sharing
+# the file; this version reads ``beat``.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
-    lease_until REAL NOT NULL
+    lease_until REAL NOT NULL,
+    beat INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT NOT NULL,
@@ -73,16 +87,25 @@ CREATE TABLE IF NOT EXISTS events (
     queued_at_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     body BLOB NOT NULL,
+    site TEXT NOT NULL DEFAULT '',
+    key_fp TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (event_id, event_name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_owner ON events (owner, queued_at_ms);
 """
+# Columns a file made by an older version lacks (its rows then belong to any site: ''
+# is adopted by all, as that version did).
+_ADDED_COLUMNS = (
+    ("owners", "beat", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "site", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "key_fp", "TEXT NOT NULL DEFAULT ''"),
+)
 
 # A row another live owner holds is left alone: two processes that queued the same pair
 # each send their own copy, and each deletes only its own row.
 _UPSERT = """
-INSERT INTO events (event_id, event_name, owner, priority, verified, queued_at_ms, attempts, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO events (event_id, event_name, owner, priority, verified, queued_at_ms, attempts, body, site, key_fp)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id, event_name) DO UPDATE SET attempts = excluded.attempts, body = excluded.body
 WHERE events.owner = excluded.owner
 """
@@ -100,6 +123,13 @@ class Row(NamedTuple):
     body: bytes
 
 
+def key_fingerprint(site_id: str | int, secret_key: str) -> str:
+    """What a row says about the key it was queued with: enough to tell two keys apart,
+    nothing to recover one from (a 64-bit prefix of a salted SHA-256 of a random key)."""
+    digest = hashlib.sha256(f"layersync-spool\0{site_id}\0{secret_key}".encode())
+    return digest.hexdigest()[:16]
+
+
 def _host_id() -> str:
     """Where a pid means something: the host name and, on Linux, the pid namespace (two
     containers sharing a volume have different ones)."""
@@ -108,6 +138,25 @@ def _host_id() -> str:
     except OSError:
         namespace = ""
     return f"{socket.gethostname()}/{namespace}"
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to this schema (once, under the write lock)."""
+
+    def missing() -> list[tuple[str, str, str]]:
+        have = {(t, row[1]) for t in ("owners", "events") for row in db.execute(f"PRAGMA table_info({t})")}
+        return [c for c in _ADDED_COLUMNS if (c[0], c[1]) not in have]
+
+    if not missing():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, kind in missing():  # again: another process may have just done it
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -143,8 +192,11 @@ _OWNERS: set[str] = set()  # this process's owners: one per client with a spool
 class Spool:
     """One process's handle on the file: SQL only, no threads (the caller serialises)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, site: str | int = "", key_fp: str = "") -> None:
         self.path = path
+        self.site = str(site)
+        self.key_fp = key_fp  # see key_fingerprint()
+        self._seen: dict[str, tuple[int, float]] = {}  # owner -> (its beat, when it last changed: monotonic)
         self.pid = os.getpid()
         self.owner = f"{self.pid}-{secrets.token_hex(8)}"
         _OWNERS.add(self.owner)
@@ -173,6 +225,7 @@ class Spool:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: survives a process crash; fsync at checkpoints
             db.executescript(_SCHEMA)
+            _add_columns(db)
             page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
             db.execute(f"PRAGMA max_page_count={MAX_BYTES // page_size}")
         except BaseException:
@@ -221,7 +274,7 @@ class Spool:
     # -- what the keeper asks ------------------------------------------------------------------
     def _register(self, db: sqlite3.Connection) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO owners (owner, pid, host, lease_until) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO owners (owner, pid, host, lease_until, beat) VALUES (?, ?, ?, ?, 0)",
             (self.owner, self.pid, self.host, time.time() + LEASE),
         )
         self.registered = True
@@ -230,7 +283,8 @@ class Spool:
         def work(db: sqlite3.Connection) -> bool:
             if upserts:
                 self._register(db)
-                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:]) for r in upserts])
+                mine = (self.site, self.key_fp)
+                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:], *mine) for r in upserts])
             if deletes:
                 db.executemany(
                     "DELETE FROM events WHERE event_id = ? AND event_name = ? AND owner = ?",
@@ -247,7 +301,9 @@ class Spool:
             return True
 
         def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute("UPDATE owners SET lease_until = ? WHERE owner = ?", (time.time() + LEASE, self.owner))
+            cursor = db.execute(
+                "UPDATE owners SET beat = beat + 1, lease_until = ? WHERE owner = ?", (time.time() + LEASE, self.owner)
+            )
             if cursor.rowcount:
                 return True
             self._register(db)
@@ -255,30 +311,48 @@ class Spool:
 
         return self._write(work)
 
+    def _gone(self, owner: str, pid: int, host: str, beat: int, now: float) -> bool:
+        """Whether another owner is gone: its process is (same host), or its beat stood
+        still for LEASE seconds of our monotonic clock (a lease token, no wall clock)."""
+        if host == self.host and (owner not in _OWNERS if pid == self.pid else not _pid_alive(pid)):
+            return True  # same host, and the process is gone (or its pid is ours now)
+        seen = self._seen.get(owner)
+        if seen is None or seen[0] != beat:
+            self._seen[owner] = (beat, now)
+            return False
+        return now - seen[1] >= LEASE
+
     def adopt(self) -> list[Row]:
-        """Take the rows of owners that are gone; oldest first."""
+        """Take the rows of this site and key whose owners are gone; oldest first."""
 
         def work(db: sqlite3.Connection) -> list[Row]:
-            now = time.time()
+            now = time.monotonic()
             live = [self.owner]
-            for owner, pid, host, lease_until in db.execute("SELECT owner, pid, host, lease_until FROM owners"):
-                if owner == self.owner or lease_until < now:
-                    continue
-                if host == self.host and (owner not in _OWNERS if pid == self.pid else not _pid_alive(pid)):
-                    continue  # same host, and the process is gone (or its pid is ours now)
-                live.append(owner)
+            owners = db.execute("SELECT owner, pid, host, beat FROM owners").fetchall()
+            for owner, pid, host, beat in owners:
+                if owner != self.owner and not self._gone(owner, pid, host, beat, now):
+                    live.append(owner)
+            self._seen = {o: seen for o, seen in self._seen.items() if o in live}
             marks = ",".join("?" * len(live))
+            # Rows of another site or key stay for that site's clients (and '' is a row
+            # written by an older version, which did not say).
+            which = f"owner NOT IN ({marks}) AND ((site = ? AND key_fp = ?) OR site = '')"
+            args = (*live, self.site, self.key_fp)
             rows = [
                 Row(*r)
                 for r in db.execute(
                     "SELECT event_id, event_name, priority, verified, queued_at_ms, attempts, body FROM events "
-                    f"WHERE owner NOT IN ({marks}) ORDER BY queued_at_ms",
-                    live,
+                    f"WHERE {which} ORDER BY queued_at_ms",
+                    args,
                 )
             ]
             if rows:
                 self._register(db)
-                db.execute(f"UPDATE events SET owner = ? WHERE owner NOT IN ({marks})", (self.owner, *live))
+                db.execute(
+                    f"UPDATE events SET owner = ?, site = ?, key_fp = ? WHERE {which}",
+                    (self.owner, self.site, self.key_fp, *args),
+                )
+            # Owners that are gone go; their rows of other sites wait, ownerless, for their site.
             db.execute(f"DELETE FROM owners WHERE owner NOT IN ({marks})", live)
             return rows
 
@@ -330,7 +404,8 @@ class SpoolKeeper:
         self._reset()
 
     def _reset(self) -> None:
-        self.spool = Spool(self.path)
+        settings = self.sender.settings
+        self.spool = Spool(self.path, settings.site_id, key_fingerprint(settings.site_id, settings.secret_key.reveal()))
         self._io = threading.Lock()  # one writer at a time, in journal order
         self._pending: dict[tuple[str, str], Queued | None] = {}  # key -> to write (None: to delete)
         self._thread: threading.Thread | None = None
