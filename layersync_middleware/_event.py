@@ -93,6 +93,15 @@ _PHONE = re.compile(
 )
 
 
+class HeaderEvent(dict[str, Any]):
+    """An event whose id and name came from request headers (a paired event), not from
+    the app's code. Its claim on the pair never suppresses an event the app tracks
+    itself: a browser may send any id, the next order number included (see
+    :class:`~._sender.Sender` and :mod:`._dedup`). Encoded like any dict."""
+
+    __slots__ = ()
+
+
 class Dropped(NamedTuple):
     """A prop that was not sent: its path (``customer.email``, ``items[0].price``) and
     the reason (see the module docstring). Never its value."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from . import _wire
-from ._event import Event
+from ._event import Event, HeaderEvent
 from ._log import RateLimitedLog, logger
 from ._queue import GONE, IN_FLIGHT, PARKED, READY, Build, EventQueue, Queued
 from ._settings import Settings
@@ -196,7 +196,7 @@ class Sender:
         self.cond = threading.Condition(self.lock)
         self._queue = EventQueue(self.settings.max_queue_size)
         self._seq = itertools.count()
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, ...], None] = OrderedDict()  # see _claim_key
         self._in_flight = 0
         self._flushing = 0  # events a flush waits for
         self._flushes = 0  # flushes under way
@@ -216,13 +216,17 @@ class Sender:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
         should look (the queue was idle, or a batch is full). With ``build``, ``event``
-        is only ``{"event_id", "event_name"}`` and the driver builds the body."""
+        is only ``{"event_id", "event_name"}`` and the driver builds the body.
+        ``verified=False``: its id came from request headers (see :func:`_claim_key`)."""
+        if not verified:
+            event, build = HeaderEvent(event), None if build is None else _from_header(build)
         item = Queued(event, 0, 0.0, verified=verified, build=build)
+        claim = _claim_key(item.key, verified)
         with self.lock:
-            if item.key in self._recent:
+            if item.key in self._recent or claim in self._recent:
                 self._duplicates += 1
                 return REFUSED
-            self._claim(item.key)
+            self._claim(claim)
             return self._push(item)
 
     def claim(self, event: Event) -> bool:
@@ -254,7 +258,7 @@ class Sender:
         with self.lock:
             self._recent.pop(key, None)
 
-    def _claim(self, key: tuple[str, str]) -> None:
+    def _claim(self, key: tuple[str, ...]) -> None:
         recent = self._recent
         recent[key] = None
         if len(recent) > DEDUP_SIZE:
@@ -490,7 +494,7 @@ class Sender:
         if item.flush:
             item.flush = False
             self._flushing = max(self._flushing - 1, 0)
-        self._recent.pop(item.key, None)  # never delivered: the same pair may come again
+        self._recent.pop(_claim_key(item.key, item.verified), None)  # never delivered: the pair may come again
         if reason is not None:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
             self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
@@ -602,7 +606,8 @@ class Sender:
         with self.lock:
             now = self._clock()
             for entry in entries:
-                item = Queued(entry.event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
+                event = entry.event if entry.verified else HeaderEvent(entry.event)
+                item = Queued(event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
                 item.attempts = entry.attempts
                 max_age, max_attempts = _wire.retry_policy(item.name)
                 if entry.age >= max_age:
@@ -611,7 +616,7 @@ class Sender:
                 if item.attempts >= max_attempts:
                     self._drop(item, "retries_exhausted")
                     continue
-                self._claim(item.key)
+                self._claim(_claim_key(item.key, item.verified))
                 evicted = self._queue.push(item)
                 if evicted is not None:
                     self._drop(evicted, "queue_full")
@@ -659,6 +664,25 @@ class Sender:
         """Ready and parked events (for a spool, a test or a debugger)."""
         with self.lock:
             return list(self._queue)
+
+
+def _claim_key(key: tuple[str, str], verified: bool) -> tuple[str, ...]:
+    """What an event claims in the memory of sent pairs. The app's own events claim the
+    pair; an event whose id came from a request header claims it apart, so a browser
+    that guessed the id of a later order (``order_123``) cannot suppress the app's own
+    purchase. A header event is a duplicate of either claim; the app's, of its own only."""
+    return key if verified else (*key, "header")
+
+
+def _from_header(build: Build) -> Build:
+    """``build``, its event marked as :class:`HeaderEvent` (after ``before_send``: the
+    transport knows where the id came from whatever the hook returned)."""
+
+    def marked() -> Event | None:
+        event = build()
+        return None if event is None else HeaderEvent(event)
+
+    return marked
 
 
 class Restored(NamedTuple):
