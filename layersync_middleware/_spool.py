@@ -38,6 +38,15 @@ A corrupt file is moved aside (``<path>.corrupt-<time>-<pid>``) and a new one st
 a locked one is retried on the next pass; an unwritable one is logged and retried every
 :data:`RETRY_BROKEN` seconds. In all of these the events stay in memory: the spool
 never breaks the app.
+
+A full disk (SQLITE_FULL, or :data:`MAX_BYTES`) is logged once, at ERROR, with what to
+do. Until the disk has room again the spool keeps nothing in memory for later (no
+backlog of writes: memory stays what the queue holds) and writes nothing; every
+:data:`RENEW_EVERY` seconds it tries to make the file match memory again: this
+process's rows deleted (the ones sent meanwhile must never be adopted and sent again),
+then the queue written. At exit, when the file still holds rows of this process that
+it could not delete, the file is moved aside (``<path>.full-<time>-<pid>``) for the
+same reason.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-from ._log import RateLimitedLog, logger
+from ._log import RateLimitedLog
 from ._queue import Queued
 from ._sender import ADD, Restored, SpoolingSender
 from ._transport import encode_event
@@ -202,6 +211,7 @@ class Spool:
         _OWNERS.add(self.owner)
         self.host = _host_id()
         self.registered = False  # this owner has a row in ``owners``
+        self._registering = False  # ... once the transaction that writes it commits
         self._db: sqlite3.Connection | None = None
         self._inode: int | None = None
 
@@ -242,6 +252,7 @@ class Spool:
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock between processes
+        self._registering = False
         try:
             result = work(db)
             db.execute("COMMIT")
@@ -251,6 +262,8 @@ class Spool:
             except sqlite3.Error:
                 pass
             raise
+        if self._registering:
+            self.registered = True
         return result
 
     def moved_away(self) -> bool:
@@ -277,7 +290,7 @@ class Spool:
             "INSERT OR REPLACE INTO owners (owner, pid, host, lease_until, beat) VALUES (?, ?, ?, ?, 0)",
             (self.owner, self.pid, self.host, time.time() + LEASE),
         )
-        self.registered = True
+        self._registering = True
 
     def write(self, upserts: Sequence[Row], deletes: Sequence[tuple[str, str]]) -> bool:
         def work(db: sqlite3.Connection) -> bool:
@@ -290,6 +303,19 @@ class Spool:
                     "DELETE FROM events WHERE event_id = ? AND event_name = ? AND owner = ?",
                     [(eid, name, self.owner) for eid, name in deletes],
                 )
+            return True
+
+        return self._write(work)
+
+    def replace_mine(self, rows: Sequence[Row]) -> bool:
+        """This owner's rows are exactly ``rows`` now (after writes were lost to a full disk)."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM events WHERE owner = ?", (self.owner,))
+            if rows:
+                self._register(db)
+                mine = (self.site, self.key_fp)
+                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:], *mine) for r in rows])
             return True
 
         return self._write(work)
@@ -399,7 +425,8 @@ class SpoolKeeper:
         self.sender = sender
         self.path = path
         self._wake = wake
-        self._log = RateLimitedLog()
+        self.log = sender.log  # the client's: with console_log, these lines reach stderr too
+        self._log = RateLimitedLog(sender.log)
         self._start_lock = threading.Lock()
         self._reset()
 
@@ -412,6 +439,8 @@ class SpoolKeeper:
         self._stopping = False
         self._broken_until = 0.0
         self._next_housekeeping = 0.0
+        self._full = False  # the disk had no room: memory only until a resync succeeds
+        self._stale = False  # rows of ours on disk may be of events sent or dropped since
 
     def after_fork(self) -> None:
         # The child is a new owner; the parent's connection and rows stay the parent's.
@@ -461,7 +490,7 @@ class SpoolKeeper:
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
             except Exception:  # never let the writer die on a bug; say so and go on
-                logger.exception("layersync spool error")
+                self.log.exception("layersync spool error")
                 time.sleep(1.0)
 
     def _stop_thread(self, timeout: float) -> None:
@@ -487,7 +516,9 @@ class SpoolKeeper:
             self._merge(journal)
             for item in items:
                 self._pending[item.key] = item
-            if self._flush_pending() is _FAILED:
+            if (self._full or self._flush_pending() is _FAILED) and not self._resync(items):
+                if self._stale:
+                    self._set_aside_stale()
                 return 0
             kept = self.sender.handover(items)
             self._attempt(self.spool.release)
@@ -507,8 +538,27 @@ class SpoolKeeper:
         with self._io:
             with self.sender.lock:
                 journal = self.sender.take_journal()
+            if self._full:  # nothing kept for later: the next resync writes what is queued then
+                return False
             self._merge(journal)
             return self._flush_pending() is not _FAILED
+
+    def _resync(self, items: Sequence[Queued] | None = None) -> bool:
+        """Must hold ``_io``. After a full disk: this process's rows are deleted and
+        ``items`` (the queue) written, in one transaction; if there is no room for them,
+        the rows are at least deleted. True when the file matches memory again."""
+        if items is None:
+            items = self.sender.queued_events()
+        self._pending.clear()
+        rows = [row for row in map(self._row, items) if row is not None]
+        if self._attempt(lambda: self.spool.replace_mine(rows)) is not _FAILED:
+            if self._full:
+                self.log.warning("the spool at %s has room again: queued events are written to it", self.path)
+            self._full = self._stale = False
+            return True
+        if self._stale and rows and self._attempt(lambda: self.spool.replace_mine(())) is not _FAILED:
+            self._stale = False  # nothing of ours on disk: nothing there to send twice
+        return False
 
     def _flush_pending(self) -> object:
         """Must hold ``_io``."""
@@ -558,7 +608,18 @@ class SpoolKeeper:
             self._log.warn("spool-busy", "the spool at %s is locked by another process: retrying", self.path)
             return
         if kind == "full":
-            self._log.warn("spool-full", "the spool at %s is full: new events are kept in memory only", self.path)
+            self._pending.clear()  # no backlog: a resync writes the queue when there is room
+            if not self._full:
+                self._full = self._stale = True
+                self._log.warn(
+                    "spool-full",
+                    "the disk under the spool at %s is full (%s): events are kept in memory only (at most "
+                    "max_queue_size), and not across a restart, until it has room; free space there or point "
+                    "spool_path (LAYERSYNC_SPOOL_PATH) at a larger disk",
+                    self.path,
+                    exc,
+                    level=logging.ERROR,
+                )
             return
         self.spool.close()
         if kind == "corrupt":
@@ -575,19 +636,41 @@ class SpoolKeeper:
             level=logging.ERROR,
         )
 
+    def _move_aside(self, kind: str) -> str:
+        """Rename the file (and its -wal, -shm) to ``<path>.<kind>-<time>-<pid>``; raises OSError."""
+        aside = f"{self.path}.{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(self.path + suffix, aside + suffix)
+            except FileNotFoundError:
+                pass
+        return aside
+
     def _set_aside(self, exc: Exception) -> None:
-        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         try:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.replace(self.path + suffix, aside + suffix)
-                except FileNotFoundError:
-                    pass
+            aside = self._move_aside("corrupt")
         except OSError as move_error:
             self._failed(move_error)
             return
-        logger.error("the spool at %s was corrupt (%s): moved it to %s and started a new one", self.path, exc, aside)
+        self.log.error("the spool at %s was corrupt (%s): moved it to %s and started a new one", self.path, exc, aside)
         self._requeue_all()
+
+    def _set_aside_stale(self) -> None:
+        """At exit, the full disk left rows of ours that could not be deleted: events sent
+        or dropped since. No later process may adopt and send them again."""
+        self.spool.close()
+        self._stale = False  # once: a new file in its place holds nothing of ours
+        try:
+            aside = self._move_aside("full")
+        except OSError as exc:
+            self.log.error("could not move the full spool at %s aside (%s): it may send events again", self.path, exc)
+            return
+        self.log.error(
+            "the disk under the spool at %s stayed full: moved it to %s, whose rows are out of date (sending "
+            "them would send events twice); delete it once the disk has room",
+            self.path,
+            aside,
+        )
 
     def _requeue_all(self) -> None:
         """Everything in memory goes to the (new) file on the next write."""
@@ -616,7 +699,7 @@ class SpoolKeeper:
                 continue
             entries.append(Restored(event, row.attempts, now - row.queued_at_ms / 1000, bool(row.verified)))
         queued = self.sender.restore(entries)
-        logger.info(
+        self.log.info(
             "took over %d event(s) from the spool at %s: %d queued, %d expired or over their attempts",
             len(rows),
             self.path,
@@ -629,8 +712,11 @@ class SpoolKeeper:
 
     def _housekeeping(self) -> None:
         self._next_housekeeping = time.monotonic() + RENEW_EVERY
+        if self._full:
+            with self._io:
+                self._resync()
         if self.spool.moved_away():
-            logger.warning("the spool at %s was replaced: writing this process's events to the new file", self.path)
+            self.log.warning("the spool at %s was replaced: writing this process's events to the new file", self.path)
             with self._io:
                 self.spool.close()
                 self._requeue_all()
