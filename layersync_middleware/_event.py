@@ -116,6 +116,14 @@ class Built(NamedTuple):
     too_large: int | None = None  # the encoded size, when over MAX_EVENT_BYTES: never queue it
 
 
+_PHONE_FIRST = frozenset("+(0123456789 \t")
+
+
+def _may_be_pii(text: str) -> bool:
+    """The cheap test first: most values have no '@' and cannot start a phone number."""
+    return "@" in text or (8 < len(text) < 25 and text[0] in _PHONE_FIRST)
+
+
 def looks_like_pii(text: str) -> bool:
     """An email address anywhere in ``text``, or ``text`` is a phone number (see above)."""
     at = text.find("@")
@@ -234,7 +242,7 @@ class _Walk:
 
     def text(self, value: str, path: str) -> Any:
         """A string value, or ``_DROP`` when it holds PII (reported)."""
-        if ("@" in value or len(value) >= 9) and looks_like_pii(value):
+        if _may_be_pii(value) and looks_like_pii(value):
             self.drop(path, "pii_prop")
             return _DROP
         self.chars += len(value)
@@ -302,11 +310,15 @@ class _Walk:
                 self.budget -= 1
                 self.drop(_join(path, key), "reserved" if key in _RESERVED else "pii_prop")
                 continue
-            self.chars += len(key) + 4  # its quotes, colon and comma: a lower bound of its bytes
             # Scalars (most props) never need their path: it is only built on the way down.
-            if v is None or isinstance(v, int) or (isinstance(v, str) and len(v) < 9 and "@" not in v):
+            if type(v) is str and "@" not in v and not (8 < len(v) < 25 and v[0] in _PHONE_FIRST):  # _may_be_pii
                 self.budget -= 1
-                self.chars += len(v) if isinstance(v, str) else 0
+                self.chars += len(key) + len(v) + 6  # its quotes, colon and comma: a lower bound of its bytes
+                out[key] = v
+                continue
+            self.chars += len(key) + 4
+            if v is None or isinstance(v, int):
+                self.budget -= 1
                 out[key] = v
                 continue
             clean = self.value(v, _join(path, key), depth)
