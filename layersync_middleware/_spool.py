@@ -287,7 +287,9 @@ class Spool:
     # -- what the keeper asks ------------------------------------------------------------------
     def _register(self, db: sqlite3.Connection) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO owners (owner, pid, host, lease_until, beat) VALUES (?, ?, ?, ?, 0)",
+            # A beat that went back (a REPLACE to 0) could look unchanged to an observer.
+            "INSERT INTO owners (owner, pid, host, lease_until, beat) VALUES (?, ?, ?, ?, 0) ON CONFLICT (owner) "
+            "DO UPDATE SET lease_until = excluded.lease_until, beat = beat + 1",
             (self.owner, self.pid, self.host, time.time() + LEASE),
         )
         self._registering = True

@@ -25,6 +25,7 @@ from layersync_middleware._event import (
     map_props,
     new_event_id,
 )
+from layersync_middleware._pairing import PendingEvent
 
 
 def test_event_ids_follow_the_browser_sdk() -> None:
@@ -454,8 +455,11 @@ def test_an_event_over_the_wire_limit_is_refused_when_tracked_with_the_reason(
     many = hub_client.track("purchase", {"lines": ["y" * 900] * 999})
     kept = hub_client.track("purchase", fits)
     assert huge == [None, None, None] and many is None and kept is not None
+    paired = PendingEvent("pur_0123456789abcdef", "purchase")  # a handler's props on a paired event
+    paired.update({"blob": "z" * 200_000})
+    hub_client._track_paired(paired, {"type": "http", "path": "/api/orders", "headers": [(b"host", b"s.example")]})
     assert hub_client.flush(5) == 0
-    assert hub_client.stats().dropped == {"too_large": 4}  # refused at track(), not at send
+    assert hub_client.stats().dropped == {"too_large": 5}  # refused before the queue sent (or spooled) it
     assert hub_client.stats().sent == 1
     assert "refused a purchase event of at least" in caplog.text and "the hub takes at most" in caplog.text
 
