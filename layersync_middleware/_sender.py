@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from . import _wire
-from ._event import Event
+from ._event import Event, HeaderEvent
 from ._log import RateLimitedLog, logger
 from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
 from ._settings import Settings
@@ -47,6 +47,7 @@ DropReason = Literal[
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)
+    "too_large",  # the event is over the wire's size limit: refused when tracked, never queued
     "before_send",  # the before_send hook returned None
     "before_send_error",  # the before_send hook raised
     "internal_error",  # a bug of ours; the request went on
@@ -211,7 +212,7 @@ class Sender:
         self.sleeping = True
         self._woken = False  # something changed since the driver last looked (see wait())
         self._seq = itertools.count()
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, ...], None] = OrderedDict()  # see _claim_key
         self._in_flight = 0
         self._flushing = 0  # events a flush waits for
         self._flushes = 0  # flushes under way
@@ -230,8 +231,9 @@ class Sender:
     def submit(self, event: Event, *, verified: bool = True) -> int:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
-        should look (the queue was idle, or a batch is full)."""
-        item = Queued(event, 0, 0.0, verified=verified)
+        should look (the queue was idle, or a batch is full). ``verified=False``: its id
+        came from request headers (see :func:`_claim_key`)."""
+        item = Queued(event if verified else HeaderEvent(event), 0, 0.0, verified=verified)
         with self.lock:
             return self._push_new(item)
 
@@ -269,10 +271,11 @@ class Sender:
         return self._push_new(Queued.paired(record, 0, 0.0))
 
     def _push_new(self, item: Queued) -> int:
-        if item.key in self._recent:
+        claim = _claim_key(item.key, item.verified)
+        if item.key in self._recent or claim in self._recent:
             self._duplicates += 1
             return REFUSED
-        self._claim(item.key)
+        self._claim(claim)
         return self._push(item)
 
     def claim(self, event: Event) -> bool:
@@ -304,7 +307,7 @@ class Sender:
         with self.lock:
             self._recent.pop(key, None)
 
-    def _claim(self, key: tuple[str, str]) -> None:
+    def _claim(self, key: tuple[str, ...]) -> None:
         recent = self._recent
         recent[key] = None
         if len(recent) > DEDUP_SIZE:
@@ -586,7 +589,7 @@ class Sender:
         if item.flush:
             item.flush = False
             self._flushing = max(self._flushing - 1, 0)
-        self._recent.pop(item.key, None)  # never delivered: the same pair may come again
+        self._recent.pop(_claim_key(item.key, item.verified), None)  # never delivered: the pair may come again
         if reason is not None:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
             self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
@@ -710,7 +713,8 @@ class Sender:
         with self.lock:
             now = self._clock()
             for entry in entries:
-                item = Queued(entry.event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
+                event = entry.event if entry.verified else HeaderEvent(entry.event)
+                item = Queued(event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
                 item.attempts = entry.attempts
                 max_age, max_attempts = _wire.retry_policy(item.name)
                 if entry.age >= max_age:
@@ -719,7 +723,7 @@ class Sender:
                 if item.attempts >= max_attempts:
                     self._drop(item, "retries_exhausted")
                     continue
-                self._claim(item.key)
+                self._claim(_claim_key(item.key, item.verified))
                 evicted = self._queue.push(item)
                 if evicted is not None:
                     self._drop(evicted, "queue_full")
@@ -769,6 +773,14 @@ class Sender:
         with self.lock:
             self._absorb()
             return list(self._queue)
+
+
+def _claim_key(key: tuple[str, str], verified: bool) -> tuple[str, ...]:
+    """What an event claims in the memory of sent pairs. The app's own events claim the
+    pair; an event whose id came from a request header claims it apart, so a browser
+    that guessed the id of a later order (``order_123``) cannot suppress the app's own
+    purchase. A header event is a duplicate of either claim; the app's, of its own only."""
+    return key if verified else (*key, "header")
 
 
 class Restored(NamedTuple):

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -107,6 +108,7 @@ ENV_NAMES: dict[str, str] = {
     "dedup_url": "LAYERSYNC_DEDUP_URL",
     "celery_queue": "LAYERSYNC_CELERY_QUEUE",
     "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
+    "kept_query_params": "LAYERSYNC_KEPT_QUERY_PARAMS",
 }
 # Accepted too, for people who name the variable after the setting. The one place
 # aliases live: the environment and Flask's config both read them from here.
@@ -348,6 +350,41 @@ def _check_region(value: object) -> str | None:
     raise ConfigurationError("default_phone_region", "must be a two-letter ISO 3166 country code, like 'US' or 'FR'")
 
 
+#: The query parameters an event's page URL keeps: the ones ad platforms attribute with.
+#: Any other (``?email=``, a reset token, a session id) is cut before the event leaves memory.
+KEPT_QUERY_PARAMS: tuple[str, ...] = (
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "ttclid",
+    "twclid",
+    "li_fat_id",
+    "epik",
+    "ScCid",
+    "rdt_cid",
+)
+_PARAM_RE = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}\*?")
+
+
+def _check_kept_query_params(value: object) -> tuple[str, ...]:
+    problem = "must be query parameter names, comma-separated (a trailing * keeps a prefix: utm_*), or none"
+    if isinstance(value, str):
+        value = [] if value.strip().lower() in ("", "none") else value.split(",")
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigurationError("kept_query_params", problem)
+    names: list[str] = []
+    for name in value:
+        if not isinstance(name, str) or not _PARAM_RE.fullmatch(name.strip()):
+            raise ConfigurationError("kept_query_params", problem)
+        names.append(name.strip())
+    return tuple(dict.fromkeys(names))
+
+
 class Settings:
     """Validated LayerSync settings. Immutable; compare and hash by value.
 
@@ -363,6 +400,7 @@ class Settings:
         "dedup_url",
         "default_phone_region",
         "enabled",
+        "kept_query_params",
         "matcher",
         "max_queue_size",
         "max_retries",
@@ -394,6 +432,7 @@ class Settings:
     dedup_url: str | None
     celery_queue: str
     default_phone_region: str | None
+    kept_query_params: tuple[str, ...]
 
     def __init__(
         self,
@@ -416,6 +455,7 @@ class Settings:
         dedup_url: str | None = None,
         celery_queue: str = "layersync",
         default_phone_region: str | None = None,
+        kept_query_params: str | Iterable[str] = KEPT_QUERY_PARAMS,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "strict", _check_bool("strict", strict))
@@ -441,6 +481,7 @@ class Settings:
             set_(self, "dedup_url", _check_dedup_url(dedup_url))
             set_(self, "celery_queue", _check_celery_queue(celery_queue))
             set_(self, "default_phone_region", _check_region(default_phone_region))
+            set_(self, "kept_query_params", _check_kept_query_params(kept_query_params))
         except ConfigurationError as exc:
             exc.strict = self.strict
             raise

@@ -347,7 +347,7 @@ def test_redis_stopped_mid_run_the_app_answers_and_pairing_falls_back(hub_store:
             post_paired(url, after)
             wait_until(lambda: app_state(url)["stats"]["sent"] == 150, 5, "the hand-off with Redis back")
             assert app_state(url)["dedup_fallbacks"] == 50
-            claims = pairs_redis.client().keys(f"layersync:pair:{SITE.site_id}:*")
+            claims = pairs_redis.client().keys(f"layersync:header:{SITE.site_id}:*")
             assert len(claims) == 50
     finally:
         pairs_redis.stop()
