@@ -51,7 +51,7 @@ from celery import shared_task  # type: ignore[import-untyped]
 
 from ._event import Event, build_event, new_event_id
 from ._lifecycle import drain_on_celery_shutdown
-from ._log import RateLimitedLog, log_always, logger
+from ._log import RateLimitedLog, _handled, log_always, logger
 from ._sender import OnDrop, Restored, Sender, Stats
 from ._settings import ConfigurationError, Settings, mask_url
 from ._transport import HTTPTransport, Outcome, Transport, encode_event
@@ -73,10 +73,10 @@ __all__ = [
 
 TASK_NAME = "layersync_middleware.celery.deliver"
 PROBE_COMMAND = "layersync_probe"
-# Retries are at most ten minutes apart. With the Redis broker a task waiting for its
-# countdown is held by a worker, unacknowledged, and given to another worker once the
-# broker's visibility timeout (an hour by default) passes: a longer countdown would
-# run twice. An event whose backoff is longer comes back early and waits again, unsent.
+# Retries are at most ten minutes apart, and at most half the Redis visibility timeout: a
+# task waiting for its countdown is held by a worker, unacknowledged, and given to another
+# worker once that timeout passes (a longer countdown would run twice). An event whose
+# backoff is longer comes back early and waits again, unsent.
 RETRY_BACKOFF_MAX = 600
 # A misconfigured worker holds a message it put back for this long at most (the countdown):
 # a worker that can deliver gets it soon after it starts.
@@ -91,7 +91,10 @@ class _SeenLogger(logging.Logger):
     (a broker override, a worker that cannot deliver): to stderr then, as an exception."""
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        log_always(logger, level, str(msg), *args)
+        text = str(msg)
+        if not _handled(logger, level):  # stderr, bare: say whose line it is and how grave
+            text = f"[LayerSync] {logging.getLevelName(level)} {text}"
+        log_always(logger, level, text, *args)
 
 
 _say = RateLimitedLog(_SeenLogger("layersync"))
@@ -522,6 +525,14 @@ def _decode(body: bytes) -> Event | None:
     return event if isinstance(event.get("event_name"), str) else None
 
 
+def _countdown_cap(app: Any) -> int:
+    try:
+        visibility = float(app.conf.broker_transport_options.get("visibility_timeout") or RETRY_BACKOFF_MAX * 2)
+    except Exception:
+        visibility = RETRY_BACKOFF_MAX * 2
+    return max(1, min(RETRY_BACKOFF_MAX, int(visibility / 2)))
+
+
 class HubUnavailable(Exception):
     """Why a ``deliver`` task is retried (shown in the worker's log: no event data)."""
 
@@ -646,7 +657,7 @@ def _deliver(task: Any, payload: object, handed_at: object = None, meta: object 
         )
     if not owed.bodies:
         return
-    countdown = max(1, min(math.ceil(min(owed.due) - now), RETRY_BACKOFF_MAX))
+    countdown = max(1, min(math.ceil(min(owed.due) - now), _countdown_cap(app)))
     raise task.retry(
         args=[pack(owed.bodies), since, {**info, "delays": owed.delays, "due": owed.due}],
         countdown=countdown,
@@ -705,7 +716,7 @@ def _probe(
     reply.update(
         action=outcome.action,
         status=outcome.status,
-        error=outcome.error,
+        detail=outcome.error,
         event_id=built["event_id"],
         ms=round((time.monotonic() - started) * 1000),
         api_url=settings.api_url,
@@ -752,7 +763,7 @@ def round_trip(settings: Settings, event: str = "test_event", timeout: float = 3
 
 
 def _say_worker(lines: list[str], worker: str, answer: Any, queue: str) -> bool:
-    if not isinstance(answer, dict) or "error" in answer or "registered" not in answer:
+    if not isinstance(answer, dict) or "registered" not in answer:  # Celery's "no such command"
         lines.append(
             f"worker {worker}: does not know the LayerSync task; register it: include=['layersync_middleware.celery'] "
             "in Celery(...), or 'layersync_middleware.django' in INSTALLED_APPS with app.autodiscover_tasks()"
@@ -770,7 +781,7 @@ def _say_worker(lines: list[str], worker: str, answer: Any, queue: str) -> bool:
         return False
     status = answer.get("status")
     if answer.get("action") != "ok":
-        said = f"HTTP {status}" if status else f"no answer ({answer.get('error')})"
+        said = f"HTTP {status}" if status else f"no answer ({answer.get('detail')})"
         lines.append(f"worker {worker}: the hub at {answer.get('api_url')} did not take the test event: {said}")
         return False
     lines.append(

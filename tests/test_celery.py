@@ -20,8 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from celery import Celery  # type: ignore[import-untyped]
 from fleet.processes import ROOT, Process, celery_worker, run, web_server
+from fleet.rabbitmq_server import RabbitMQServer
 from fleet.redis_server import RedisServer, free_port
 from helpers import SECRET, SITE, settings
 
@@ -520,6 +522,7 @@ def test_send_test_event_and_check_report_each_hop_of_the_round_trip(
     for name, value in {**layersync_env(hub_store), "LAYERSYNC_SENDER": "celery"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LAYERSYNC_CELERY_APP", f"{FASTAPI_APP}.celery:app")
+    monkeypatch.setenv("LAYERSYNC_TIMEOUT_MS", "2000")  # each probe waits this long for the workers' answers
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
 
     def said(command: str, code: int) -> str:
@@ -547,3 +550,63 @@ def test_send_test_event_and_check_report_each_hop_of_the_round_trip(
     finally:
         worker.stop()
     assert len(hub_store.server_counts()) == 2  # the two test events, each once
+
+
+def test_a_killed_worker_gives_its_messages_back_after_the_visibility_timeout(
+    fastapi_env: dict[str, str | None], hub_store: Hub, broker: RedisServer
+) -> None:
+    env = {**fastapi_env, "SHOP_BROKER_URL": db(broker, 5)}
+    hub_store.faults(mode="hang", hang_seconds=30)  # the task is mid-delivery when its worker dies
+    victim = user_worker(env, "fleet.short_visibility")
+    try:
+        web_side = Celery("web", broker=db(broker, 5), set_as_current=False)
+        transport = ls_celery.HandoffTransport(settings(api_url=hub_store.url), web_side)
+        events = [event() for _ in range(10)]
+        try:
+            assert transport.send(events, [encode_event(e) for e in events], 5.0) == [Outcome("ok")] * 10
+        finally:
+            transport.close()
+        victim.wait_for_output(f"Task {ls_celery.TASK_NAME}[", 15)
+    finally:
+        victim.kill_all()  # SIGKILL, children too: nothing acknowledges, nothing is put back by the worker
+        victim.stop()
+    hub_store.faults()
+    # The message waits, unacknowledged, until it is older than the visibility timeout;
+    # a worker that starts then (or a running one, at its next scan) takes it.
+    held = redis.Redis.from_url(db(broker, 5))
+
+    def past_the_timeout() -> bool:
+        scores: list[tuple[bytes, float]] = held.zrange("unacked_index", 0, -1, withscores=True)  # type: ignore[assignment]
+        return any(time.time() - at > 2.2 for _, at in scores)
+
+    wait_until(past_the_timeout, 10, "the held message to pass the visibility timeout")
+    heir = user_worker(env, "fleet.short_visibility")
+    try:
+        assert_exactly_once(hub_store, [e["event_id"] for e in events], 20)
+    finally:
+        heir.stop()
+
+
+def test_the_hand_off_never_falls_back_to_celerys_default_app() -> None:
+    # A process with no Celery app and no CELERY_BROKER_URL: the client refuses to start,
+    # naming the setting, instead of publishing to amqp://guest@localhost.
+    code = "from layersync_middleware import LayerSync\nLayerSync(site_id='s', secret_key='sk_x', sender='celery')"
+    said = run([sys.executable, "-c", code], UNSET)
+    assert "ConfigurationError: celery_app: is not set and no Celery app was made" in said
+
+
+def test_a_rabbitmq_broker_delivers_every_event(fastapi_env: dict[str, str | None], hub_store: Hub) -> None:
+    with RabbitMQServer() as rabbitmq:
+        env = {**fastapi_env, "SHOP_BROKER_URL": rabbitmq.url}
+        worker = user_worker(env)
+        try:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            with web_server("uvicorn", f"{FASTAPI_APP}.web:app", env, port):
+                paired = [new_event_id("add_to_cart") for _ in range(20)]
+                assert {r.status_code for r in post_paired(url, paired)} == {200}
+                ordered = post_orders(url, 5)
+                wait_until(handed_off(url, 25), 10, "the hand-off to RabbitMQ")
+                assert_exactly_once(hub_store, paired + ordered, 20)
+        finally:
+            worker.stop()

@@ -32,6 +32,7 @@ class Process:
             env={k: v for k, v in merged.items() if v is not None},
             stdout=self._out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill_all() reaches forked children
         )
 
     def output(self) -> str:
@@ -59,6 +60,12 @@ class Process:
             self._final = self.output()
             self._out.close()
         return self._final
+
+    def kill_all(self) -> None:
+        """SIGKILL the process and every child it forked: a lost host, as the broker sees it."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def kill(self) -> None:
         """SIGKILL the process and its group's stragglers (forked children)."""

@@ -15,6 +15,10 @@ def _client() -> LayerSync:
     return shared_client(load()[0])  # the middleware's client: one per process
 
 
+def index(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"shop": "proj"})
+
+
 @csrf_exempt
 def cart_add(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True, "pid": os.getpid()})
@@ -31,6 +35,7 @@ def state(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("", index),
     path("api/cart/add", cart_add),
     path("api/order", order),
     path("state", state),
