@@ -423,28 +423,35 @@ def test_a_django_project_made_as_celerys_guide_delivers_every_event_with_the_gu
         worker.stop()
 
 
-def test_a_fastapi_app_with_the_broker_in_code_delivers_every_event_and_shows_the_workers_counts(
-    fastapi_env: dict[str, str | None], hub_store: Hub, broker: RedisServer
-) -> None:
-    worker = user_worker(fastapi_env)
+def shop_delivers_every_event(env: dict[str, str | None], hub: Hub) -> None:
+    """The FastAPI example under uvicorn and its worker: 20 paired requests and 10 ``track()``
+    calls are handed off (not counted as sent) and reach the hub once each."""
+    worker = user_worker(env)
     try:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with web_server("uvicorn", f"{FASTAPI_APP}.web:app", fastapi_env, port):
+        with web_server("uvicorn", f"{FASTAPI_APP}.web:app", env, port):
             paired = [new_event_id("add_to_cart") for _ in range(20)]
             assert {r.status_code for r in post_paired(url, paired)} == {200}
             ordered = post_orders(url, 10)
             wait_until(handed_off(url, 30), 10, "the hand-off from the sender thread")
-            assert_exactly_once(hub_store, paired + ordered, 20)
+            assert app_state(url)["stats"]["sent"] == 0
+            assert_exactly_once(hub, paired + ordered, 20)
     finally:
         worker.stop()
+
+
+def test_a_fastapi_app_with_the_broker_in_code_delivers_every_event_and_shows_the_workers_counts(
+    fastapi_env: dict[str, str | None], hub_store: Hub, broker: RedisServer
+) -> None:
+    shop_delivers_every_event(fastapi_env, hub_store)
     # What the workers did, from the web side: a hash in the broker's Redis.
     app = Celery("reader", broker=db(broker, 2), set_as_current=False)
     wait_until(lambda: ls_celery.worker_stats(app, SITE.site_id).get("delivered", 0) >= 30, 5, "the counts")
 
 
 def test_a_worker_with_another_key_loses_nothing_says_so_and_the_events_arrive_once_one_has_the_key(
-    fastapi_env: dict[str, str | None], hub_store: Hub
+    fastapi_env: dict[str, str | None], hub_store: Hub, layersync_cli: Said
 ) -> None:
     wrong = user_worker({**fastapi_env, "LAYERSYNC_SECRET": "sk_wrong_secret_key_0000"})
     port = free_port()
@@ -461,6 +468,7 @@ def test_a_worker_with_another_key_loses_nothing_says_so_and_the_events_arrive_o
                 ids += [new_event_id("add_to_cart")]
                 post_paired(url, ids[-1:])
                 time.sleep(0.25)  # pacing the requests, not synchronisation: the loop polls the output
+            assert "cannot deliver: its secret key (fingerprint" in layersync_cli("send-test-event", 1)
         finally:
             said = wrong.stop()
         assert hub_store.server_counts() == {}
@@ -470,28 +478,26 @@ def test_a_worker_with_another_key_loses_nothing_says_so_and_the_events_arrive_o
         right = user_worker(fastapi_env)  # the key fixed, as a deploy would
         try:
             assert_exactly_once(hub_store, ids, 30)
+            out = layersync_cli("send-test-event", 0)
+            assert "delivered a test event" in out and "HTTP 200" in out
+            assert "ok: delivered through a worker" in layersync_cli("check", 0)
         finally:
             right.stop()
+    assert len(hub_store.server_counts()) == len(ids) + 2  # and the two test events, each once
 
 
 def test_celery_broker_url_overriding_the_apps_broker_is_said_at_start_up(
-    fastapi_env: dict[str, str | None], hub_store: Hub, broker: RedisServer
+    fastapi_env: dict[str, str | None], broker: RedisServer
 ) -> None:
+    # Celery itself lets the variable win, in the web process and in the workers; the
+    # existing fleet tests run every process with it and deliver everything.
     env = {**fastapi_env, "CELERY_BROKER_URL": db(broker, 3)}
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with web_server("uvicorn", f"{FASTAPI_APP}.web:app", env, port) as web:
         said = (
             f"CELERY_BROKER_URL ({db(broker, 3)}) overrides the broker your Celery app 'shop' names ({db(broker, 2)})"
         )
-        assert said in web.output()
-        ids = [new_event_id("add_to_cart") for _ in range(20)]
-        post_paired(url, ids)
-        worker = user_worker(env)  # a worker given the same variable, as the warning says
-        try:
-            assert_exactly_once(hub_store, ids, 20)
-        finally:
-            worker.stop()
+        assert f"[LayerSync] WARNING {said}" in web.output()
 
 
 def test_a_worker_without_the_task_logs_no_event_data_when_it_discards_one(broker: RedisServer) -> None:
@@ -512,18 +518,22 @@ def test_a_worker_without_the_task_logs_no_event_data_when_it_discards_one(broke
         assert secret not in log
 
 
-def test_send_test_event_and_check_report_each_hop_of_the_round_trip(
-    fastapi_env: dict[str, str | None],
-    hub_store: Hub,
-    broker: RedisServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+Said = Callable[[str, int], str]
+
+
+@pytest.fixture
+def layersync_cli(
+    hub_store: Hub, broker: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Said:
+    """``layersync <command>`` with the Celery sender, the FastAPI example's app named, its
+    broker on database 2: returns what it printed, after checking its exit status."""
     for name, value in {**layersync_env(hub_store), "LAYERSYNC_SENDER": "celery"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LAYERSYNC_CELERY_APP", f"{FASTAPI_APP}.celery:app")
     monkeypatch.setenv("LAYERSYNC_TIMEOUT_MS", "2000")  # each probe waits this long for the workers' answers
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.setenv("SHOP_BROKER_URL", db(broker, 2))
+    monkeypatch.delitem(sys.modules, f"{FASTAPI_APP}.celery", raising=False)  # its broker= is read at import
 
     def said(command: str, code: int) -> str:
         assert cli.main([command]) == code
@@ -531,25 +541,17 @@ def test_send_test_event_and_check_report_each_hop_of_the_round_trip(
         assert "HTTP None" not in out.out + out.err
         return out.out + out.err
 
+    return said
+
+
+def test_send_test_event_and_check_name_a_broker_that_is_down_and_a_missing_worker(
+    layersync_cli: Said, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "worker: none answered" in layersync_cli("check", 1)
+    assert "worker: none answered" in layersync_cli("send-test-event", 1)
     monkeypatch.setenv("SHOP_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
-    sys.modules.pop(f"{FASTAPI_APP}.celery", None)  # its broker= is read at import
-    assert "broker: unreachable" in said("send-test-event", 1)
-    monkeypatch.setenv("SHOP_BROKER_URL", db(broker, 2))
-    sys.modules.pop(f"{FASTAPI_APP}.celery", None)
-    assert "worker: none answered" in said("check", 1)
-    wrong = user_worker({**fastapi_env, "LAYERSYNC_SECRET": "sk_wrong_secret_key_0000"})
-    try:
-        assert "cannot deliver: its secret key" in said("send-test-event", 1)
-    finally:
-        wrong.stop()
-    worker = user_worker(fastapi_env)
-    try:
-        out = said("send-test-event", 0)
-        assert "delivered a test event" in out and "HTTP 200" in out
-        assert "ok: delivered through a worker" in said("check", 0)
-    finally:
-        worker.stop()
-    assert len(hub_store.server_counts()) == 2  # the two test events, each once
+    monkeypatch.delitem(sys.modules, f"{FASTAPI_APP}.celery")
+    assert "broker: unreachable" in layersync_cli("send-test-event", 1)
 
 
 def test_a_killed_worker_gives_its_messages_back_after_the_visibility_timeout(
@@ -597,16 +599,4 @@ def test_the_hand_off_never_falls_back_to_celerys_default_app() -> None:
 
 def test_a_rabbitmq_broker_delivers_every_event(fastapi_env: dict[str, str | None], hub_store: Hub) -> None:
     with RabbitMQServer() as rabbitmq:
-        env = {**fastapi_env, "SHOP_BROKER_URL": rabbitmq.url}
-        worker = user_worker(env)
-        try:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            with web_server("uvicorn", f"{FASTAPI_APP}.web:app", env, port):
-                paired = [new_event_id("add_to_cart") for _ in range(20)]
-                assert {r.status_code for r in post_paired(url, paired)} == {200}
-                ordered = post_orders(url, 5)
-                wait_until(handed_off(url, 25), 10, "the hand-off to RabbitMQ")
-                assert_exactly_once(hub_store, paired + ordered, 20)
-        finally:
-            worker.stop()
+        shop_delivers_every_event({**fastapi_env, "SHOP_BROKER_URL": rabbitmq.url}, hub_store)
