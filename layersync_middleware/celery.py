@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import shared_task  # type: ignore[import-untyped]
@@ -83,7 +83,6 @@ RETRY_BACKOFF_MAX = 600
 CONFIG_WAIT_MAX = 5
 WATCH_EVERY = 5.0  # the web process reads the workers' problems from Redis at most this often
 _AUTH_STATUSES = (401, 403)
-_log = RateLimitedLog()
 
 
 class _SeenLogger(logging.Logger):
@@ -97,7 +96,8 @@ class _SeenLogger(logging.Logger):
         log_always(logger, level, text, *args)
 
 
-_say = RateLimitedLog(_SeenLogger("layersync"))
+# Every line here is about events that may not arrive: seen even without logging set up.
+_log = RateLimitedLog(_SeenLogger("layersync"))
 
 
 # -- finding the user's Celery app -------------------------------------------------------------
@@ -180,7 +180,7 @@ def env_override(app: Any) -> str | None:
 def warn_env_override(app: Any) -> None:
     problem = env_override(app)
     if problem:
-        _say.warn("env-override", "%s", problem)
+        _log.warn("env-override", "%s", problem)
 
 
 def _broker_url(app: Any) -> str:
@@ -317,7 +317,7 @@ class HandoffTransport:
         at = float(stats.get("problem_at") or 0)
         if at > self._seen_problem:
             self._seen_problem = at
-            _say.warn(
+            _log.warn(
                 "worker-problem",
                 "a Celery worker (%s) cannot deliver LayerSync events: %s. They wait in the broker for a worker "
                 "that can.",
@@ -517,8 +517,8 @@ def _attempts(event: Event) -> int:
 
 def _decode(body: bytes) -> Event | None:
     try:
-        event = json.loads(body)
-    except ValueError:
+        event = _loads(body)
+    except ValueError:  # orjson.JSONDecodeError is one too
         return None
     if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
         return None
@@ -531,6 +531,15 @@ def _countdown_cap(app: Any) -> int:
     except Exception:
         visibility = RETRY_BACKOFF_MAX * 2
     return max(1, min(RETRY_BACKOFF_MAX, int(visibility / 2)))
+
+
+_loads: Callable[[bytes], Any] = json.loads
+try:  # the [fast] extra
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - the tests run with orjson
+    pass
 
 
 class HubUnavailable(Exception):
@@ -551,14 +560,26 @@ class _Owed:
         self.due.append(due)
 
 
+_locals: dict[tuple[Settings, int], Settings] = {}
+
+
+def _local(settings: Settings, size: int) -> Settings:
+    """The settings of a task's own Sender: it delivers inline (``ok`` means delivered), keeps
+    no spool, and has room for the whole batch. Made once per batch size, not per task."""
+    size = max(settings.max_queue_size, size)
+    local = _locals.get((settings, size))
+    if local is None:
+        local = _locals[(settings, size)] = settings.replace(sender="sync", spool_path=None, max_queue_size=size)
+    return local
+
+
 def _attempt(
     settings: Settings, transport: Transport, entries: list[Restored], owed: _Owed
 ) -> tuple[str | None, Stats]:
     """One attempt at each event, by the in-process sender's rules; what is owed after it
     goes to ``owed``. Returns the hub's refusal of this worker's key (if it refused it)
     and what the attempt did."""
-    local = settings.replace(sender="sync", spool_path=None, max_queue_size=max(settings.max_queue_size, len(entries)))
-    sender = Sender(local, on_drop=_call_on_drop, log=logger)
+    sender = Sender(_local(settings, len(entries)), on_drop=_call_on_drop, log=logger)
     sender.restore(entries)
     sender.begin_flush()  # every event due now, for one attempt
     refused: str | None = None
@@ -639,7 +660,7 @@ def _deliver(task: Any, payload: object, handed_at: object = None, meta: object 
     if problem is not None:
         waiting = len(unpack(payload))
         countdown = min(2 ** min(task.request.retries, 6), CONFIG_WAIT_MAX)
-        _say.warn(
+        _log.warn(
             "config",
             "this Celery worker cannot deliver LayerSync events: %s. %d event(s) wait in the broker for a worker "
             "that can (this one looks again in %d s).",

@@ -138,7 +138,7 @@ def celery_round_trip(settings: Settings, event: str) -> int:
     except ImportError:
         return _fail("sender=celery needs the 'celery' extra: pip install 'layersync-middleware[celery]'")
     print(f"round trip through Celery (a {event} event, sent to the hub by a worker) ...", flush=True)
-    ok, lines = round_trip(settings, event, timeout=max(settings.timeout, 2.0))
+    ok, lines = round_trip(settings, event, timeout=max(settings.timeout, 1.0))
     for line in lines:
         print(f"  {line}")
     if ok:
