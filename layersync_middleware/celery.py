@@ -80,8 +80,8 @@ PROBE_COMMAND = "layersync_probe"
 RETRY_BACKOFF_MAX = 600
 # A misconfigured worker holds a message it put back for this long at most (the countdown):
 # a worker that can deliver gets it soon after it starts.
-CONFIG_WAIT_MAX = 5
-WATCH_EVERY = 5.0  # the web process reads the workers' problems from Redis at most this often
+CONFIG_WAIT_MAX = 3
+WATCH_EVERY = 2.0  # the web process reads the workers' problems from Redis at most this often
 _AUTH_STATUSES = (401, 403)
 
 
@@ -759,8 +759,8 @@ def round_trip(settings: Settings, event: str = "test_event", timeout: float = 3
     and the hub, each hop said in a line. True when a worker delivered the test event."""
     try:
         app = find_app(settings)
-    except ConfigurationError as exc:
-        return False, [f"Celery app: {exc}"]
+    except ConfigurationError as exc:  # the command reads the environment: name its variable
+        return False, [f"Celery app: {exc.renamed('LAYERSYNC_CELERY_APP')}"]
     lines = [f"Celery app {app.main!r}, broker {_broker_url(app)}"]
     override = env_override(app)
     if override:
