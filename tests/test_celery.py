@@ -28,7 +28,7 @@ from fleet.redis_server import RedisServer, free_port
 from helpers import SECRET, SITE, settings
 
 import layersync_middleware.celery as ls_celery
-from layersync_middleware import LayerSync, cli
+from layersync_middleware import ConfigurationError, LayerSync, cli
 from layersync_middleware._event import Event, build_event, new_event_id
 from layersync_middleware._log import RateLimitedLog
 from layersync_middleware._transport import Outcome, encode_event
@@ -599,3 +599,22 @@ def test_the_hand_off_never_falls_back_to_celerys_default_app() -> None:
 def test_a_rabbitmq_broker_delivers_every_event(fastapi_env: dict[str, str | None], hub_store: Hub) -> None:
     with RabbitMQServer() as rabbitmq:
         shop_delivers_every_event({**fastapi_env, "SHOP_BROKER_URL": rabbitmq.url}, hub_store)
+
+
+def test_the_worker_reads_flask_config_inside_an_app_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Flask's Celery pattern runs each task in an app context: the worker then reads the
+    # LayerSync settings the web process reads, from app.config.
+    from flask import Flask
+
+    for name in ("LAYERSYNC_SITE_ID", "LAYERSYNC_SECRET", "LAYERSYNC_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ls_celery, "_worker", None)
+    flask_app = Flask("shop")
+    flask_app.config.update(LAYERSYNC_SITE_ID="site_flask", LAYERSYNC_SECRET=SECRET)
+    with flask_app.app_context():
+        settings_read, transport = ls_celery._hub_transport()
+    transport.close()
+    monkeypatch.setattr(ls_celery, "_worker", None)
+    assert settings_read.site_id == "site_flask" and settings_read.secret_key.reveal() == SECRET
+    with pytest.raises(ConfigurationError, match="LAYERSYNC_SITE_ID"):  # outside it: the environment, empty here
+        ls_celery._hub_transport()
