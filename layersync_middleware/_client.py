@@ -335,6 +335,10 @@ def _make_worker(
     log: logging.Logger,
 ) -> Worker:
     sender = Sender(settings, on_drop=on_drop, log=log)
+    if settings.sender == "celery" and settings.enabled and chosen() is None:
+        from .celery import bind_app  # an optional extra: imported only when chosen
+
+        bind_app(settings)  # finds the app on this thread (Celery's current app is per thread); fails at start-up
 
     def sync_transport() -> Transport:
         transport = chosen()

@@ -89,6 +89,8 @@ class Stats:
     worker_alive: bool = False
     #: events sent without a fleet-wide claim because Redis failed (``dedup_url``; per process)
     dedup_fallbacks: int = 0
+    #: ``sender="celery"``: events the broker took (the workers deliver them; not counted in ``sent``)
+    handed_off: int = 0
 
 
 class Drop(NamedTuple):
@@ -222,6 +224,10 @@ class Sender:
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
         self._sent = self._retried = self._duplicates = self._batches = 0
+        # sender="celery": an "ok" means the broker has the event, not the hub.
+        self._handoff = self.settings.sender == "celery"
+        self._handed_off = 0
+        self._target = "the Celery broker" if self._handoff else "the hub"  # what the log blames
         self._dropped: dict[str, int] = {}
         self._last_status: int | None = None
         self._last_error: str | None = None
@@ -489,7 +495,7 @@ class Sender:
                 continue
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
                 continue
             self._last_error = outcome.error
             if outcome.action == "drop":
@@ -527,8 +533,8 @@ class Sender:
                 self._notes.append(
                     (
                         logging.WARNING,
-                        "the hub is not taking events (%s): they are kept and retried; %d queued",
-                        (error, len(self._queue) + self._in_flight),
+                        "%s is not taking events (%s): they are kept and retried; %d queued",
+                        (self._target, error, len(self._queue) + self._in_flight),
                     )
                 )
             else:
@@ -537,8 +543,8 @@ class Sender:
             self._notes.append(
                 (
                     logging.WARNING,
-                    "the hub takes events again after %.0f s; %d still queued",
-                    (now - self._failing_since, len(self._queue) + self._in_flight),
+                    "%s takes events again after %.0f s; %d still queued",
+                    (self._target, now - self._failing_since, len(self._queue) + self._in_flight),
                 )
             )
             self._failing_since = None
@@ -638,9 +644,15 @@ class Sender:
             self._latency = latency * 1000
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
             else:
                 self._last_error = outcome.error
+
+    def _count_ok(self) -> None:
+        if self._handoff:
+            self._handed_off += 1
+        else:
+            self._sent += 1
 
     def quick_retry_delay(self, attempt: int, outcome: Outcome) -> float:
         """The pause after the ``attempt``-th failed attempt of ``send()`` (1-based)."""
@@ -716,6 +728,7 @@ class Sender:
                 event = entry.event if entry.verified else HeaderEvent(entry.event)
                 item = Queued(event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
                 item.attempts = entry.attempts
+                item.delay = entry.delay
                 max_age, max_attempts = _wire.retry_policy(item.name)
                 if entry.age >= max_age:
                     self._drop(item, "expired")
@@ -766,6 +779,7 @@ class Sender:
                 last_error=self._last_error,
                 hub_latency_ms=self._latency,
                 worker_alive=worker_alive,
+                handed_off=self._handed_off,
             )
 
     def queued_events(self) -> list[Queued]:
@@ -790,6 +804,7 @@ class Restored(NamedTuple):
     attempts: int
     age: float  # seconds since it was first queued (wall clock: it may come from another process)
     verified: bool
+    delay: float = 0.0  # its last backoff wait (the Celery task carries it from one run to the next)
 
 
 ADD, GONE_OP = 0, 1  # journal entries: persist (or update) this event; forget it

@@ -107,6 +107,7 @@ ENV_NAMES: dict[str, str] = {
     "spool_path": "LAYERSYNC_SPOOL_PATH",
     "dedup_url": "LAYERSYNC_DEDUP_URL",
     "celery_queue": "LAYERSYNC_CELERY_QUEUE",
+    "celery_app": "LAYERSYNC_CELERY_APP",
     "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
     "kept_query_params": "LAYERSYNC_KEPT_QUERY_PARAMS",
 }
@@ -335,9 +336,20 @@ def _check_dedup_url(value: object) -> str | None:
 
 
 def _check_celery_queue(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+    # "" (the default): Celery routes the task (task_routes, else the app's default queue).
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
         raise ConfigurationError("celery_queue", "must be a queue name of 1-200 printable characters")
     return value.strip()
+
+
+def _check_celery_app(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().replace(":", ".").replace("_", "a").replace(".", "").isalnum():
+        return value.strip()
+    raise ConfigurationError("celery_app", "must be the dotted path of your Celery app, as in 'proj.celery:app'")
 
 
 def _check_region(value: object) -> str | None:
@@ -395,6 +407,7 @@ class Settings:
     __slots__ = (
         "allow_insecure_http",
         "api_url",
+        "celery_app",
         "celery_queue",
         "console_log",
         "dedup_url",
@@ -431,6 +444,7 @@ class Settings:
     spool_path: str | None
     dedup_url: str | None
     celery_queue: str
+    celery_app: str | None
     default_phone_region: str | None
     kept_query_params: tuple[str, ...]
 
@@ -453,7 +467,8 @@ class Settings:
         allow_insecure_http: bool | str = False,
         spool_path: str | os.PathLike[str] | None = None,
         dedup_url: str | None = None,
-        celery_queue: str = "layersync",
+        celery_queue: str = "",
+        celery_app: str | None = None,
         default_phone_region: str | None = None,
         kept_query_params: str | Iterable[str] = KEPT_QUERY_PARAMS,
     ) -> None:
@@ -480,6 +495,7 @@ class Settings:
             set_(self, "spool_path", _check_spool_path(spool_path))
             set_(self, "dedup_url", _check_dedup_url(dedup_url))
             set_(self, "celery_queue", _check_celery_queue(celery_queue))
+            set_(self, "celery_app", _check_celery_app(celery_app))
             set_(self, "default_phone_region", _check_region(default_phone_region))
             set_(self, "kept_query_params", _check_kept_query_params(kept_query_params))
         except ConfigurationError as exc:

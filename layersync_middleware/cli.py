@@ -126,7 +126,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  matcher      {len(rules)} pattern(s); a pairing header is forwarded only with a name its pattern allows")
     for rule in rules:
         print(f"    {describe_rule(rule)}")
+    if settings.sender == "celery" and settings.enabled:
+        return celery_round_trip(settings, "test_event")
     return 0
+
+
+def celery_round_trip(settings: Settings, event: str) -> int:
+    """``sender="celery"``: a probe through the broker, a worker and the hub, each hop said."""
+    try:
+        from .celery import round_trip
+    except ImportError:
+        return _fail("sender=celery needs the 'celery' extra: pip install 'layersync-middleware[celery]'")
+    print(f"round trip through Celery (a {event} event, sent to the hub by a worker) ...", flush=True)
+    ok, lines = round_trip(settings, event, timeout=max(settings.timeout, 1.0))
+    for line in lines:
+        print(f"  {line}")
+    if ok:
+        print("ok: delivered through a worker")
+        return 0
+    return _fail("not delivered through Celery; see the lines above", 1)
 
 
 # -- send-test-event -------------------------------------------------------------------------
@@ -160,6 +178,8 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not settings.enabled:
         return _fail("LAYERSYNC_ENABLED is off")
+    if settings.sender == "celery":
+        return celery_round_trip(settings, args.event)
     timeout = settings.timeout_ms / 1000
     # One attempt, bounded by the timeout: a test answers now or says why.
     client = LayerSync(settings.replace(max_retries=0))
