@@ -63,7 +63,6 @@ class Worker:
             self._keeper = SpoolKeeper(sender, self.settings.spool_path, self.wake)
         self._reset()
         _WORKERS.add(self)
-        _lifecycle.watch_sigterm()
         _lifecycle.watch_multiprocessing()
         if self._keeper is not None:
             self._keeper.start()  # send what processes gone for good left in the spool
@@ -573,16 +572,18 @@ def _after_fork_in_child() -> None:
     _lifecycle.watch_multiprocessing(forked=True)
 
 
-def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
-    """Shut down every worker of this process within one deadline (default: the longest
-    ``shutdown_timeout``); with a spool, what is left is kept there. Logs once how many
+def drain_all(timeout: float | None = None, *, at_exit: bool = False, first: Worker | None = None) -> int:
+    """Shut down every worker of this process (``first`` first) within what is left of
+    this exit's budget (:func:`._lifecycle.exit_deadline`: the longest ``shutdown_timeout``,
+    or ``timeout``); with a spool, what is left is kept there. Logs once per exit how many
     events were not delivered; returns that number."""
     pid = os.getpid()
-    workers = [w for w in list(_WORKERS) if w._pid == pid]
+    workers = sorted((w for w in list(_WORKERS) if w._pid == pid), key=lambda w: w is not first)
     if not workers:
         return 0
-    budget = max(w.settings.shutdown_timeout for w in workers) if timeout is None else max(timeout, 0.0)
-    deadline = time.monotonic() + budget
+    asked = max(w.settings.shutdown_timeout for w in workers) if timeout is None else max(timeout, 0.0)
+    deadline, budget = _lifecycle.exit_deadline(asked)
+    deadline = min(deadline, time.monotonic() + asked)
     left = kept = 0
     for worker in workers:
         if at_exit:
@@ -593,6 +594,8 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
             continue
         left += worker_left
         kept += worker_kept
+    if not _lifecycle.first_to_say(left):  # a drain before this one in this exit said so
+        return left
     # Events lost (or left for the next start) are said even in an app without logging.
     if kept:
         log_always(
@@ -603,7 +606,7 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
             budget,
             kept,
         )
-    elif left:
+    else:
         log_always(logger, logging.WARNING, "exiting with %d undelivered event(s) after %.1fs", left, budget)
     return left
 

@@ -1,4 +1,5 @@
-"""Run an example app under a real server (uvicorn, gunicorn) in a subprocess."""
+"""Run an example app under a real server (uvicorn, hypercorn, daphne, granian, gunicorn,
+uWSGI) in a subprocess."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def command(server: str, target: str, port: int) -> list[str]:
     ]
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
+    if server == "hypercorn":  # serves from a spawned worker process
+        return [sys.executable, "-m", "hypercorn", target, "--bind", host, "--log-level", "warning"]
+    if server == "daphne":  # Twisted; sends no lifespan events
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", target]
+    if server == "granian":  # a Rust server running the app in a spawned worker process
+        interface = ["--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        return [sys.executable, "-m", "granian", *interface, target]
     if server == "gunicorn":  # two workers forked from a master that imported the app first
         return [*gunicorn, "-w", "2", "--preload"]
     if server == "gunicorn-gthread":
@@ -53,6 +61,13 @@ def command(server: str, target: str, port: int) -> list[str]:
 
 @contextmanager
 def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
+    with launch(server, target, env) as (_, url):
+        yield url
+
+
+@contextmanager
+def launch(server: str, target: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The server process, serving, and its URL; stopped with SIGTERM when left (if it still runs)."""
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen(
@@ -66,7 +81,7 @@ def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, proc, f"{server} {target}")
-        yield url
+        yield proc, url
     finally:
         stop(proc)
 
@@ -104,7 +119,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout is None:
+    if proc.stdout is None or proc.stdout.closed:  # read already
         return ""
     with proc.stdout:
         return proc.stdout.read()

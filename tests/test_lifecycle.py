@@ -1,6 +1,8 @@
-"""However a process ends, the sender drains within its deadline: SIGTERM to a plain
-process, handlers the app installs, multiprocessing children, ``drain()`` before an
-``os._exit``, Celery's shutdown signals. Real processes against the local hub."""
+"""However a process ends, the sender drains within one budget: SIGTERM to a plain
+process that asked for it, handlers the app installs, multiprocessing children, ``drain()``
+before an ``os._exit``, Celery's shutdown signals; several drains of one exit share one
+``shutdown_timeout``; creating a client changes no global. Real processes against the
+local hub."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import pytest
 from durable_apps.hubctl import SwitchableHub, env, python, spool_rows, until
 from helpers import LiveHub, settings
 
+import layersync_middleware
 from layersync_middleware import LayerSync
 from layersync_middleware import _lifecycle as lifecycle
+from layersync_middleware._settings import _SENDERS
 
 SLACK = 2.5  # interpreter start-up and a loaded CI machine
 
@@ -27,7 +31,8 @@ SLACK = 2.5  # interpreter start-up and a loaded CI machine
 # nothing goes out by itself for the rest of the test: only a drain delivers them.
 HELD = """
 import sys, time
-from layersync_middleware import LayerSync
+from layersync_middleware import LayerSync, drain_on_sigterm
+assert drain_on_sigterm()
 ls = LayerSync.from_env(shutdown_timeout=3)
 ids = [ls.track("purchase", {"n": i}) for i in range(5)]
 deadline = time.monotonic() + 10
@@ -71,7 +76,8 @@ def test_sigterm_with_the_hub_down_keeps_the_events_in_the_spool(tmp_path: Path)
     try:
         body = """
             import time
-            from layersync_middleware import LayerSync
+            from layersync_middleware import LayerSync, drain_on_sigterm
+            drain_on_sigterm()
             ls = LayerSync.from_env(shutdown_timeout=3)
             ids = [ls.track("purchase", {"n": i}) for i in range(5)]
             print("ready", flush=True)
@@ -115,8 +121,9 @@ def test_a_handler_the_app_installs_is_called_and_the_exit_drains(hub: LiveHub) 
 def test_sigterm_ignored_by_the_app_stays_ignored(hub: LiveHub) -> None:
     body = textwrap.dedent("""
         import signal, sys, time
-        from layersync_middleware import LayerSync
+        from layersync_middleware import LayerSync, drain_on_sigterm
         ls = LayerSync.from_env()
+        drain_on_sigterm()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("ready", flush=True)
         sys.stdin.readline()
@@ -179,13 +186,22 @@ def test_drain_before_os_exit_delivers(hub: LiveHub) -> None:
 def sigterm_restored() -> Iterator[None]:
     before = signal.getsignal(signal.SIGTERM)
     yield
-    lifecycle.unwatch_sigterm()
+    lifecycle.uninstall_sigterm_drain()
     signal.signal(signal.SIGTERM, before)
+
+
+def test_creating_clients_changes_no_global(sigterm_restored: None) -> None:
+    lifecycle.uninstall_sigterm_drain()  # an earlier test's Django middleware under ASGI may have asked
+    before = (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM))
+    clients = [LayerSync(settings(sender=kind)) for kind in _SENDERS]
+    assert (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM)) == before  # wrapped before
+    for client in clients:
+        client.shutdown(0)
 
 
 def test_the_handler_stays_first_and_hands_on_to_whatever_is_installed_after(sigterm_restored: None) -> None:
     seen: list[str] = []
-    LayerSync(settings())  # installs the drain (main thread)
+    assert layersync_middleware.drain_on_sigterm()  # asked for (main thread)
     previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append("server"))
     assert previous == signal.SIG_DFL  # what the server would have seen without us
     assert signal.getsignal(signal.SIGTERM) is not lifecycle._on_sigterm
@@ -218,3 +234,33 @@ def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequ
     ls.track("purchase")
     signals.worker_shutdown.send(sender=None)  # solo and threads pools
     assert len(hub.events("server")) == 2
+
+
+# -- one budget per exit ---------------------------------------------------------------------------
+@pytest.fixture
+def new_exit() -> Iterator[None]:
+    lifecycle.exit_over()
+    yield
+    lifecycle.exit_over()  # the next test's drains get a budget of their own
+
+
+def test_the_drains_of_one_exit_share_one_budget_and_say_the_loss_once(
+    hub: LiveHub, new_exit: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn and granian drain on lifespan shutdown and again at exit, hypercorn once
+    # more: each drain with a budget of its own made the exit take 2x or 3x, the loss said
+    # each time.
+    hub.faults(mode="hang", hang_seconds=5)
+    ls = LayerSync(settings(api_url=hub.url, shutdown_timeout=0.5))
+    for n in range(3):
+        ls.track("purchase", {"n": n})
+    started = time.monotonic()
+    assert [lifecycle.drain(0.5) >= 3 for _ in range(3)] == [True] * 3  # lifespan, SIGTERM, atexit
+    assert time.monotonic() - started < 0.5 + 0.3  # 1.5 s before
+    assert [r.getMessage() for r in caplog.records if "undelivered" in r.getMessage()] == [
+        f"exiting with {lifecycle.drain(0)} undelivered event(s) after 0.5s"
+    ]
+    lifecycle.exit_over()  # the app goes on (its lifespan starts again): the next exit has a budget
+    started = time.monotonic()
+    lifecycle.drain(0.5)
+    assert time.monotonic() - started > 0.4
