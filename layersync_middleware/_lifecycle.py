@@ -69,6 +69,8 @@ def exit_deadline(budget: float) -> tuple[float, float]:
     """(deadline, budget) of this process's exit: the first drain starts one of ``budget``
     seconds; the drains that follow share its deadline."""
     now = time.monotonic()
+    # Hooks of one exit run back to back; one that starts a budget (at least a second)
+    # after the deadline belongs to a later exit.
     if _exit.pid != os.getpid() or now > _exit.deadline + max(_exit.budget, 1.0):
         _exit.pid, _exit.deadline, _exit.budget, _exit.reported = os.getpid(), now + budget, budget, 0
     return _exit.deadline, _exit.budget
@@ -90,9 +92,11 @@ def first_to_say(left: int) -> bool:
 
 def drain(timeout: float | None = None) -> int:
     """Deliver what every LayerSync client of this process has queued, within ``timeout``
-    seconds (default: the clients' ``shutdown_timeout``); with a spool, what is left is
-    kept there for another process or the next start. Logs once how many events were not
-    delivered, and returns that number. Never raises; the clients stay usable.
+    seconds (default: the clients' ``shutdown_timeout``) and within what is left of this
+    exit's budget, which the other drains of the exit share (lifespan, ``atexit``,
+    SIGTERM); with a spool, what is left is kept there for another process or the next
+    start. Logs how many events were not delivered, once per exit, and returns that
+    number. Never raises; the clients stay usable.
 
     For processes that end without running ``atexit``: an RQ job (call it last in the
     job), a child that leaves with ``os._exit``."""

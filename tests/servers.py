@@ -25,7 +25,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(server: str, target: str, port: int) -> list[str]:
+def command(server: str, target: str, port: int, workers: int = 2) -> list[str]:
+    """How to run ``target`` under ``server``; ``workers`` for gunicorn and uWSGI."""
     host = f"127.0.0.1:{port}"
     gunicorn = [
         sys.executable,
@@ -48,14 +49,17 @@ def command(server: str, target: str, port: int) -> list[str]:
     if server == "granian":  # a Rust server running the app in a spawned worker process
         interface = ["--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         return [sys.executable, "-m", "granian", *interface, target]
-    if server == "gunicorn":  # two workers forked from a master that imported the app first
-        return [*gunicorn, "-w", "2", "--preload"]
+    if server == "gunicorn":  # workers forked from a master that imported the app first
+        return [*gunicorn, "-w", str(workers), "--preload"]
     if server == "gunicorn-gthread":
         return [*gunicorn, "-w", "1", "--threads", "4", "-k", "gthread"]
     if server == "uwsgi":  # forks after loading the app, without Python's fork hooks
         uwsgi = str(Path(sys.executable).parent / "uwsgi")
-        options = "--master --processes 2 --enable-threads --die-on-term --need-app --disable-logging".split()
-        return [uwsgi, "--http-socket", host, "--module", target, "--chdir", str(ROOT), *options]
+        options = f"--master --processes {workers} --enable-threads --need-app --disable-logging".split()
+        # SIGTERM stops gracefully: each worker finishes its request and exits (and drains);
+        # --die-on-term would kill the workers with SIGINT in the middle of a request.
+        graceful = ["--hook-master-start", "unix_signal:15 gracefully_kill_them_all"]
+        return [uwsgi, "--http-socket", host, "--module", target, "--chdir", str(ROOT), *options, *graceful]
     raise ValueError(server)
 
 
@@ -66,12 +70,14 @@ def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
 
 
 @contextmanager
-def launch(server: str, target: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def launch(
+    server: str, target: str, env: dict[str, str], workers: int = 2
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """The server process, serving, and its URL; stopped with SIGTERM when left (if it still runs)."""
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen(
-        command(server, target, port),
+        command(server, target, port, workers),
         cwd=ROOT,
         env=full_env,
         stdout=subprocess.PIPE,
