@@ -24,7 +24,6 @@ deadline (a ``drain()`` at the end of each job of a long-lived worker gets a bud
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -100,22 +99,24 @@ def drain(timeout: float | None = None) -> int:
 
     For processes that end without running ``atexit``: an RQ job (call it last in the
     job), a child that leaves with ``os._exit``."""
-    return _drain(timeout)
-
-
-def _drain(timeout: float | None = None, first: Worker | None = None) -> int:
     from ._worker import drain_all  # _worker imports this module
 
     try:
-        return drain_all(timeout, first=first)
+        return drain_all(timeout)
     except Exception:
         logger.exception("layersync drain error")
         return 0
 
 
-async def adrain(timeout: float | None = None, *, first: Worker | None = None) -> int:
-    """:func:`drain` without blocking the event loop, ``first``'s events before the others'."""
-    return await asyncio.to_thread(_drain, timeout, first)
+async def adrain(timeout: float | None, first: Worker) -> int:
+    """:func:`drain` from an event loop, ``first`` (the ASGI middleware's client) on it."""
+    from ._worker import adrain_all
+
+    try:
+        return await adrain_all(timeout, first)
+    except Exception:
+        logger.exception("layersync drain error")
+        return 0
 
 
 # -- Celery ---------------------------------------------------------------------------------------

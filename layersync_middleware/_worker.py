@@ -572,16 +572,15 @@ def _after_fork_in_child() -> None:
     _lifecycle.watch_multiprocessing(forked=True)
 
 
-def drain_all(timeout: float | None = None, *, at_exit: bool = False, first: Worker | None = None) -> int:
-    """Shut down every worker of this process (``first`` first) within what is left of
-    this exit's budget (:func:`._lifecycle.exit_deadline`: the longest ``shutdown_timeout``,
-    or ``timeout``); with a spool, what is left is kept there. Logs once per exit how many
-    events were not delivered; returns that number."""
-    pid = os.getpid()
-    workers = sorted((w for w in list(_WORKERS) if w._pid == pid), key=lambda w: w is not first)
+def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
+    """Shut down every worker of this process within what is left of this exit's budget
+    (:func:`._lifecycle.exit_deadline`: the longest ``shutdown_timeout``, or ``timeout``);
+    with a spool, what is left is kept there. Logs once per exit how many events were not
+    delivered; returns that number."""
+    workers = _here()
     if not workers:
         return 0
-    asked = max(w.settings.shutdown_timeout for w in workers) if timeout is None else max(timeout, 0.0)
+    asked = _asked(workers, timeout)
     deadline, budget = _lifecycle.exit_deadline(asked)
     deadline = min(deadline, time.monotonic() + asked)
     left = kept = 0
@@ -611,11 +610,35 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False, first: Wor
     return left
 
 
+async def adrain_all(timeout: float | None, first: Worker) -> int:
+    """:func:`drain_all` from ``first``'s event loop (the ASGI lifespan): ``first`` shuts
+    down on the loop, so that an asyncio sender delivers and closes its client there; then
+    the others, and whatever ``first`` still holds, from a thread, within the same budget."""
+    asked = _asked(_here(), timeout)
+    deadline = min(_lifecycle.exit_deadline(asked)[0], time.monotonic() + asked)
+    try:
+        await first.ashutdown(max(deadline - time.monotonic(), 0.0))
+    except Exception:
+        pass  # drain_all tries again
+    return await asyncio.to_thread(drain_all, timeout)
+
+
+def _here() -> list[Worker]:
+    """The workers of this process (a forked child's copies of its parent's are not)."""
+    pid = os.getpid()
+    return [w for w in list(_WORKERS) if w._pid == pid]
+
+
+def _asked(workers: Sequence[Worker], timeout: float | None) -> float:
+    if timeout is not None:
+        return max(timeout, 0.0)
+    return max((w.settings.shutdown_timeout for w in workers), default=0.0)
+
+
 def exit_budget() -> float:
     """Seconds the exit drain may take: 0 when no client of this process has anything
     queued or a spool to write (the drain would do nothing)."""
-    pid = os.getpid()
-    busy = [w for w in list(_WORKERS) if w._pid == pid and (w._keeper is not None or not w.sender.idle)]
+    busy = [w for w in _here() if w._keeper is not None or not w.sender.idle]
     return max((w.settings.shutdown_timeout for w in busy), default=0.0)
 
 

@@ -86,9 +86,9 @@ class LayerSyncMiddleware:
             elif message["type"] == "lifespan.shutdown.complete":
                 # After the app's own shutdown handlers, which may still track events. The
                 # server's one shutdown hook: every client of the process drains here, this
-                # one first (uvicorn then dies of SIGTERM, and atexit does not run). The
-                # drains that follow (atexit) share this one's budget.
-                await adrain(self._drain_timeout, first=self.client._worker)
+                # one first, on its loop (uvicorn then dies of SIGTERM, and atexit does not
+                # run). The drains that follow (atexit) share this one's budget.
+                await adrain(self._drain_timeout, self.client._worker)
             await send(message)
 
         return lifespan_send

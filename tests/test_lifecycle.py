@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 from durable_apps.hubctl import SwitchableHub, env, python, spool_rows, until
 from helpers import LiveHub, settings
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 import layersync_middleware
-from layersync_middleware import LayerSync
+from layersync_middleware import LayerSync, LayerSyncMiddleware
 from layersync_middleware import _lifecycle as lifecycle
 from layersync_middleware._settings import _SENDERS
+from layersync_middleware.testing import MemoryTransport
 
 SLACK = 2.5  # interpreter start-up and a loaded CI machine
 
@@ -277,3 +280,15 @@ def test_the_drains_of_one_exit_share_one_budget_and_say_the_loss_once(
     started = time.monotonic()
     lifecycle.drain(0.5)
     assert time.monotonic() - started > 0.4
+
+
+def test_the_lifespan_shutdown_drains_every_client_of_the_process(new_exit: None) -> None:
+    # uvicorn ends with SIGTERM's default action after the lifespan: no atexit drain follows.
+    other = MemoryTransport()
+    client = LayerSync(settings(sender="asyncio", matcher=["/api/*"]), transport=MemoryTransport())
+    elsewhere = LayerSync(settings(), transport=other)  # a client the middleware does not know
+    elsewhere._worker.wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until a drain
+    with TestClient(LayerSyncMiddleware(Starlette(), client=client)):
+        elsewhere.track("purchase")
+        assert other.events == []
+    assert [e["event_name"] for e in other.events] == ["purchase"]
