@@ -584,11 +584,15 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
     deadline, budget = _lifecycle.exit_deadline(asked)
     deadline = min(deadline, time.monotonic() + asked)
     left = kept = 0
-    for worker in workers:
+    # Idle workers first (they take no time), then each an equal share of what is left: a
+    # client whose hub hangs cannot starve the others.
+    workers.sort(key=lambda w: not w.sender.idle)
+    for i, worker in enumerate(workers):
         if at_exit:
             worker._finalizing = True  # no thread may start during interpreter shutdown
+        share = max(deadline - time.monotonic(), 0.0) / (len(workers) - i)
         try:
-            worker_left, worker_kept = worker._shutdown(max(deadline - time.monotonic(), 0.0))
+            worker_left, worker_kept = worker._shutdown(share)
         except Exception:
             continue
         left += worker_left

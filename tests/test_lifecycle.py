@@ -194,6 +194,13 @@ def sigterm_restored() -> Iterator[None]:
     signal.signal(signal.SIGTERM, before)
 
 
+@pytest.fixture
+def new_exit() -> Iterator[None]:
+    lifecycle.exit_over()
+    yield
+    lifecycle.exit_over()  # the next test's drains get a budget of their own
+
+
 def test_creating_clients_changes_no_global(sigterm_restored: None) -> None:
     lifecycle.uninstall_sigterm_drain()  # an earlier test's Django middleware under ASGI may have asked
     before = (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM))
@@ -228,7 +235,7 @@ def test_the_handler_stays_first_and_hands_on_to_whatever_is_installed_after(sig
     assert signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT)) is not None  # other signals untouched
 
 
-def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequest) -> None:
+def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequest, new_exit: None) -> None:
     from celery import signals  # type: ignore[import-untyped]
 
     lifecycle.drain_on_celery_shutdown()
@@ -253,13 +260,6 @@ def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequ
 
 
 # -- one budget per exit ---------------------------------------------------------------------------
-@pytest.fixture
-def new_exit() -> Iterator[None]:
-    lifecycle.exit_over()
-    yield
-    lifecycle.exit_over()  # the next test's drains get a budget of their own
-
-
 def test_the_drains_of_one_exit_share_one_budget_and_say_the_loss_once(
     hub: LiveHub, new_exit: None, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -282,13 +282,19 @@ def test_the_drains_of_one_exit_share_one_budget_and_say_the_loss_once(
     assert time.monotonic() - started > 0.4
 
 
-def test_the_lifespan_shutdown_drains_every_client_of_the_process(new_exit: None) -> None:
+def test_the_lifespan_shutdown_drains_every_client_of_the_process(hub: LiveHub, new_exit: None) -> None:
     # uvicorn ends with SIGTERM's default action after the lifespan: no atexit drain follows.
+    # A client whose hub hangs takes its share of the budget, not the others'.
+    hub.faults(mode="hang", hang_seconds=5)
+    stuck = LayerSync(settings(api_url=hub.url))
     other = MemoryTransport()
     client = LayerSync(settings(sender="asyncio", matcher=["/api/*"]), transport=MemoryTransport())
     elsewhere = LayerSync(settings(), transport=other)  # a client the middleware does not know
     elsewhere._worker.wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until a drain
     with TestClient(LayerSyncMiddleware(Starlette(), client=client)):
+        stuck.track("purchase")
         elsewhere.track("purchase")
-        assert other.events == []
+        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2 + 0.5  # shutdown_timeout, for every client together
     assert [e["event_name"] for e in other.events] == ["purchase"]
