@@ -13,6 +13,8 @@ from layersync_middleware._event import new_event_id
 from layersync_middleware.hub import Faults, HubSite, create_hub
 from layersync_middleware.hub.faults import FaultSwitch
 
+# A loopback peer: the page and /api/hub/* refuse others (TestClient's default is "testclient").
+LOCAL = ("127.0.0.1", 50000)
 SITE = HubSite("site_h", "pk_h_pub", "sk_h_secret")
 SERVER = {"Authorization": "Bearer sk_h_secret", "X-LayerSync-Site-Id": "site_h"}
 BROWSER = {"X-LayerSync-Api-Key": "pk_h_pub", "X-LayerSync-Site-Id": "site_h"}
@@ -33,7 +35,7 @@ def event(name: str = "purchase", event_id: str | None = None, **extra: Any) -> 
 @pytest.fixture
 def hub() -> Iterator[TestClient]:
     # A loopback base URL: the page and /api/hub/* refuse other Host headers.
-    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1") as client:
+    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1", client=LOCAL) as client:
         yield client
 
 
@@ -180,12 +182,14 @@ def test_reset_clears_events_and_faults(hub: TestClient) -> None:
 
 def test_sqlite_file_survives_a_restart(tmp_path: Any) -> None:
     db = str(tmp_path / "hub.sqlite3")
-    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1") as hub:
+    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1", client=LOCAL) as hub:
         hub.post("/api/v1/events/server", json=event(), headers=SERVER)
-    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1") as hub:
+    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1", client=LOCAL) as hub:
         assert len(groups(hub)) == 1
 
 
 def test_page_is_served(hub: TestClient) -> None:
     r = hub.get("/")
-    assert r.status_code == 200 and "Dedupe groups" in r.text and "/api/hub/groups" in r.text
+    assert r.status_code == 200 and "Dedupe groups" in r.text and "/page.js" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert "/api/hub/groups" in hub.get("/page.js").text
