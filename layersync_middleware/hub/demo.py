@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,7 +23,6 @@ from .app import create_hub
 from .platforms import VERDICT_LABELS
 from .server import HubServer
 from .sites import DEMO_SITE as SITE
-from .store import Store
 
 PRICES = {"SKU-A": 79.5, "SKU-B": 50.0}
 
@@ -70,16 +68,6 @@ def demo_shop(client: LayerSync) -> Any:
         ]
     )
     return LayerSyncMiddleware(app, client=client)
-
-
-@contextmanager
-def _later(store: Store, seconds: float) -> Iterator[None]:
-    """The hub's clock, ``seconds`` ahead: what arrives meanwhile arrived that much later."""
-    store.clock = lambda: time.time() + seconds
-    try:
-        yield
-    finally:
-        store.clock = time.time
 
 
 def _browser_event(name: str, props: dict[str, Any], page: str, ua: str, cookies: dict[str, str]) -> dict[str, Any]:
@@ -173,7 +161,7 @@ def run_demo(say: Callable[[str], None] = print, wait: Callable[[], object] | No
 
             say("8. checkout: the browser fires purchase; the payment webhook for it comes 6 minutes later (late pair)")
             late = browser_fires("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"})
-            with _later(hub_app.hub.store, 6 * 60 + 5):  # the hub's clock plays the 6 minutes
+            with hub_app.hub.store.later(6 * 60 + 5):  # the hub's clock plays the 6 minutes
                 client.send("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"}, event_id=late)
 
             left = client.flush(5.0)

@@ -489,7 +489,7 @@ def origin(source: str, path: str, paired: bool = False) -> str:
     top, _, key = path.partition(".")
     if top == "user_data":
         if key == "client_ip_address":
-            return "request (peer / X-Forwarded-For)"
+            return "the browser's own request (its address)" if browser else "request (peer / X-Forwarded-For)"
         if key == "user_agent":
             return "browser (navigator.userAgent)" if browser else "request header User-Agent"
         if key in _COOKIE_OF:

@@ -19,7 +19,8 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,17 @@ class Store:
             "INSERT INTO meta (key, value) VALUES ('evicted_at', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
             (self.clock(), self.clock()),
         )
+
+    @contextmanager
+    def later(self, seconds: float) -> Iterator[None]:
+        """The store's clock ``seconds`` ahead for the block: what arrives meanwhile
+        arrived that much later (the demo's late webhook, the tests' late pairs)."""
+        clock = self.clock
+        self.clock = lambda: clock() + seconds
+        try:
+            yield
+        finally:
+            self.clock = clock
 
     def clear(self) -> None:
         with self._lock:
