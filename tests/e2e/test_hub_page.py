@@ -53,8 +53,9 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     return page, errors
 
 
-def verdict_of(page: Any) -> str:
-    page.locator("#g-diff tbody tr").first.wait_for(timeout=5000)
+def verdict_of(page: Any, event_id: str) -> str:
+    """The verdict once the group view shows ``event_id`` (not the previous group's)."""
+    page.wait_for_function(f"document.querySelector('#group-title').textContent.endsWith('{event_id}')")
     return str(page.locator("#g-verdict").inner_text())
 
 
@@ -82,7 +83,7 @@ def test_group_views_explain_paired_mismatched_and_late_pairs(browser: Any, hub:
     else:
         pytest.fail("Tab never reached the paired group's link")
     page.keyboard.press("Enter")
-    assert verdict_of(page) == "Paired"
+    assert verdict_of(page, paired) == "Paired"
     assert page.evaluate("document.activeElement.id") == "group-title"
     assert "within 5 minutes" in page.locator("#g-rule").inner_text()
     fbp = page.locator("#g-diff tr[data-field='user_data.fbp']")
@@ -111,14 +112,14 @@ def test_group_views_explain_paired_mismatched_and_late_pairs(browser: Any, hub:
         page.screenshot(path=str(DOCS / "hub-group.png"), full_page=True)
 
     page.goto(f"{hub.url}/#/group/{SITE.site_id}/{mismatch}")
-    assert verdict_of(page) == "Name mismatch"
+    assert verdict_of(page, mismatch) == "Name mismatch"
     assert "differ only by case" in page.locator("#g-rule").inner_text()
     name_row = page.locator("#g-diff tr[data-field='event_name']")
     assert name_row.locator("td.state").inner_text() == "differs"
     assert name_row.locator("td.browser-origin").inner_text() == "browser SDK track()"
 
     page.goto(f"{hub.url}/#/group/{SITE.site_id}/{late}")
-    assert verdict_of(page) == "Late pair"
+    assert verdict_of(page, late) == "Late pair"
     assert "more than 5 minutes apart" in page.locator("#g-rule").inner_text()
     assert "over 5 minutes" in page.locator("#g-warnings").inner_text()
     assert "no browser preference" in page.locator("#g-meta").inner_text()
