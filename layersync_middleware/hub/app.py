@@ -458,7 +458,12 @@ class HubApp:
         addr = _ip(str(client[0]))
         if addr is None:
             return False
-        return addr.is_loopback or any(addr in net for net in self.allowed_peers)
+        server = scope.get("server")
+        # A peer whose address is the one it connected to is this machine (a hub bound to
+        # 192.168.1.5, opened at http://192.168.1.5:8787): no other host can complete a
+        # TCP handshake from our own address.
+        same_machine = server is not None and _ip(str(server[0])) == addr
+        return addr.is_loopback or same_machine or any(addr in net for net in self.allowed_peers)
 
     def _refusal(self, scope: Scope) -> Response | None:
         if not self._local_peer(scope):

@@ -163,6 +163,14 @@ def test_loopback_peers_may_read(peer: str) -> None:
         assert hub.get("/api/hub/groups").status_code == 200
 
 
+def test_this_machine_by_its_own_network_address_may_read() -> None:
+    app = create_hub([SITE])
+    scope = {"type": "http", "client": ("192.168.1.5", 40000), "server": ("192.168.1.5", 8787)}
+    assert app._local_peer(scope)
+    assert not app._local_peer({**scope, "client": ("192.168.1.6", 40000)})
+    assert app._local_peer({**scope, "client": None})  # a Unix socket
+
+
 def test_allowed_peers_are_explicit() -> None:
     with local_hub("172.18.0.5", allowed_peers=["172.16.0.0/12"]) as hub:
         assert hub.get("/api/hub/groups").status_code == 200
