@@ -184,9 +184,9 @@ def decide(sides: Sequence[Side]) -> Decision:
         return Decision(
             "name_mismatch",
             f"same event_id, but the browser sent event_name {browser!r} and the server {server!r}: "
-            f"they differ {how}, and the platforms compare names exactly",
-            "Meta pairs eventID+event with event_id+event_name: no match, both are counted",
-            "TikTok pairs event+event_id: no match, both are counted",
+            f"they differ {how}, and names are compared exactly",
+            _mismatch("Meta", META_EVENTS, browser, server, "eventID+event with event_id+event_name"),
+            _mismatch("TikTok", TIKTOK_EVENTS, browser, server, "event+event_id"),
         )
     sources = {s.source for s in sides}
     if sources == {"browser", "server"}:
@@ -225,6 +225,22 @@ def decide(sides: Sequence[Side]) -> Decision:
         f"Meta counts the {source} event alone",
         f"TikTok counts the {source} event alone",
     )
+
+
+def _mismatch(platform: str, table: Mapping[str, str], browser: str, server: str, key: str) -> str:
+    """What ``platform`` makes of two names, once the browser SDK has mapped them."""
+    if browser not in table:
+        return (
+            f"the browser SDK 0.4.0 fires no {platform} pixel event for {browser!r} (its tables know only "
+            f"lowercase snake_case names): only the server event reaches {platform}"
+        )
+    mapped = table.get(server, server)
+    if mapped == table[browser]:
+        return (
+            f"both map to {mapped!r}, so {platform} would still pair them; but the hub groups by event_name, "
+            "and a server-side mapping other than the SDK's would not"
+        )
+    return f"{platform} pairs {key}: {table[browser]!r} and {mapped!r} do not match, both are counted"
 
 
 def _reused(sides: Sequence[Side], names: list[str], many: list[Side]) -> Decision:
@@ -831,6 +847,13 @@ def warnings(
         out.append(f"the two sides arrived {_span(decision.gap_s)} apart: over 48 h, no de-duplication")
     elif decision.gap_s is not None and abs(decision.gap_s) > BROWSER_PREFERENCE_S:
         out.append(f"the two sides arrived {_span(decision.gap_s)} apart: over 5 minutes")
+    times = {e["source"]: e["event"].get("event_time") for e in events}
+    fired = [t for t in times.values() if isinstance(t, int) and not isinstance(t, bool)]
+    if len(fired) == 2 and abs(fired[0] - fired[1]) > BROWSER_PREFERENCE_S:
+        out.append(
+            f"the two sides' event_time differ by {_span(fired[0] - fired[1])}: they fired at different moments "
+            "(a server event from a later step or a webhook?)"
+        )
     if decision.verdict == "id_reused" or len(events) > 2:
         out.append(f"{len(events)} events share this event_id")
     for e in events:

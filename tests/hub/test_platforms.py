@@ -115,6 +115,19 @@ def test_a_resend_is_not_a_reuse_but_another_instance_is() -> None:
     assert reused.verdict == "id_reused" and "Many Event Instances" in reused.meta
 
 
+@pytest.mark.parametrize(
+    ("browser", "server", "meta"),
+    [
+        ("Purchase", "purchase", "fires no Meta pixel event for 'Purchase'"),
+        ("sign_up", "complete_registration", "both map to 'CompleteRegistration'"),
+        ("lead", "contact", "'Lead' and 'Contact' do not match, both are counted"),
+    ],
+)
+def test_a_name_mismatch_says_what_the_mapped_names_do(browser: str, server: str, meta: str) -> None:
+    decision = p.decide(sides(("browser", browser, 0), ("server", server, 1)))
+    assert decision.verdict == "name_mismatch" and meta in decision.meta
+
+
 def test_late_pair_says_what_each_platform_does() -> None:
     late = p.decide(sides(("browser", "purchase", 0), ("server", "purchase", 400)))
     assert "no browser preference" in late.meta and "does not merge" in late.tiktok and late.gap_s == 400
@@ -244,6 +257,15 @@ def test_explain_one_id() -> None:
     assert "a website event without client_user_agent" in " ".join(doc["warnings"])
     assert HASH not in json.dumps(doc)  # redacted throughout
     assert HASH in json.dumps(p.explain(records, now=1_796_000_010.0, reveal=True))
+
+
+def test_sides_that_fired_at_different_moments_are_flagged() -> None:
+    late = {**body(), "event_time": 1_796_000_000 + 600}
+    records = [
+        {"seq": 1, "source": "browser", "received_at": 1_796_000_001.0, "peer": None, "event": body()},
+        {"seq": 2, "source": "server", "received_at": 1_796_000_002.0, "peer": None, "event": late},
+    ]
+    assert "fired at different moments" in " ".join(p.explain(records, now=1_796_000_010.0)["warnings"])
 
 
 def test_unpaired_after_is_configurable() -> None:
