@@ -253,13 +253,14 @@ class Hub:
         etag = f'"{self.store.version}-{tag}"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        page = self.store.groups_page(limit, before=before, verdict=verdict, **filters)
+        lag = q.text("live") == "1"  # the page's polls may lag a flood a little (Store._cached)
+        page = self.store.groups_page(limit, before=before, verdict=verdict, lag=lag, **filters)
         now = self.store.clock()
         for g in page.items:
             g["stale"] = len(g["sources"]) == 1 and now - g["first_received_at"] > unpaired_after
         doc = {
             **page.as_dict("groups"),
-            "counts": self.store.verdict_counts(**filters),
+            "counts": self.store.verdict_counts(lag=lag, **filters),
             "store": self.store.status(),
             "now": now,
         }
@@ -287,11 +288,13 @@ class Hub:
     async def dashboard(self, request: Request) -> Response:
         """``GET /api/hub/dashboard``: totals with Meta's definitions, same filters as groups."""
         try:
-            filters = _Query(request).filters()
+            q = _Query(request)
+            filters, lag = q.filters(), q.text("live") == "1"
         except _Invalid as exc:
             return _error(exc.status, exc.message)
-        doc = self.store.dashboard(**filters)
-        return JSONResponse({**doc, "counts": self.store.verdict_counts(**filters), "store": self.store.status()})
+        doc = self.store.dashboard(lag=lag, **filters)
+        counts = self.store.verdict_counts(lag=lag, **filters)
+        return JSONResponse({**doc, "counts": counts, "store": self.store.status()})
 
     async def get_faults(self, request: Request) -> Response:
         return JSONResponse(self.faults.as_dict())

@@ -40,7 +40,7 @@ const clock = (t) => t ? new Date(t * 1000).toLocaleTimeString() : '–';
 const stamp = (t) => t ? new Date(t * 1000).toLocaleString() : '–';
 
 function filters() {
-  const q = new URLSearchParams();
+  const q = new URLSearchParams({ live: '1' });
   const name = $('#f-name').value.trim();
   if (name) q.set('name', name);
   const since = $('#f-since').value;

@@ -31,6 +31,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 _EVICT_TO = 0.9  # evict down to this share of the cap, so that eviction is not per insert
+_STALE_FACTOR = 4  # an aggregate that took t s to build may be served for 4 t s after a change...
+_COSTLY_S = 0.05  # ...when t is more than this, and only to the live page
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -91,7 +93,8 @@ class Store:
         self.max_bytes = max_bytes
         self.clock = clock  # the demo moves it to play a late webhook
         self.version = 0  # bumped on every change: caches and ETags key on it
-        self._cache: dict[str, tuple[int, Any]] = {}
+        # name -> (version, value, built at, cost, tag): one entry per name, whatever the filters
+        self._cache: dict[str, tuple[int, Any, float, float, str]] = {}
         self._migrate()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()[0])
 
@@ -177,6 +180,7 @@ class Store:
 
     def clear(self) -> None:
         with self._lock:
+            self._cache.clear()
             self._db.execute("DELETE FROM events")
             self._db.execute("DELETE FROM meta")
             self._bytes = 0
@@ -225,18 +229,26 @@ class Store:
             ).fetchall()
         return [_record(*row) for row in rows]
 
-    def _cached(self, name: str, build: Callable[[], Any]) -> Any:
+    def _cached(self, name: str, build: Callable[[], Any], lag: bool = False, tag: str = "") -> Any:
+        """``build()``'s value until the store changes. With ``lag`` (the live page's
+        polls), under a flood of events a costly aggregate is served for a few times
+        what it cost to build, so that rebuilding takes at most a fifth of the hub's time."""
         hit = self._cache.get(name)
-        if hit is not None and hit[0] == self.version:
+        now = time.monotonic()
+        if (
+            hit is not None
+            and hit[4] == tag
+            and (hit[0] == self.version or (lag and hit[3] > _COSTLY_S and now - hit[2] < _STALE_FACTOR * hit[3]))
+        ):
             return hit[1]
         version = self.version
         value = build()
-        self._cache[name] = (version, value)
+        self._cache[name] = (version, value, now, time.monotonic() - now, tag)  # one entry per name
         return value
 
-    def all_groups(self) -> list[dict[str, Any]]:
+    def all_groups(self, lag: bool = False) -> list[dict[str, Any]]:
         """Every dedupe group with its id's verdict, newest first (cached per change)."""
-        return list(self._cached("groups", self._build_groups))
+        return list(self._cached("groups", self._build_groups, lag))
 
     def _build_groups(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -293,12 +305,13 @@ class Store:
         verdict: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        lag: bool = False,
     ) -> Page:
         """Dedupe groups, newest first (by when each was first seen, so a page stays
         put while its groups fill in), filtered, ``limit`` of them older than ``before``."""
         picked = [
             g
-            for g in self.all_groups()
+            for g in self.all_groups(lag)
             if _keep(g, site_id, name, since, until) and (not verdict or g["verdict"] == verdict)
         ]
         total = len(picked)
@@ -314,10 +327,11 @@ class Store:
         name: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        lag: bool = False,
     ) -> dict[str, int]:
         """Dedupe groups per verdict under the same filters (verdict aside)."""
         counts: dict[str, int] = dict.fromkeys(platforms.VERDICTS, 0)
-        for g in self.all_groups():
+        for g in self.all_groups(lag):
             if _keep(g, site_id, name, since, until):
                 counts[g["verdict"]] += 1
         return counts
@@ -329,13 +343,14 @@ class Store:
         name: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        lag: bool = False,
     ) -> dict[str, Any]:
         """Totals with Meta's definitions, per event name: event coverage (share of
         browser events covered by a server event with the same event_id and
         event_name; goal 75 %), each key's coverage on each side, and freshness
         (p50/p95 from event_time to arrival)."""
-        key = json.dumps(["dashboard", site_id, name, since, until])
-        return dict(self._cached(key, lambda: self._build_dashboard(site_id, name, since, until)))
+        tag = json.dumps([site_id, name, since, until])
+        return dict(self._cached("dashboard", lambda: self._build_dashboard(site_id, name, since, until), lag, tag))
 
     def _build_dashboard(
         self, site_id: str | None, name: str | None, since: float | None, until: float | None

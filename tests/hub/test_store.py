@@ -103,3 +103,16 @@ def test_an_older_file_is_migrated(tmp_path: Path) -> None:
     store = Store(db)
     assert store.groups()[0]["verdict"] == "server_only" and store.status()["bytes"] > 0
     assert store.dashboard()["key_coverage"]["em"]["server"] == 100.0
+
+
+def test_aggregates_follow_changes_but_a_costly_one_is_rebuilt_at_most_so_often() -> None:
+    store = Store()
+    store.add("s", "server", ev("pur_1"))
+    assert len(store.groups()) == 1
+    store.add("s", "server", ev("pur_2"))
+    assert len(store.groups()) == 2  # cheap to build: rebuilt at once
+    version, value, built_at, _, tag = store._cache["groups"]
+    store._cache["groups"] = (version, value, built_at, 3600.0, tag)  # as if it had taken an hour
+    store.add("s", "server", ev("pur_3"))
+    assert len(store.groups_page(lag=True).items) == 2  # the live page: served as it was, for now
+    assert len(store.groups()) == 3  # anyone else: fresh
