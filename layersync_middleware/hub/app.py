@@ -253,14 +253,13 @@ class Hub:
         etag = f'"{self.store.version}-{tag}"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        lag = q.text("live") == "1"  # the page's polls may lag a flood a little (Store._cached)
-        page = self.store.groups_page(limit, before=before, verdict=verdict, lag=lag, **filters)
+        page = self.store.groups_page(limit, before=before, verdict=verdict, **filters)
         now = self.store.clock()
         for g in page.items:
             g["stale"] = len(g["sources"]) == 1 and now - g["first_received_at"] > unpaired_after
         doc = {
             **page.as_dict("groups"),
-            "counts": self.store.verdict_counts(lag=lag, **filters),
+            "counts": self.store.verdict_counts(**filters),
             "store": self.store.status(),
             "now": now,
         }
@@ -289,11 +288,11 @@ class Hub:
         """``GET /api/hub/dashboard``: totals with Meta's definitions, same filters as groups."""
         try:
             q = _Query(request)
-            filters, lag = q.filters(), q.text("live") == "1"
+            filters, lag = q.filters(), q.text("live") == "1"  # the page's polls may lag a flood a little
         except _Invalid as exc:
             return _error(exc.status, exc.message)
         doc = self.store.dashboard(lag=lag, **filters)
-        counts = self.store.verdict_counts(lag=lag, **filters)
+        counts = self.store.verdict_counts(**filters)
         return JSONResponse({**doc, "counts": counts, "store": self.store.status()})
 
     async def get_faults(self, request: Request) -> Response:

@@ -81,6 +81,67 @@ class Page:
         return doc
 
 
+class _Index:
+    """Every id's sides and its dedupe groups' rows, kept up to date on each add, so
+    that listing and counting groups costs no query and no re-decision. Rebuilt from
+    the database on open and after an eviction."""
+
+    def __init__(self) -> None:
+        # (site, id) -> (source, name) -> [count, {fingerprint}, first at, last at, first seq]
+        self.ids: dict[tuple[str, str], dict[tuple[str, str], list[Any]]] = {}
+        self.groups: dict[tuple[str, str, str], dict[str, Any]] = {}  # (site, name, id) -> row
+        self.order: list[tuple[str, str, str]] = []  # group keys, oldest first
+
+    @classmethod
+    def of(cls, rows: list[tuple[Any, ...]]) -> _Index:
+        """``rows``: (seq, site, id, name, source, received_at, fingerprint), by seq."""
+        index = cls()
+        for row in rows:
+            index._count(*row)
+        for site, eid in index.ids:
+            index._decide(site, eid)
+        return index
+
+    def add(self, seq: int, site: str, eid: str, name: str, source: str, at: float, fp: str) -> None:
+        self._count(seq, site, eid, name, source, at, fp)
+        self._decide(site, eid)
+
+    def _count(self, seq: int, site: str, eid: str, name: str, source: str, at: float, fp: str) -> None:
+        side = self.ids.setdefault((site, eid), {}).setdefault((source, name), [0, set(), at, at, seq])
+        side[0] += 1
+        side[1].add(fp)
+        side[3] = at
+        if (site, name, eid) not in self.groups:
+            self.groups[(site, name, eid)] = {"site_id": site, "event_name": name, "event_id": eid, "seq": seq}
+            self.order.append((site, name, eid))
+
+    def _decide(self, site: str, eid: str) -> None:
+        sides = self.ids[(site, eid)]
+        decision = platforms.decide(
+            [platforms.Side(src, n, v[0], len(v[1]), v[2], v[3]) for (src, n), v in sides.items()]
+        )
+        for name in {n for _, n in sides}:
+            count = {src: v[0] for (src, n), v in sides.items() if n == name}
+            mine = [v for (_, n), v in sides.items() if n == name]
+            browser, server = count.get("browser", 0), count.get("server", 0)
+            self.groups[(site, name, eid)].update(
+                first_received_at=min(v[2] for v in mine),
+                last_received_at=max(v[3] for v in mine),
+                browser=browser,
+                server=server,
+                sources=[src for src in ("browser", "server") if count.get(src)],
+                paired=bool(browser and server),
+                duplicates=max(browser - 1, 0) + max(server - 1, 0),
+                verdict=decision.verdict,
+                verdict_label=decision.label,
+                rule=decision.rule,
+                gap_s=decision.gap_s,
+            )
+
+    def newest_first(self) -> Iterator[dict[str, Any]]:
+        return (self.groups[key] for key in reversed(self.order))
+
+
 class Store:
     def __init__(
         self, path: str = ":memory:", max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time
@@ -97,6 +158,14 @@ class Store:
         self._cache: dict[str, tuple[int, Any, float, float, str]] = {}
         self._migrate()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()[0])
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._index = _Index.of(
+            self._db.execute(
+                "SELECT seq, site_id, event_id, event_name, source, received_at, fingerprint FROM events ORDER BY seq"
+            ).fetchall()
+        )
 
     def _migrate(self) -> None:
         have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
@@ -119,33 +188,20 @@ class Store:
         body = json.dumps(event)
         size = len(body.encode())
         fp, event_time, keys = _derived(source, event, peer)
+        name, eid, at = event["event_name"], event["event_id"], self.clock()
         with self._lock:
-            dup = self._db.execute(
-                "SELECT 1 FROM events WHERE site_id=? AND event_name=? AND event_id=? AND source=? LIMIT 1",
-                (site_id, event["event_name"], event["event_id"], source),
-            ).fetchone()
-            self._db.execute(
+            dup = (source, name) in self._index.ids.get((site_id, eid), {})
+            cursor = self._db.execute(
                 "INSERT INTO events (site_id, event_name, event_id, source, received_at, body, peer, fingerprint,"
                 " size, event_time, keys) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    site_id,
-                    event["event_name"],
-                    event["event_id"],
-                    source,
-                    self.clock(),
-                    body,
-                    peer,
-                    fp,
-                    size,
-                    event_time,
-                    keys,
-                ),
+                (site_id, name, eid, source, at, body, peer, fp, size, event_time, keys),
             )
+            self._index.add(int(cursor.lastrowid or 0), site_id, eid, name, source, at, fp)
             self._bytes += size
             self.version += 1
             if self._bytes > self.max_bytes:
                 self._evict()
-            return dup is None
+            return not dup
 
     def _evict(self) -> None:
         """Delete the oldest events down to 90 % of the cap (under the lock)."""
@@ -158,6 +214,7 @@ class Store:
             return
         gone = self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],)).rowcount
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()[0])
+        self._reindex()  # rare: once per tenth of the cap
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES ('evicted', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
             (gone, gone),
@@ -184,6 +241,7 @@ class Store:
             self._db.execute("DELETE FROM events")
             self._db.execute("DELETE FROM meta")
             self._bytes = 0
+            self._index = _Index()
             self.version += 1
 
     def close(self) -> None:
@@ -246,52 +304,6 @@ class Store:
         self._cache[name] = (version, value, now, time.monotonic() - now, tag)  # one entry per name
         return value
 
-    def all_groups(self, lag: bool = False) -> list[dict[str, Any]]:
-        """Every dedupe group with its id's verdict, newest first (cached per change)."""
-        return list(self._cached("groups", self._build_groups, lag))
-
-    def _build_groups(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT site_id, event_id, event_name, source, COUNT(*), COUNT(DISTINCT fingerprint),"
-                " MIN(received_at), MAX(received_at), MIN(seq) FROM events"
-                " GROUP BY site_id, event_id, event_name, source"
-            ).fetchall()
-        by_id: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-        for row in rows:
-            by_id[(row[0], row[1])].append(row)
-        groups = []
-        for (site, eid), id_rows in by_id.items():
-            sides = [platforms.Side(r[3], r[2], r[4], r[5], r[6], r[7]) for r in id_rows]
-            decision = platforms.decide(sides)
-            by_name: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-            for r in id_rows:
-                by_name[r[2]].append(r)
-            for name, name_rows in by_name.items():
-                count = {r[3]: r[4] for r in name_rows}
-                browser, server = count.get("browser", 0), count.get("server", 0)
-                groups.append(
-                    {
-                        "site_id": site,
-                        "event_name": name,
-                        "event_id": eid,
-                        "first_received_at": min(r[6] for r in name_rows),
-                        "last_received_at": max(r[7] for r in name_rows),
-                        "browser": browser,
-                        "server": server,
-                        "sources": [s for s in ("browser", "server") if count.get(s)],
-                        "paired": bool(browser and server),
-                        "duplicates": max(browser - 1, 0) + max(server - 1, 0),
-                        "verdict": decision.verdict,
-                        "verdict_label": decision.label,
-                        "rule": decision.rule,
-                        "gap_s": decision.gap_s,
-                        "seq": min(r[8] for r in name_rows),
-                    }
-                )
-        groups.sort(key=lambda g: g["seq"], reverse=True)
-        return groups
-
     def groups(self, limit: int = DEFAULT_LIMIT, site_id: str | None = None) -> list[dict[str, Any]]:
         return self.groups_page(limit, site_id=site_id).items
 
@@ -305,20 +317,21 @@ class Store:
         verdict: str | None = None,
         since: float | None = None,
         until: float | None = None,
-        lag: bool = False,
     ) -> Page:
         """Dedupe groups, newest first (by when each was first seen, so a page stays
-        put while its groups fill in), filtered, ``limit`` of them older than ``before``."""
-        picked = [
-            g
-            for g in self.all_groups(lag)
-            if _keep(g, site_id, name, since, until) and (not verdict or g["verdict"] == verdict)
-        ]
-        total = len(picked)
-        if before is not None:
-            picked = [g for g in picked if g["seq"] < before]
-        items = picked[:limit]
-        return Page(items, items[-1]["seq"] if len(picked) > limit else None, total)
+        put while its groups fill in), filtered, ``limit`` of them older than ``before``;
+        each with its id's verdict (:func:`.platforms.decide`)."""
+        total, items = 0, list[dict[str, Any]]()
+        with self._lock:  # one pass, no query: the index is kept up to date on each add
+            for g in self._index.newest_first():
+                if not _keep(g, site_id, name, since, until) or (verdict and g["verdict"] != verdict):
+                    continue
+                total += 1
+                if (before is None or g["seq"] < before) and len(items) <= limit:
+                    items.append(dict(g))  # a copy: callers may annotate it
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, items[-1]["seq"] if more else None, total)
 
     def verdict_counts(
         self,
@@ -327,13 +340,13 @@ class Store:
         name: str | None = None,
         since: float | None = None,
         until: float | None = None,
-        lag: bool = False,
     ) -> dict[str, int]:
         """Dedupe groups per verdict under the same filters (verdict aside)."""
         counts: dict[str, int] = dict.fromkeys(platforms.VERDICTS, 0)
-        for g in self.all_groups(lag):
-            if _keep(g, site_id, name, since, until):
-                counts[g["verdict"]] += 1
+        with self._lock:
+            for g in self._index.newest_first():
+                if _keep(g, site_id, name, since, until):
+                    counts[g["verdict"]] += 1
         return counts
 
     def dashboard(
