@@ -102,6 +102,21 @@ class _Index:
             index._decide(site, eid)
         return index
 
+    def forget(self, ids: set[tuple[str, str]]) -> None:
+        """Drop these ids (their events were evicted) and their groups."""
+        for site, eid in ids:
+            for _, name in self.ids.pop((site, eid), {}):
+                self.groups.pop((site, name, eid), None)
+        self.order = [key for key in self.order if key in self.groups]
+
+    def extend(self, rows: list[tuple[Any, ...]]) -> None:
+        """Count ``rows`` (as :meth:`of` takes them) in, then decide their ids again."""
+        for row in rows:
+            self._count(*row)
+        for site, eid in {(r[1], r[2]) for r in rows}:
+            self._decide(site, eid)
+        self.order.sort(key=lambda key: self.groups[key]["seq"])
+
     def add(self, seq: int, site: str, eid: str, name: str, source: str, at: float, fp: str) -> None:
         self._count(seq, site, eid, name, source, at, fp)
         self._decide(site, eid)
@@ -212,9 +227,18 @@ class Store:
         ).fetchone()
         if row is None:
             return
-        gone = self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],)).rowcount
+        upto = row[0]
+        touched = set(self._db.execute("SELECT DISTINCT site_id, event_id FROM events WHERE seq <= ?", (upto,)))
+        # What the ids that lose events keep: counted again once they are forgotten.
+        kept = self._db.execute(
+            "SELECT seq, site_id, event_id, event_name, source, received_at, fingerprint FROM events"
+            " WHERE seq > ? AND event_id IN (SELECT event_id FROM events WHERE seq <= ?) ORDER BY seq",
+            (upto, upto),
+        ).fetchall()
+        gone = self._db.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()[0])
-        self._reindex()  # rare: once per tenth of the cap
+        self._index.forget(touched)
+        self._index.extend([r for r in kept if (r[1], r[2]) in touched])
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES ('evicted', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
             (gone, gone),

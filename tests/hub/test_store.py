@@ -117,3 +117,15 @@ def test_the_dashboard_follows_changes_but_a_costly_one_is_rebuilt_at_most_so_of
     assert store.dashboard(lag=True)["names"][0]["server_events"] == 2  # the live page: as it was, for now
     assert store.dashboard()["names"][0]["server_events"] == 3  # anyone else: fresh
     assert len(store.groups()) == 3  # groups are always fresh: kept up to date on each add
+
+
+def test_after_an_eviction_groups_are_what_a_fresh_look_at_the_file_finds(tmp_path: Path) -> None:
+    db = str(tmp_path / "hub.sqlite3")
+    store = Store(db, max_bytes=30_000)
+    for i in range(120):  # a pair's two sides far apart: evictions split some pairs
+        store.add("s", "browser", big(i))
+        store.add("s", "server", big(max(i - 7, 0)))
+    assert store.status()["evicted"] > 0
+    live = store.groups(limit=1000)
+    assert live == Store(db, max_bytes=30_000).groups(limit=1000)  # rebuilt from the file: the same
+    assert {"paired", "server_only"} <= {g["verdict"] for g in live}  # a browser side evicted: server only
