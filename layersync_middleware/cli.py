@@ -61,7 +61,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
             max_db_bytes=int(args.max_db_mb * 1024 * 1024),
         )
     except ValueError as exc:
-        return _fail(f"--allow-peer: {exc}")
+        return _fail(f"--allow-peer: {str(exc).removeprefix('allowed_peers: ')}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}"
     # The demo secret is public (it is in the docs): showing it is the point. A key of
@@ -74,6 +74,10 @@ def cmd_hub(args: argparse.Namespace) -> int:
     _say("point an app at it:")
     secret = shown or "<your --secret-key>"
     _say(f"  LAYERSYNC_API_URL={url} LAYERSYNC_SITE_ID={site.site_id} LAYERSYNC_SECRET={secret}")
+    peers = ", ".join(args.allow_peer) or "none"
+    _say(
+        f"the page: {url}/  (this machine only; other addresses allowed: {peers}; events capped at {args.max_db_mb:g} MiB)"
+    )
     if faults.mode is not None:
         _say(f"injecting fault {faults.mode} on {faults.rate:.0%} of server ingest requests")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1, http="h11")

@@ -106,6 +106,8 @@ def test_group_views_explain_paired_mismatched_and_late_pairs(browser: Any, hub:
     assert entry["event_name"] == "Purchase" and entry["event_id"] == paired
     assert entry["user_data"]["em"] == [HASH[:6] + "…"]  # redacted by default
     assert entry["user_data"]["client_user_agent"] == UA[:6] + "…"
+    curl = page.locator("section[data-platform='meta'] pre.curl").text_content()
+    assert curl.startswith("curl -X POST") and "${META_ACCESS_TOKEN}" in curl and HASH not in curl
     page.locator("#reveal").check()  # the values, on request
     page.locator("section[data-platform='meta'] pre.body", has_text=HASH).wait_for(timeout=5000)
     if os.environ.get("LAYERSYNC_SCREENSHOTS"):
@@ -125,8 +127,19 @@ def test_group_views_explain_paired_mismatched_and_late_pairs(browser: Any, hub:
     assert "no browser preference" in page.locator("#g-meta").inner_text()
     assert page.locator("#g-timeline tbody tr").count() == 2
 
-    # Live: a new group shows up on the list without a reload.
+    # Filters: by verdict, then by name.
     page.goto(hub.url + "/#/")
+    page.select_option("#f-verdict", "name_mismatch")
+    page.locator("#groups tbody tr[data-verdict='paired']").first.wait_for(state="detached", timeout=5000)
+    assert set(page.locator("#groups tbody tr").evaluate_all("rows => rows.map(r => r.dataset.eventId)")) == {mismatch}
+    page.select_option("#f-verdict", "")
+    page.fill("#f-name", "PURCHASE")  # any case, part of a name
+    page.locator(f"#groups tbody tr[data-event-id='{paired}']").wait_for(timeout=5000)
+    page.fill("#f-name", "lead")
+    page.locator(f"#groups tbody tr[data-event-id='{paired}']").wait_for(state="detached", timeout=5000)
+    page.fill("#f-name", "")
+
+    # Live: a new group shows up on the list without a reload.
     lonely = new_event_id("lead")
     post(hub, "server", "lead", lonely)
     page.locator(f"#groups tr[data-event-id='{lonely}'] td.verdict").wait_for(timeout=5000)
