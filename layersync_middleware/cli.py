@@ -75,9 +75,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     secret = shown or "<your --secret-key>"
     _say(f"  LAYERSYNC_API_URL={url} LAYERSYNC_SITE_ID={site.site_id} LAYERSYNC_SECRET={secret}")
     peers = ", ".join(args.allow_peer) or "none"
-    _say(
-        f"the page: {url}/  (this machine only; other addresses allowed: {peers}; events capped at {args.max_db_mb:g} MiB)"
-    )
+    _say(f"the page: {url}/  (this machine only; also allowed: {peers}; events capped at {args.max_db_mb:g} MiB)")
     if faults.mode is not None:
         _say(f"injecting fault {faults.mode} on {faults.rate:.0%} of server ingest requests")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1, http="h11")
