@@ -414,8 +414,8 @@ def match_keys(
     b, s = user_keys(browser, browser_peer), user_keys(server)
     rows = []
     for key, rule in KEY_RULES.items():
-        bs, bn = check_key(key, b.get(key)) if browser is not None else ("absent", "no browser event")
-        ss, sn = check_key(key, s.get(key)) if server is not None else ("absent", "no server event")
+        bs, bn = check_key(key, b.get(key)) if browser is not None else ("absent", "")
+        ss, sn = check_key(key, s.get(key)) if server is not None else ("absent", "")
         agree: bool | None = None
         note = ""
         if key in _COMPARED and b.get(key) and s.get(key):
