@@ -7,9 +7,10 @@ duck typing: no web framework is imported here.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
@@ -281,14 +282,15 @@ def parse_cookies(header: str | None, wanted: Iterable[str] = _COOKIE_NAMES) -> 
     """Only the cookies we want, decoded like the browser SDK's decodeURIComponent."""
     if not header:
         return {}
-    want = set(wanted)
+    want = wanted if isinstance(wanted, frozenset) else frozenset(wanted)
     found: dict[str, str] = {}
     for chunk in header.split(";"):
-        name, sep, value = chunk.strip().partition("=")
+        name, sep, value = chunk.partition("=")
+        name = name.strip()
         if sep and name in want and name not in found:
             value = value.strip().strip('"')
             if value and len(value) <= _MAX_VALUE:
-                found[name] = unquote(value)
+                found[name] = unquote(value) if "%" in value else value
     return found
 
 
@@ -308,8 +310,16 @@ def query_params(query: str, wanted: Iterable[str] = _CLICK_PARAMS) -> dict[str,
     return found
 
 
+# Which click id a URL parameter or a cookie carries; a parameter wins over its cookie.
+_PARAM_KEYS = {param: key for key, (param, _) in _wire.CLICK_IDS.items() if param}
+_COOKIE_KEYS = {cookie: key for key, (_, cookie) in _wire.CLICK_IDS.items() if cookie}
+
+
 def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> dict[str, str]:
-    """What only the server knows about the shopper: IP, user agent and ad-click ids."""
+    """What only the server knows about the shopper: IP, user agent and ad-click ids.
+
+    Only what the request holds is looked at (a cookie or two, a parameter or none), not
+    every click id we know: this runs once per paired event on the sender."""
     warn_untrusted_forwarded(ctx, trust_proxy)
     data: dict[str, str] = {}
     ip = client_ip(ctx.peer, ctx.headers.get("x-forwarded-for", ()), trust_proxy)
@@ -318,21 +328,50 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
     ua = ctx.header("user-agent")
     if ua and len(ua) <= _MAX_VALUE and ua.isprintable():
         data["user_agent"] = ua
-    cookies = parse_cookies(ctx.header("cookie"))
     # The query by hand: urlsplit raises on a Host such as "[" (the client's to write).
     query = page_url.partition("?")[2].partition("#")[0]
-    params = query_params(query) if query else {}
-    for key, (param, cookie) in _wire.CLICK_IDS.items():
-        value = None
-        if param:
-            value = params.get(param)
-            if key == "fbc" and value and len(value) <= _MAX_VALUE:
-                value = None if not value.isprintable() else _fbc_from_fbclid(value)
-        if not value and cookie:
-            value = cookies.get(cookie)
-        if value and len(value) <= _MAX_VALUE and value.isprintable():
-            data[key] = value
+    if query:
+        for param, value in query_params(query).items():
+            key = _PARAM_KEYS[param]
+            if key == "fbc" and len(value) <= _MAX_VALUE and value.isprintable():
+                value = _fbc_from_fbclid(value)
+            if len(value) <= _MAX_VALUE and value.isprintable():
+                data[key] = value
+    cookie = ctx.headers.get("cookie")
+    if cookie:
+        for name, value in parse_cookies(", ".join(cookie) if len(cookie) > 1 else cookie[0]).items():
+            key = _COOKIE_KEYS[name]
+            if key not in data and value.isprintable():  # parse_cookies bounds the length
+                data[key] = value
     return data
+
+
+def attribution_url(url: str, kept: tuple[str, ...]) -> str:
+    """``url`` with only the query parameters named in ``kept`` (``kept_query_params``;
+    ``utm_*`` keeps a prefix; names compared without case), in their order and encoding,
+    and without its fragment: an event's page URL carries what attributes the visit,
+    never an ``?email=``, a reset token or a session id. Click ids were read from the
+    whole URL before (:func:`request_user_data`)."""
+    base, _, query = url.partition("#")[0].partition("?")
+    if not query:
+        return base
+    keep = _param_filter(kept)
+    fields = [f for f in query.split("&", _MAX_QUERY_FIELDS)[:_MAX_QUERY_FIELDS] if f and keep(f.partition("=")[0])]
+    return f"{base}?{'&'.join(fields)}" if fields else base
+
+
+@functools.lru_cache(maxsize=8)
+def _param_filter(kept: tuple[str, ...]) -> Callable[[str], bool]:
+    exact = frozenset(k.lower() for k in kept if not k.endswith("*"))
+    prefixes = tuple(k[:-1].lower() for k in kept if k.endswith("*"))
+
+    def keep(name: str) -> bool:
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        name = name.lower()
+        return name in exact or (bool(prefixes) and name.startswith(prefixes))
+
+    return keep
 
 
 def _fbc_from_fbclid(fbclid: str) -> str:

@@ -20,17 +20,20 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from . import _wire
-from ._event import Event
+from ._event import Event, HeaderEvent
 from ._log import RateLimitedLog, logger
-from ._queue import GONE, IN_FLIGHT, PARKED, READY, Build, EventQueue, Queued
+from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
 from ._settings import Settings
 from ._transport import Outcome, encode_event
+
+if TYPE_CHECKING:
+    from ._build import Paired
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
@@ -48,6 +51,7 @@ DropReason = Literal[
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)
+    "too_large",  # the event is over the wire's size limit: refused when tracked, never queued
     "before_send",  # the before_send hook returned None
     "before_send_error",  # the before_send hook raised
     "internal_error",  # a bug of ours; the request went on
@@ -64,6 +68,11 @@ SPREAD_FILL = 0.95  # the last attempt lands at 95 % of the maximum age, jitter 
 REFUSED, QUEUED, WAKE = 0, 1, 2  # what submit() did
 OUTAGE_PROBE_CAP = 30.0  # while the hub fails, new events wait at most this long for a probe
 LINGER = 0.05  # a lone event waits this long for company before it is sent
+# Paired events are handed over without a lock (a deque append); the sender takes them in
+# when it looks. Past this many waiting (or an eighth of the queue's cap), the request that
+# adds one takes them in itself, so that the queue's bound and priorities hold while the
+# sender is busy (a hanging hub): memory holds at most the cap plus this many.
+INBOX_MAX = 512
 _BATCH_OVERHEAD = 16  # '{"events":[' + ']}' and commas, near enough
 
 
@@ -84,6 +93,8 @@ class Stats:
     worker_alive: bool = False
     #: events sent without a fleet-wide claim because Redis failed (``dedup_url``; per process)
     dedup_fallbacks: int = 0
+    #: ``sender="celery"``: events the broker took (the workers deliver them; not counted in ``sent``)
+    handed_off: int = 0
 
 
 class Drop(NamedTuple):
@@ -174,6 +185,9 @@ class Sender:
             cls = SpoolingSender
         return super().__new__(cls)
 
+    #: Builds a paired request's event from its record (the client's builder), on the sender.
+    build: Callable[[Paired], Event | None] | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -198,8 +212,13 @@ class Sender:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self._queue = EventQueue(self.settings.max_queue_size)
+        self._inbox: deque[Paired | Event] = deque()  # records, and events with fresh ids
+        self._inbox_max = min(INBOX_MAX, max(1, self.settings.max_queue_size // 8))
+        # The driver waits for a wake-up, not a timer: a new event must wake it (see offer()).
+        self.sleeping = True
+        self._woken = False  # something changed since the driver last looked (see wait())
         self._seq = itertools.count()
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, ...], None] = OrderedDict()  # see _claim_key
         self._in_flight = 0
         self._flushing = 0  # events a flush waits for
         self._flushes = 0  # flushes under way
@@ -209,24 +228,65 @@ class Sender:
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
         self._sent = self._retried = self._duplicates = self._batches = 0
+        # sender="celery": an "ok" means the broker has the event, not the hub.
+        self._handoff = self.settings.sender == "celery"
+        self._handed_off = 0
+        self._target = "the Celery broker" if self._handoff else "the hub"  # what the log blames
         self._dropped: dict[str, int] = {}
         self._last_status: int | None = None
         self._last_error: str | None = None
         self._latency: float | None = None
 
     # -- the caller's side (any thread, the request path) ---------------------------------
-    def submit(self, event: Event, *, verified: bool = True, build: Build | None = None) -> int:
+    def submit(self, event: Event, *, verified: bool = True) -> int:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
-        should look (the queue was idle, or a batch is full). With ``build``, ``event``
-        is only ``{"event_id", "event_name"}`` and the driver builds the body."""
-        item = Queued(event, 0, 0.0, verified=verified, build=build)
+        should look (the queue was idle, or a batch is full). ``verified=False``: its id
+        came from request headers (see :func:`_claim_key`)."""
+        item = Queued(event if verified else HeaderEvent(event), 0, 0.0, verified=verified)
         with self.lock:
-            if item.key in self._recent:
-                self._duplicates += 1
-                return REFUSED
-            self._claim(item.key)
-            return self._push(item)
+            return self._push_new(item)
+
+    def offer(self, record: Paired | Event) -> int:
+        """Hand over a paired request's record, or an event whose id was just made (it
+        cannot be a duplicate), without taking the lock: a deque append. Returns WAKE
+        when the driver must be woken (it waits for no timer), else QUEUED. The duplicate
+        check, the bound and the priorities apply when it is taken in."""
+        inbox = self._inbox
+        inbox.append(record)
+        if len(inbox) >= self._inbox_max:
+            with self.lock:
+                return WAKE if self._absorb() else QUEUED
+        return WAKE if self.sleeping else QUEUED
+
+    def submit_paired(self, record: Paired) -> int:
+        """:meth:`offer` with the lock: returns as :meth:`submit` (REFUSED: a duplicate)."""
+        with self.lock:
+            self._absorb()  # what came before it goes first
+            return self._push_paired(record)
+
+    def _absorb(self) -> bool:
+        """Must hold the lock. Take the handed-over records into the queue; True when
+        the driver should look (see :meth:`_push`)."""
+        inbox, wake = self._inbox, False
+        while inbox:
+            entry = inbox.popleft()
+            if isinstance(entry, dict):  # an event the app tracked
+                wake = self._push_new(Queued(entry, 0, 0.0)) == WAKE or wake
+            else:
+                wake = self._push_paired(entry) == WAKE or wake
+        return wake
+
+    def _push_paired(self, record: Paired) -> int:
+        return self._push_new(Queued.paired(record, 0, 0.0))
+
+    def _push_new(self, item: Queued) -> int:
+        claim = _claim_key(item.key, item.verified)
+        if item.key in self._recent or claim in self._recent:
+            self._duplicates += 1
+            return REFUSED
+        self._claim(claim)
+        return self._push(item)
 
     def claim(self, event: Event) -> bool:
         """Remember the event's pair as sent; False if it already was (see :meth:`submit`)."""
@@ -257,7 +317,7 @@ class Sender:
         with self.lock:
             self._recent.pop(key, None)
 
-    def _claim(self, key: tuple[str, str]) -> None:
+    def _claim(self, key: tuple[str, ...]) -> None:
         recent = self._recent
         recent[key] = None
         if len(recent) > DEDUP_SIZE:
@@ -274,14 +334,14 @@ class Sender:
         if evicted is not None:
             self._drop(evicted, "queue_full")
         if evicted is item:
-            self.cond.notify()  # the worker reports the drop: on_drop never runs on the request path
+            self._signal()  # the worker reports the drop: on_drop never runs on the request path
             return REFUSED
         if not was_ready:
             self._ready_since = now
         # Wake the driver when there is newly something to do or a full batch, not per
         # event: a woken worker sends small batches and fights the request for the GIL.
-        if (not was_ready and not self._in_flight) or queue.ready == _wire.BATCH_MAX_EVENTS or evicted:
-            self.cond.notify()
+        if (not was_ready and not self._in_flight) or queue.ready == _wire.SERVER_BATCH_MAX_EVENTS or evicted:
+            self._signal()
             return WAKE
         return QUEUED
 
@@ -292,9 +352,43 @@ class Sender:
 
     # -- the driver's side -----------------------------------------------------------------
     def take(self, *, linger: float = LINGER) -> list[Queued] | float | None:
-        """Must hold the lock. The next batch to send (marked in flight); or, when
-        nothing is due, the seconds until something is (None: nothing queued). An empty
-        batch means drops are waiting to be reported outside the lock."""
+        """The next batch to send (marked in flight); or, when nothing is due, the
+        seconds until something is (None: nothing queued). An empty batch means drops
+        are waiting to be reported (:meth:`report_drops`, outside the lock). Takes the lock."""
+        with self.lock:
+            self._woken = False
+            return self._next(linger)
+
+    def _next(self, linger: float) -> list[Queued] | float | None:
+        while True:
+            self._absorb()
+            step, wakes_itself = self._take(linger)
+            # Waiting with no timer, or a long one: a new event must wake the driver. The
+            # inbox is looked at again after saying so, as offer() appends before it looks
+            # at ``sleeping``: one of the two sees the other.
+            self.sleeping = not wakes_itself
+            if wakes_itself or not self._inbox:
+                return step
+
+    def wait(self, timeout: float | None) -> None:
+        """A driver's pause after :meth:`take` said wait: ``timeout`` seconds (None: until
+        woken), or less if anything changed since that call (nothing is missed between them)."""
+        with self.cond:
+            if not self._woken:
+                self.cond.wait(timeout)
+
+    def wake(self) -> None:
+        """Any thread: the driver should look now (an event came while it slept)."""
+        with self.cond:
+            self.sleeping = False
+            self._signal()
+
+    def _signal(self) -> None:
+        """Must hold the lock."""
+        self._woken = True
+        self.cond.notify_all()
+
+    def _take(self, linger: float) -> tuple[list[Queued] | float | None, bool]:
         now = self._clock()
         queue = self._queue
         flushing = self._flushing > 0
@@ -304,24 +398,27 @@ class Sender:
         if queue.ready and self._ready_since is None:  # retries that just came due
             self._ready_since = now
         if queue.ready and not flushing:
-            if held:
-                return self._hold_until - now
+            if held:  # a pause the hub asked for, or an outage: new events wait for the probe
+                return self._hold_until - now, True
             wait = (self._ready_since or now) + linger - now
-            if wait > 0 and queue.ready < _wire.BATCH_MAX_EVENTS:
-                return wait
+            if wait > 0 and queue.ready < _wire.SERVER_BATCH_MAX_EVENTS:
+                return wait, True
         batch = self._batch(flush_only=held) if queue.ready else []
         if batch or self._drops:
-            return batch
+            return batch, True
         if held:
-            return self._hold_until - now
+            return self._hold_until - now, True
         next_due = queue.next_due()
-        return None if next_due is None else max(next_due - now, 0.0)
+        if next_due is None:
+            return None, False
+        wait = max(next_due - now, 0.0)
+        return wait, wait <= linger
 
     def _batch(self, *, flush_only: bool) -> list[Queued]:
         queue = self._queue
         batch: list[Queued] = []
         skipped: list[Queued] = []
-        while len(batch) < _wire.BATCH_MAX_EVENTS:
+        while len(batch) < _wire.SERVER_BATCH_MAX_EVENTS:
             item = queue.pop_ready()
             if item is None:
                 break
@@ -345,7 +442,7 @@ class Sender:
         size = _BATCH_OVERHEAD
         for n, item in enumerate(batch):
             try:
-                if not item.materialize():
+                if not item.materialize(self.build):
                     bad.append((item, None))  # refused by its builder, which counted why
                     continue
                 body = item.body
@@ -357,7 +454,7 @@ class Sender:
             if len(body) + _BATCH_OVERHEAD > _wire.BATCH_MAX_BYTES:
                 bad.append((item, "invalid"))
                 continue
-            if ready and size + len(body) + 1 > _wire.BATCH_MAX_BYTES:
+            if ready and size + len(body) + 1 > _wire.SERVER_BATCH_MAX_BYTES:
                 rest = batch[n:]
                 break
             ready.append(item)
@@ -374,8 +471,16 @@ class Sender:
             self.report_drops()
         return ready
 
+    def materialize(self, item: Queued) -> bool:
+        """Build ``item`` if it is a paired request's record (see :meth:`prepare`)."""
+        return item.materialize(self.build)
+
     def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
-        """Must hold the lock. What each event's outcome means for it."""
+        """What each event's outcome means for it; ``latency`` is the attempt's seconds."""
+        with self.lock:
+            self._record(batch, outcomes, latency)
+
+    def _record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
         now = self._clock()
         self._batches += 1
         self._in_flight -= len(batch)
@@ -394,7 +499,7 @@ class Sender:
                 continue
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
                 continue
             self._last_error = outcome.error
             if outcome.action == "drop":
@@ -419,7 +524,7 @@ class Sender:
         if pause > 0:
             self._hold_until = max(self._hold_until, now + pause)
         self._note_health(batch, outcomes, now)
-        self.cond.notify_all()
+        self._signal()
 
     def _note_health(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], now: float) -> None:
         """What the log says about delivery: a WARNING when an outage starts and when it
@@ -432,8 +537,8 @@ class Sender:
                 self._notes.append(
                     (
                         logging.WARNING,
-                        "the hub is not taking events (%s): they are kept and retried; %d queued",
-                        (error, len(self._queue) + self._in_flight),
+                        "%s is not taking events (%s): they are kept and retried; %d queued",
+                        (self._target, error, len(self._queue) + self._in_flight),
                     )
                 )
             else:
@@ -442,8 +547,8 @@ class Sender:
             self._notes.append(
                 (
                     logging.WARNING,
-                    "the hub takes events again after %.0f s; %d still queued",
-                    (now - self._failing_since, len(self._queue) + self._in_flight),
+                    "%s takes events again after %.0f s; %d still queued",
+                    (self._target, now - self._failing_since, len(self._queue) + self._in_flight),
                 )
             )
             self._failing_since = None
@@ -473,14 +578,15 @@ class Sender:
         self._queue.park(item, now + delay)
 
     def abandon(self, batch: Sequence[Queued]) -> None:
-        """Must hold the lock. A batch whose attempt was cancelled before it finished (the
-        loop is closing): back to the queue, ready, no attempt counted."""
-        self._in_flight -= len(batch)
-        for item in batch:
-            self._queue.requeue(item)
-        if self._queue.ready and self._ready_since is None:
-            self._ready_since = self._clock()
-        self.cond.notify_all()
+        """A batch whose attempt was cancelled before it finished (the loop is closing):
+        back to the queue, ready, no attempt counted."""
+        with self.lock:
+            self._in_flight -= len(batch)
+            for item in batch:
+                self._queue.requeue(item)
+            if self._queue.ready and self._ready_since is None:
+                self._ready_since = self._clock()
+            self._signal()
 
     def _finish(self, item: Queued, reason: DropReason, outcome: Outcome | None = None) -> None:
         """An in-flight (or just popped) event will never be sent."""
@@ -493,13 +599,13 @@ class Sender:
         if item.flush:
             item.flush = False
             self._flushing = max(self._flushing - 1, 0)
-        self._recent.pop(item.key, None)  # never delivered: the same pair may come again
+        self._recent.pop(_claim_key(item.key, item.verified), None)  # never delivered: the pair may come again
         if reason is not None:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
             self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
 
     def report_drops(self) -> None:
-        """Log and call ``on_drop`` for the drops found so far. Call without the lock."""
+        """Log and call ``on_drop`` for the drops found so far (user code: never under the lock)."""
         with self.lock:
             drops, self._drops = self._drops, []
             notes, self._notes = self._notes, []
@@ -542,9 +648,15 @@ class Sender:
             self._latency = latency * 1000
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
             else:
                 self._last_error = outcome.error
+
+    def _count_ok(self) -> None:
+        if self._handoff:
+            self._handed_off += 1
+        else:
+            self._sent += 1
 
     def quick_retry_delay(self, attempt: int, outcome: Outcome) -> float:
         """The pause after the ``attempt``-th failed attempt of ``send()`` (1-based)."""
@@ -557,6 +669,7 @@ class Sender:
         how many a flush waits for (in-flight events included: one whose attempt fails
         gets another within the flush). When not 0, call :meth:`end_flush` after."""
         with self.lock:
+            self._absorb()
             self._queue.make_all_ready()
             for item in self._queue:
                 if not item.flush:
@@ -567,12 +680,23 @@ class Sender:
                 self._flushes += 1
             if self._queue.ready and self._ready_since is None:
                 self._ready_since = self._clock()
-            self.cond.notify_all()
+            self._signal()
         return waiting
 
     def flush_done(self) -> bool:
-        """Must hold the lock."""
-        return self._flushing <= 0 and self._in_flight == 0
+        """Every event a flush waits for had its attempt."""
+        with self.lock:
+            return self._flushing <= 0 and self._in_flight == 0
+
+    def wait_flush(self, deadline: float, still: Callable[[], bool]) -> None:
+        """Wait until :meth:`flush_done`, the ``deadline`` (this sender's clock) or ``still()``
+        is False (the driver that makes progress is gone), looking every 100 ms."""
+        with self.cond:
+            while not (self._flushing <= 0 and self._in_flight == 0) and still():
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                self.cond.wait(min(remaining, 0.1))
 
     def end_flush(self) -> int:
         """Forget the flush; how many events are still queued or in flight."""
@@ -581,12 +705,12 @@ class Sender:
             for item in self._queue:
                 item.flush = False
             self._flushing = 0
-            return len(self._queue) + self._in_flight
+            return len(self._queue) + self._in_flight + len(self._inbox)
 
     @property
     def idle(self) -> bool:
         """Nothing queued or in flight."""
-        return not len(self._queue) and not self._in_flight
+        return not len(self._queue) and not self._in_flight and not self._inbox
 
     def discard(self) -> int:
         """Everything still queued is dropped as ``shutdown``; returns how many."""
@@ -605,8 +729,10 @@ class Sender:
         with self.lock:
             now = self._clock()
             for entry in entries:
-                item = Queued(entry.event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
+                event = entry.event if entry.verified else HeaderEvent(entry.event)
+                item = Queued(event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
                 item.attempts = entry.attempts
+                item.delay = entry.delay
                 max_age, max_attempts = _wire.retry_policy(item.name)
                 if entry.age >= max_age:
                     self._drop(item, "expired")
@@ -614,7 +740,7 @@ class Sender:
                 if item.attempts >= max_attempts:
                     self._drop(item, "retries_exhausted")
                     continue
-                self._claim(item.key)
+                self._claim(_claim_key(item.key, item.verified))
                 evicted = self._queue.push(item)
                 if evicted is not None:
                     self._drop(evicted, "queue_full")
@@ -622,7 +748,7 @@ class Sender:
                     queued += 1
             if self._queue.ready and self._ready_since is None:
                 self._ready_since = now
-            self.cond.notify_all()
+            self._signal()
         return queued
 
     def handover(self, items: Sequence[Queued]) -> int:
@@ -639,11 +765,12 @@ class Sender:
                     count += 1
             if not self._queue.ready:
                 self._ready_since = None
-            self.cond.notify_all()
+            self._signal()
         return count
 
     def stats(self, worker_alive: bool = False) -> Stats:
         with self.lock:
+            self._absorb()  # what was handed over is counted as queued or dropped, not apart
             return Stats(
                 queued=len(self._queue) + self._in_flight,
                 in_flight=self._in_flight,
@@ -656,12 +783,22 @@ class Sender:
                 last_error=self._last_error,
                 hub_latency_ms=self._latency,
                 worker_alive=worker_alive,
+                handed_off=self._handed_off,
             )
 
     def queued_events(self) -> list[Queued]:
         """Ready and parked events (for a spool, a test or a debugger)."""
         with self.lock:
+            self._absorb()
             return list(self._queue)
+
+
+def _claim_key(key: tuple[str, str], verified: bool) -> tuple[str, ...]:
+    """What an event claims in the memory of sent pairs. The app's own events claim the
+    pair; an event whose id came from a request header claims it apart, so a browser
+    that guessed the id of a later order (``order_123``) cannot suppress the app's own
+    purchase. A header event is a duplicate of either claim; the app's, of its own only."""
+    return key if verified else (*key, "header")
 
 
 class Restored(NamedTuple):
@@ -671,6 +808,7 @@ class Restored(NamedTuple):
     attempts: int
     age: float  # seconds since it was first queued (wall clock: it may come from another process)
     verified: bool
+    delay: float = 0.0  # its last backoff wait (the Celery task carries it from one run to the next)
 
 
 ADD, GONE_OP = 0, 1  # journal entries: persist (or update) this event; forget it
@@ -692,9 +830,17 @@ class SpoolingSender(Sender):
         self.journaling = True
 
     def take_journal(self) -> list[tuple[int, Queued]]:
-        """Must hold the lock."""
-        journal, self._journal = self._journal, []
-        return journal
+        """What changed since the last call, for the spool's writer."""
+        with self.lock:
+            journal, self._journal = self._journal, []
+            return journal
+
+    def take_everything(self) -> tuple[list[tuple[int, Queued]], list[Queued]]:
+        """The journal and every queued event, at one moment (the spool's last write)."""
+        with self.lock:
+            self._absorb()
+            journal, self._journal = self._journal, []
+            return journal, list(self._queue)
 
     def stop_journal(self) -> None:
         """The spool cannot be written: keep no journal (memory only from now on)."""
@@ -710,6 +856,13 @@ class SpoolingSender(Sender):
             self.journal_wakeup.set()
         journal.append((op, item))
 
+    def offer(self, record: Paired | Event) -> int:
+        # Durable: in the journal now (the spool's writer has it on disk within its window),
+        # not when the sender next looks, which in an outage may be the next probe.
+        self._inbox.append(record)
+        with self.lock:
+            return WAKE if self._absorb() else QUEUED
+
     def _push(self, item: Queued) -> int:
         done = super()._push(item)
         if done != REFUSED:
@@ -720,8 +873,8 @@ class SpoolingSender(Sender):
         super()._drop(item, reason, outcome)
         self._note(GONE_OP, item)
 
-    def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
-        super().record(batch, outcomes, latency)
+    def _record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
+        super()._record(batch, outcomes, latency)
         for item in batch:
             if item.state == PARKED:  # retried: its attempts changed
                 self._note(ADD, item)
