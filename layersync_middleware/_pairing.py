@@ -19,7 +19,7 @@ from . import _wire
 from ._event import EVENT_ID_RE, HEADER_NAME_RE, as_mapping
 from ._log import RateLimitedLog
 from ._match import SDK_RULES, Verdict
-from ._request import RequestContext, route_path, wsgi_text
+from ._request import _SCOPE_NAME_LENGTHS, _SCOPE_NAMES, RawScope, RequestContext, route_path, wsgi_text
 
 if TYPE_CHECKING:
     from ._client import LayerSync
@@ -46,7 +46,7 @@ class PendingEvent:
     """The paired event of the current request, before it is sent. A handler may enrich
     it (``update``, ``identify``) or ``cancel`` it; see :func:`current_event`."""
 
-    __slots__ = ("cancelled", "event_id", "event_name", "props", "traits")
+    __slots__ = ("cancelled", "event_id", "event_name", "props", "read", "traits")
 
     def __init__(self, event_id: str, event_name: str) -> None:
         self.event_id = event_id
@@ -54,6 +54,8 @@ class PendingEvent:
         self.props: dict[str, Any] = {}
         self.traits: dict[str, Any] = {}
         self.cancelled = False
+        #: The request as the adapter read it when it came in (ASGI), for the event.
+        self.read: RawScope | None = None
 
     def update(self, props: Mapping[str, Any] | object | None = None, /, **more: Any) -> None:
         """Add props (``value``, ``order_id``, ``items``...), as ``track()`` takes them: a
@@ -77,7 +79,9 @@ class PendingEvent:
         return f"<PendingEvent {self.event_name} {self.event_id}{state} props={sorted(self.props)}>"
 
 
-_current: contextvars.ContextVar[PendingEvent | None] = contextvars.ContextVar("layersync_pending", default=None)
+#: The request's pending event (see :func:`current_event`); adapters set and reset it.
+current_pending: contextvars.ContextVar[PendingEvent | None] = contextvars.ContextVar("layersync_pending", default=None)
+_current = current_pending
 
 
 def current_event() -> PendingEvent | None:
@@ -106,25 +110,37 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REPEATED = ",", ","
 
 
-def asgi_pairing(headers: Any) -> tuple[str, str] | None:
-    """The pairing header values from ASGI headers, or None: one pass, no decoding of
-    any other header (most requests carry none, and cost a length test per header). A
-    header that comes twice gives :data:`REPEATED`, without joining anything."""
+def asgi_pairing(headers: Any) -> tuple[str, str, list[tuple[str, bytes]]] | None:
+    """One pass over ASGI headers: the pairing header values and, raw, every header the
+    event will use (the request is read once; see :class:`~._request.RawScope`). None
+    without both pairing headers, most requests: a dictionary lookup per header, no
+    decoding. A pairing header that comes twice gives :data:`REPEATED`, joining nothing."""
     event_id = event_name = None
     repeated = False
-    for name, value in headers:
-        size = len(name)
-        if size == _ID_SIZE and name.lower() == ASGI_ID_HEADER:
+    found: list[tuple[str, bytes]] = []
+    wanted = _SCOPE_NAMES.get
+    for raw_name, raw_value in headers:
+        name = wanted(raw_name)
+        if name is None:
+            # Servers send lower-case names; lower() only what could be one we want.
+            if len(raw_name) not in _SCOPE_NAME_LENGTHS:
+                continue
+            name = wanted(raw_name.lower())
+            if name is None:
+                continue
+        if name == _ID_KEY:
             repeated = repeated or event_id is not None
-            event_id = value
-        elif size == _NAME_SIZE and name.lower() == ASGI_NAME_HEADER:
+            event_id = raw_value
+        elif name == _NAME_KEY:
             repeated = repeated or event_name is not None
-            event_name = value
+            event_name = raw_value
+        else:
+            found.append((name, raw_value))
     if event_id is None or event_name is None:
         return None
     if repeated:
-        return REPEATED
-    return event_id.decode("latin-1"), event_name.decode("latin-1")
+        return (*REPEATED, found)
+    return event_id.decode("latin-1"), event_name.decode("latin-1"), found
 
 
 def asgi_url(scope: Any) -> tuple[str, str]:
@@ -368,7 +384,12 @@ class Pairing:
     def finish(self, pending: PendingEvent, request: object, status: int) -> None:
         """Queue the paired event if the response succeeded. Never raises, never waits."""
         try:
-            if pending.cancelled or not self._sync_answer(self.is_success(status), "is_success"):
+            if pending.cancelled:
+                return
+            if self.is_success is default_is_success:
+                if not 200 <= status < 400:
+                    return
+            elif not self._sync_answer(self.is_success(status), "is_success"):
                 return
             self.client._track_paired(pending, request)
         except Exception as exc:

@@ -383,6 +383,11 @@ class Sender:
             self.sleeping = False
             self._signal()
 
+    def nudge(self) -> None:
+        """Make the driver look now (to see that it must stop), saying nothing of new work."""
+        with self.cond:
+            self._signal()
+
     def _signal(self) -> None:
         """Must hold the lock."""
         self._woken = True

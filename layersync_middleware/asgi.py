@@ -7,7 +7,8 @@ from typing import Any
 
 from ._client import LayerSync, resolve_client
 from ._lifecycle import adrain, exit_over
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, asgi_url, reset_current, set_current
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, asgi_url, current_pending
+from ._request import RawScope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,21 +56,33 @@ class LayerSyncMiddleware:
         if not self._enabled or HANDLED_KEY in scope:
             await self.app(scope, receive, send)
             return
-        headers = asgi_pairing(scope["headers"])
-        if headers is None:
+        read = asgi_pairing(scope["headers"])
+        if read is None:
             await self.app(scope, receive, send)
             return
+        event_id, event_name, headers = read
         pairing = self._pairing
         path, url = asgi_url(scope)
         method = scope.get("method") or "GET"
         if pairing.consent is None:  # no coroutine to create and await
-            pending = pairing.start(method, path, url, headers[0], headers[1], scope)
+            pending = pairing.start(method, path, url, event_id, event_name, scope)
         else:
-            pending = await pairing.astart(method, path, url, headers[0], headers[1], scope)
+            pending = await pairing.astart(method, path, url, event_id, event_name, scope)
         if pending is None:
             await self.app(scope, receive, send)
             return
         scope[HANDLED_KEY] = True
+        # The request is read now, once, as it came in: the event is built from this.
+        pending.read = RawScope(
+            tuple(headers),
+            scope.get("client"),
+            scope.get("scheme"),
+            scope.get("server"),
+            scope["path"],
+            scope.get("root_path"),
+            scope.get("raw_path"),
+            scope.get("query_string"),
+        )
 
         async def send_wrapper(message: Message) -> None:
             # The status is known here: queue the event now, before any body is streamed.
@@ -80,11 +93,14 @@ class LayerSyncMiddleware:
                     await pairing.afinish(pending, scope, message["status"])
             await send(message)
 
-        token = set_current(pending)
+        token = current_pending.set(pending)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            reset_current(token)
+            try:
+                current_pending.reset(token)
+            except ValueError:  # reset from another context (a server that switches them): nothing to undo
+                pass
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
