@@ -25,15 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from . import _wire
-from ._event import Event, HeaderEvent
-from ._log import RateLimitedLog, logger
-from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
-from ._settings import Settings
-from ._transport import Outcome, encode_event
+from .. import _wire
+from .._event import Event, HeaderEvent, encode_event
+from .._log import RateLimitedLog, logger
+from .._settings import Settings
+from .queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
+from .transport import Outcome
 
 if TYPE_CHECKING:
-    from ._build import Paired
+    from .._build import Paired
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
