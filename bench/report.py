@@ -1,10 +1,14 @@
-"""Summaries, the printed tables, the JSON file and the PNG plot of a benchmark run."""
+"""Summaries, the printed tables, the JSON file and the PNG plot of a benchmark run.
+
+python bench/report.py [bench/results/latest.json]   # the split and the gates again, from a saved run
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +362,20 @@ def gates_table(rows: list[Gate]) -> str:
         note = f"  ({row['note']})" if row["note"] and row["pass"] is not None else ""
         lines.append(f"{row['gate']:72} {row['threshold']:>14} {value}  {verdict}{note}")
     return "\n".join(lines)
+
+
+GATES_TITLE = "issue 21 gates (noise: the baseline's own spread over this run's rounds)"
+
+
+def main(argv: list[str]) -> int:
+    """Print the split and the gates of a saved run: the gates need nothing but its JSON."""
+    path = Path(argv[0]) if argv else Path(__file__).resolve().parent / "results" / "latest.json"
+    report = json.loads(path.read_text())
+    if report.get("split"):
+        print(split_tables(report["split"]) + "\n")
+    print(GATES_TITLE + "\n" + gates_table(gates(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

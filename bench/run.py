@@ -38,6 +38,7 @@ from loadgen import ensure_wrk, run_wrk, wrk_command
 from procs import BENCH, Blackhole, ServerProcess, Sink, down_url, pin, start_servers
 from procstat import core_busy_seconds, cpu_seconds_between, tree_cpu
 from report import (
+    GATES_TITLE,
     Run,
     fill_ratios,
     gates,
@@ -404,7 +405,7 @@ def finish(report: dict[str, Any], out: Path) -> int:
         print()
         print(sender_table(report["sender"]))
     report["gates"] = gates(report)
-    print("\nissue 21 gates (noise: the baseline's own spread over this run's rounds)\n" + gates_table(report["gates"]))
+    print(f"\n{GATES_TITLE}\n" + gates_table(report["gates"]))
     write_json(report, out / "latest.json")
     plotted = plot(summaries, out / "ratios.png", title)
     print(f"\nwrote {out / 'latest.json'}" + (f" and {out / 'ratios.png'}" if plotted else " (no matplotlib: no plot)"))
