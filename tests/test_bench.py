@@ -148,7 +148,8 @@ def test_the_per_thread_split_is_the_first_table_paced_and_at_the_highest_rate(b
         for name in ("reference", "layersync"):
             row = best[name]
             assert row["arrived"] == SPLIT_N, row  # the sink had every event before the CPU was read
-            assert positive(row["total_us"]) and positive(row["events_per_s"]), row
+            # CPU is read in 10 ms ticks: a tiny run may round a thread down to 0, so no positivity.
+            assert row["total_us"] >= row["request_us"] >= 0 and positive(row["events_per_s"]), row
             assert row["total_us"] == pytest.approx(row["request_us"] + row["delivery_us"])
             assert row["total_over_bare_us"] == pytest.approx(row["total_us"] - best["bare"]["total_us"])
         assert best["bare"]["delivery_us"] == 0 and best["bare"]["total_over_bare_us"] == 0
