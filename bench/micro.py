@@ -58,15 +58,14 @@ class Discard:
         pass
 
 
-def layersync_client(sink: str, n: int, transport: str = "http", queue: int | None = None) -> Any:
-    """``transport``: "http" (to the sink), "discard" or "memory". ``queue``: the queue's
-    bound; by default one that holds the whole run, so the calls measure track(), not the
-    drop path."""
+def layersync_client(sink: str, n: int, transport: str = "http") -> Any:
+    """``transport``: "http" (to the sink), "discard" or "memory". A queue that holds the
+    whole run: the calls measure track(), not the drop path."""
     from layersync_middleware import LayerSync
     from layersync_middleware.testing import MemoryTransport
 
     plugged = {"http": None, "discard": Discard(), "memory": MemoryTransport()}[transport]
-    size = queue or max(1000, min(n, 1_000_000))
+    size = max(1000, min(n, 1_000_000))
     return LayerSync(
         site_id=SITE_ID, secret_key=SECRET, api_url=sink, matcher=MATCHER, max_queue_size=size, transport=plugged
     )
@@ -158,12 +157,15 @@ def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
     """The sender delivers ``n`` events to the sink, default settings, while RSS is sampled.
 
     Events are tracked in blocks of ``BLOCK``; the feeder sleeps while more than ``BACKLOG``
-    wait in the queue, so the run goes at the rate the sender sustains and the queue (10,000
-    by default) never drops: what RSS shows is the sender's own footprint over time, not a
+    (at most half the queue's bound) wait in the queue, so the run goes at the rate the
+    sender sustains and the queue never drops: what RSS shows is the sender's own footprint over time, not a
     queue filling up. Steady state is the median of the samples after the first tenth of the
     events (connections, caches and the queue at their working size); flat means neither the
     peak nor the end is more than ``FLAT_MIB`` above it."""
-    client = layersync_client(args.sink, args.n, queue=10_000)
+    from layersync_middleware import LayerSync
+
+    client = LayerSync(site_id=SITE_ID, secret_key=SECRET, api_url=args.sink, matcher=MATCHER)
+    backlog = min(BACKLOG, client.settings.max_queue_size // 2)  # well inside the queue: nothing dropped
     track = client.track
     track("add_to_cart", PROPS)  # warm: the worker and the connection up before the clock starts
     client.flush(30)
@@ -175,7 +177,7 @@ def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
     for done in range(0, args.n, BLOCK):
         for _ in range(min(BLOCK, args.n - done)):
             track("add_to_cart", PROPS)
-        while client.stats().queued > BACKLOG:
+        while client.stats().queued > backlog:
             time.sleep(0.001)
         now = time.perf_counter()
         if now - last >= SAMPLE_EVERY:

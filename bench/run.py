@@ -1,6 +1,6 @@
 """The benchmark suite of issues 12 and 21: one command, tables, a JSON file and a plot.
 
-    .venv/bin/python bench/run.py                 # the full run, about 12 minutes on 2 cores
+    .venv/bin/python bench/run.py                 # the full run, about 11 minutes on 2 cores
     .venv/bin/python bench/run.py --quick         # 1 round of 1 s per variant, small sender runs
     .venv/bin/python bench/run.py --variants asgi-bare,asgi-layersync --rounds 3
 
