@@ -694,19 +694,20 @@ class Sender:
         return waiting
 
     def flush_done(self) -> bool:
-        """Every event a flush waits for had its attempt, and every drop was reported
-        (``on_drop`` ran before flush() returns, whichever thread the driver sends from)."""
+        """Every event a flush waits for had its attempt."""
         with self.lock:
-            return self._flush_done()
+            return self._flushing <= 0 and self._in_flight == 0
 
-    def _flush_done(self) -> bool:
+    def _flushed(self) -> bool:
         return self._flushing <= 0 and self._in_flight == 0 and not self._drops and not self._reporting
 
     def wait_flush(self, deadline: float, still: Callable[[], bool]) -> None:
-        """Wait until :meth:`flush_done`, the ``deadline`` (this sender's clock) or ``still()``
-        is False (the driver that makes progress is gone), looking every 100 ms."""
+        """Wait until :meth:`flush_done` and the drops found meanwhile were reported (the
+        driver's thread calls ``on_drop`` after it records: flush() returns after that, as
+        an inline or asyncio driver's does), the ``deadline`` (this sender's clock) or
+        ``still()`` is False (the driver that makes progress is gone), looking every 100 ms."""
         with self.cond:
-            while not self._flush_done() and still():
+            while not self._flushed() and still():
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return
