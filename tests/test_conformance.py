@@ -75,16 +75,23 @@ class Answer:
         return classify(self.status, self.retry_after, body, events)  # what HTTPTransport makes of it
 
 
-class Dropped:
-    """The connection drops: the transport raises (``raises``) or, as HTTPTransport does,
-    answers a network error for every event."""
+class Reset:
+    """The connection drops and the transport raises (a transport must not; if one does,
+    the driver treats it as a network error)."""
 
-    def __init__(self, *, raises: bool) -> None:
-        self.raises = raises
+
+@dataclass(frozen=True)
+class Said:
+    """The transport's own answer for every event, without an HTTP status: a network error
+    as HTTPTransport reports one, a pair another process sent as ``dedup_url``'s does."""
+
+    outcome: Outcome
 
 
 OK = Answer()
-Step = Answer | Dropped
+NETWORK_ERROR = Said(Outcome("retry", None, None, "RemoteProtocolError"))
+SENT_ELSEWHERE = Said(Outcome("duplicate"))
+Step = Answer | Reset | Said
 
 
 class ScriptedHub:
@@ -108,10 +115,10 @@ class ScriptedHub:
         sent = [json.loads(body) for body in bodies]
         self.requests.append([f"{e['event_id']}#{e['client_meta']['attempts']}" for e in sent])
         answer = self.script.pop(0) if self.script else OK
-        if isinstance(answer, Dropped):
-            if answer.raises:
-                raise ConnectionResetError("connection reset by peer")
-            return [Outcome("retry", None, None, "RemoteProtocolError")] * len(events)
+        if isinstance(answer, Reset):
+            raise ConnectionResetError("connection reset by peer")
+        if isinstance(answer, Said):
+            return [answer.outcome] * len(events)
         return answer.outcomes(events)
 
     def close(self) -> None:
@@ -420,6 +427,13 @@ SCENARIOS = [
         ),
     ),
     Scenario(
+        "sent-by-another-process",
+        (SENT_ELSEWHERE,),
+        ("deliver",),
+        Seen([ids("ev1", "ev2")], [{}], [], Counters(duplicates=2, batches=1)),
+        count=2,
+    ),
+    Scenario(
         "429-retry-after",
         (Answer(429, retry_after="7"), OK),
         ("deliver", "advance", "deliver"),
@@ -484,7 +498,7 @@ SCENARIOS = [
     ),
     Scenario(
         "dropped-connection",
-        (Dropped(raises=True), Dropped(raises=False), OK),
+        (Reset(), NETWORK_ERROR, OK),
         ("deliver", "advance", "deliver", "advance", "deliver"),
         Seen(
             [ids("ev1", "ev2"), ids("ev1", "ev2", attempts=1), ids("ev1", "ev2", attempts=2)],
