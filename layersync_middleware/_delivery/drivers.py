@@ -522,7 +522,10 @@ class AsyncioWorker(Worker):
                     pass
         else:
             await asyncio.to_thread(self._drain_inline, deadline)
-        return sender.end_flush()
+        left = sender.end_flush()
+        if self._keeper is not None:  # what is left is on disk when aflush() returns, as with flush()
+            await asyncio.to_thread(self._keeper.persist)
+        return left
 
     async def ashutdown(self, timeout: float | None = None) -> int:
         deadline = self._deadline(timeout, self.settings.shutdown_timeout)
