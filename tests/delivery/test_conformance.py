@@ -1,8 +1,8 @@
 """One table of delivery scenarios, run against every driver of the sender's rules.
 
-The drivers (:mod:`layersync_middleware._worker`'s inline, thread and asyncio workers,
+The drivers (:mod:`layersync_middleware._delivery.drivers`'s inline, thread and asyncio workers,
 and the Celery worker's ``deliver`` task in :mod:`layersync_middleware.celery`) only wait
-and do I/O; :class:`~layersync_middleware._sender.Sender` decides. So for the same hub
+and do I/O; :class:`~layersync_middleware._delivery.core.Sender` decides. So for the same hub
 answers every driver must show the same observable results: which events went in which
 request (with the attempt count the hub sees), the waits the rules asked for (read from
 the sender: each event's ``due``, or the Celery retry's ``due``), what was dropped and why
@@ -40,12 +40,14 @@ import pytest
 from helpers import SITE, settings
 
 import layersync_middleware.celery as ls_celery
-from layersync_middleware import _wire, _worker
-from layersync_middleware._event import Event, assemble
-from layersync_middleware._sender import Sender
+from layersync_middleware import _wire
+from layersync_middleware._delivery import lifecycle
+from layersync_middleware._delivery.core import Sender
+from layersync_middleware._delivery.drivers import AsyncioWorker, InlineWorker, ThreadWorker, Worker
+from layersync_middleware._delivery.handoff import CONFIG_WAIT_MAX
+from layersync_middleware._delivery.transport import Outcome, classify
+from layersync_middleware._event import Event, assemble, encode_event
 from layersync_middleware._settings import Settings
-from layersync_middleware._transport import Outcome, classify, encode_event
-from layersync_middleware._worker import AsyncioWorker, InlineWorker, ThreadWorker, Worker
 
 SLOW_ON_DROP = 0.01
 START = 1_000_000.0  # the fake clock's first reading (seconds; the events' queued_at_ms agrees)
@@ -212,7 +214,7 @@ class InProcess(Driver):
 
     async def close(self) -> None:
         self.worker.shutdown(1.0)
-        _worker._WORKERS.discard(self.worker)
+        lifecycle.WORKERS.discard(self.worker)
 
 
 class Inline(InProcess):
@@ -249,7 +251,7 @@ class Asyncio(InProcess):
 
     async def close(self) -> None:
         await self.worker.ashutdown(1.0)
-        _worker._WORKERS.discard(self.worker)
+        lifecycle.WORKERS.discard(self.worker)
 
 
 class Retried(Exception):
@@ -303,7 +305,7 @@ class CeleryTask(Driver):
             self.message, self.retries = retry.task_args, self.retries + 1
             waits = self.left().values()
             if "cannot deliver" in str(retry.why):  # a worker that cannot deliver: soon, for another worker
-                assert retry.countdown <= ls_celery.CONFIG_WAIT_MAX
+                assert retry.countdown <= CONFIG_WAIT_MAX
                 return
             # Celery runs the retry after ``countdown`` whole seconds: never before the
             # earliest event is due and within a second of it, or at most RETRY_BACKOFF_MAX
