@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from . import _wire
 from ._event import Event
@@ -31,6 +31,9 @@ from ._log import RateLimitedLog, logger
 from ._queue import GONE, IN_FLIGHT, PARKED, READY, Build, EventQueue, Queued
 from ._settings import Settings
 from ._transport import Outcome, encode_event
+
+if TYPE_CHECKING:
+    from .metrics import Observer
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
@@ -69,6 +72,7 @@ class Stats:
 
     queued: int = 0
     in_flight: int = 0
+    enqueued: int = 0  #: events accepted into the queue
     sent: int = 0
     retried: int = 0
     duplicates: int = 0
@@ -186,6 +190,11 @@ class Sender:
         self.log = log
         self._log = RateLimitedLog(log)
         self.reset()
+        self._observer: Observer | None = None
+        if settings.metrics is not None:  # only then is prometheus_client or opentelemetry imported
+            from .metrics import Observer
+
+            self._observer = Observer(self, settings.metrics)
 
     def reset(self) -> None:
         """A fresh, empty state: at start, and in a forked child (the parent's queue
@@ -204,7 +213,7 @@ class Sender:
         self._failing_since: float | None = None  # the first failure of an outage
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
-        self._sent = self._retried = self._duplicates = self._batches = 0
+        self._sent = self._retried = self._duplicates = self._batches = self._enqueued = 0
         self._dropped: dict[str, int] = {}
         self._last_status: int | None = None
         self._last_error: str | None = None
@@ -272,6 +281,7 @@ class Sender:
         if evicted is item:
             self.cond.notify()  # the worker reports the drop: on_drop never runs on the request path
             return REFUSED
+        self._enqueued += 1
         if not was_ready:
             self._ready_since = now
         # Wake the driver when there is newly something to do or a full batch, not per
@@ -285,6 +295,8 @@ class Sender:
         """Count an event refused before it reached the queue (bad input, a forged header)."""
         with self.lock:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        if self._observer is not None:
+            self._observer.sync()
 
     # -- the driver's side -----------------------------------------------------------------
     def take(self, *, linger: float = LINGER) -> list[Queued] | float | None:
@@ -415,6 +427,8 @@ class Sender:
         if pause > 0:
             self._hold_until = max(self._hold_until, now + pause)
         self._note_health(batch, outcomes, now)
+        if self._observer is not None:
+            self._observer.batch(batch, outcomes, latency)
         self.cond.notify_all()
 
     def _note_health(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], now: float) -> None:
@@ -503,6 +517,8 @@ class Sender:
             self.log.log(level, message, *args)
         for drop in drops:
             self._report(drop)
+        if self._observer is not None:
+            self._observer.sync()
 
     def _report(self, drop: Drop) -> None:
         outcome = drop.outcome
@@ -541,6 +557,8 @@ class Sender:
                 self._sent += 1
             else:
                 self._last_error = outcome.error
+        if self._observer is not None:
+            self._observer.attempt(outcome, latency)
 
     def quick_retry_delay(self, attempt: int, outcome: Outcome) -> float:
         """The pause after the ``attempt``-th failed attempt of ``send()`` (1-based)."""
@@ -643,6 +661,7 @@ class Sender:
             return Stats(
                 queued=len(self._queue) + self._in_flight,
                 in_flight=self._in_flight,
+                enqueued=self._enqueued,
                 sent=self._sent,
                 retried=self._retried,
                 duplicates=self._duplicates,

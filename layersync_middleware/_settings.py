@@ -8,6 +8,7 @@ source spells it, and the secret key is never echoed.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -22,6 +23,12 @@ from ._match import Matcher, MatcherSpec, parse_matcher_env
 
 SenderKind = Literal["thread", "asyncio", "sync", "celery"]
 _SENDERS: tuple[SenderKind, ...] = ("thread", "asyncio", "sync", "celery")
+MetricsKind = Literal["prometheus", "otel"]
+# metrics backend -> (the module it needs, the extra that installs it)
+_METRICS: dict[str, tuple[str, str]] = {
+    "prometheus": ("prometheus_client", "prometheus"),
+    "otel": ("opentelemetry.metrics", "otel"),
+}
 
 
 class ConfigurationError(ValueError):
@@ -107,6 +114,7 @@ ENV_NAMES: dict[str, str] = {
     "dedup_url": "LAYERSYNC_DEDUP_URL",
     "celery_queue": "LAYERSYNC_CELERY_QUEUE",
     "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
+    "metrics": "LAYERSYNC_METRICS",
 }
 # Accepted too, for people who name the variable after the setting. The one place
 # aliases live: the environment and Flask's config both read them from here.
@@ -348,6 +356,27 @@ def _check_region(value: object) -> str | None:
     raise ConfigurationError("default_phone_region", "must be a two-letter ISO 3166 country code, like 'US' or 'FR'")
 
 
+def _check_metrics(value: object) -> MetricsKind | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    kind = value.strip().lower() if isinstance(value, str) else value
+    if kind not in _METRICS:
+        raise ConfigurationError("metrics", f"must be prometheus or otel (or off), got {_short(value)}")
+    module, extra = _METRICS[kind]
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        raise ConfigurationError(
+            "metrics",
+            f"is {kind}, but {module} is not installed: install the [{extra}] extra "
+            f'(pip install "./layersync-middleware[{extra}]")',
+        )
+    return kind  # type: ignore[return-value]
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class Settings:
     """Validated LayerSync settings. Immutable; compare and hash by value.
 
@@ -366,6 +395,7 @@ class Settings:
         "matcher",
         "max_queue_size",
         "max_retries",
+        "metrics",
         "secret_key",
         "sender",
         "shutdown_timeout",
@@ -394,6 +424,7 @@ class Settings:
     dedup_url: str | None
     celery_queue: str
     default_phone_region: str | None
+    metrics: MetricsKind | None
 
     def __init__(
         self,
@@ -416,6 +447,7 @@ class Settings:
         dedup_url: str | None = None,
         celery_queue: str = "layersync",
         default_phone_region: str | None = None,
+        metrics: str | None = None,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "strict", _check_bool("strict", strict))
@@ -441,6 +473,7 @@ class Settings:
             set_(self, "dedup_url", _check_dedup_url(dedup_url))
             set_(self, "celery_queue", _check_celery_queue(celery_queue))
             set_(self, "default_phone_region", _check_region(default_phone_region))
+            set_(self, "metrics", _check_metrics(metrics))
         except ConfigurationError as exc:
             exc.strict = self.strict
             raise
