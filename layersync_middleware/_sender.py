@@ -72,7 +72,8 @@ class Stats:
 
     queued: int = 0
     in_flight: int = 0
-    enqueued: int = 0  #: events accepted into the queue
+    #: events this process accepted into the queue (not those read back from a spool: counted where queued)
+    enqueued: int = 0
     sent: int = 0
     retried: int = 0
     duplicates: int = 0

@@ -3,10 +3,11 @@ or ``"otel"``; extras ``[prometheus]`` and ``[otel]``).
 
 The counters mirror :meth:`LayerSync.stats`: after each batch (and after an event is
 refused at the door) the sender's observer adds what changed since it last looked, so a
-scrape says what ``stats()`` says, summed over the processes, never more. Only the
-request and the two histograms are noted per batch, with no work under the sender's lock
-beyond appending a tuple. Nothing here opens a port: the app serves :func:`render` (or
-its own OpenTelemetry exporter) on a route of its own.
+scrape says what ``stats()`` says, summed over the processes. Only the request and the
+histograms are noted per batch: under the sender's lock, one tuple with each acknowledged
+event's lag; the instruments are touched outside it. With the setting off, none of this
+module is imported. Nothing here opens a port: the app serves :func:`render` (or its own
+OpenTelemetry exporter) on a route of its own.
 
 Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
 directory before the server starts and call :func:`child_exit` from gunicorn's
@@ -47,7 +48,11 @@ COUNTERS: dict[str, tuple[str, Labels, str]] = {
         "Events at the end of their delivery: success (the hub took them) or failure "
         "(rejected, retries exhausted, expired; also counted in events.dropped).",
     ),
-    "events.deduplicated": ("{event}", (), "Events not sent because their pair was already sent or in flight."),
+    "events.deduplicated": (
+        "{event}",
+        (),
+        "Events not sent again: their pair was already sent or in flight (fleet-wide with dedup_url).",
+    ),
     "requests": ("{request}", ("status_class",), "Requests to the hub, by status class (2xx, 4xx, 429, 5xx, network)."),
     "retries": ("{retry}", (), "Failed event deliveries scheduled for another attempt."),
 }

@@ -43,11 +43,24 @@ def test_a_missing_extra_is_named_with_the_setting_as_spelled(monkeypatch: pytes
         Settings.from_env(env)
     assert str(raised.value).startswith(f"LAYERSYNC_METRICS: is {kind}, but ")
     assert f"[{kind}]" in str(raised.value)
+    from layersync_middleware.django import conf
+
+    monkeypatch.setattr(conf, "raw", lambda: {"site_id": "s", "secret_key": "sk_x", "metrics": kind})
     with pytest.raises(ConfigurationError) as raised:
-        Settings.from_mapping(
-            {"site_id": "s", "secret_key": "sk_x", "metrics": kind}, spell=lambda f: f"LAYERSYNC[{f!r}]", environ={}
-        )
+        conf.read()
     assert raised.value.setting == "LAYERSYNC['metrics']"
+
+
+def test_flask_names_the_setting_as_its_config_key() -> None:
+    from flask import Flask
+
+    from layersync_middleware.flask import settings_from_config
+
+    app = Flask(__name__)
+    app.config.update(LAYERSYNC_SITE_ID="s", LAYERSYNC_SECRET="sk_x", LAYERSYNC_METRICS="statsd")
+    with pytest.raises(ConfigurationError) as raised:
+        settings_from_config(app.config, environ={})
+    assert raised.value.setting == 'app.config["LAYERSYNC_METRICS"]'
 
 
 def test_the_setting_takes_prometheus_otel_or_off() -> None:
@@ -231,8 +244,10 @@ def test_scrape_from_fastapi_under_uvicorn_equals_stats(hub: LiveHub) -> None:
         exercise_and_compare(url, hub, workers=1)
 
 
+# With --preload the client is made in the master and each worker's is reset by the fork.
+@pytest.mark.parametrize("preload", [[], ["--preload"]], ids=["app-per-worker", "preload"])
 def test_scrape_from_flask_under_gunicorn_with_two_workers_equals_the_sum_of_their_stats(
-    hub: LiveHub, tmp_path: Path
+    hub: LiveHub, tmp_path: Path, preload: list[str]
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -252,6 +267,7 @@ def test_scrape_from_flask_under_gunicorn_with_two_workers_equals_the_sum_of_the
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
+        *preload,
     ]
     with server(args, {**app_env(hub), "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}, url):
         exercise_and_compare(url, hub, workers=2)
