@@ -11,26 +11,17 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from ._event import EVENT_ID_RE, EVENT_NAME_RE, Dropped, Event, as_mapping, build_checked, map_props, new_event_id
+from ._build import MAX_HOOK_DEPTH, BeforeSend, Builder, Paired, in_hook
+from ._event import Event, map_props
 from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
-from ._pii import hash_traits
-from ._request import request_context, request_snapshot, request_user_data
+from ._request import request_context
 from ._sender import DropReason, OnDrop, Sender, Stats
 from ._settings import Settings, check_unknown, settings_or_disabled
 from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport, threaded_async
 from ._worker import AsyncioWorker, InlineWorker, ThreadWorker, Worker
 
-#: ``before_send(event) -> event | None``: change an event before it is queued, or
-#: return None to drop it (test traffic, a scrubbed field...). Runs in the caller.
-BeforeSend = Callable[[Event], "Event | None"]
-
-_MAX_URL = 2048
-
-
-def _is_mapping(value: object) -> bool:
-    # Typed callers pass mappings; this guards the untyped ones at run time.
-    return isinstance(value, Mapping)
+__all__ = ["BeforeSend", "Delivery", "LayerSync"]
 
 
 class Delivery(NamedTuple):
@@ -73,9 +64,10 @@ class LayerSync:
         self.settings = settings
         log = client_logger(settings.console_log)
         self._log = RateLimitedLog(log)
-        self._before_send = before_send
+        self._builder = Builder(settings, self._refuse, before_send)
         self._transport = transport
         self._worker = _make_worker(settings, lambda: _OVERRIDE.transport or transport, on_drop, log)
+        self._worker.sender.build = self._builder.paired
         _CLIENTS.add(self)
 
     @classmethod
@@ -124,7 +116,9 @@ class LayerSync:
         event_source_url: str | None = None,
     ) -> str | None:
         """Queue an event; returns its ``event_id``, or None if it was refused or a duplicate."""
-        event = self._build(event_name, props, request, identity, event_id, event_time, event_source_url)
+        if not self.settings.enabled or self._too_deep():
+            return None
+        event = self._builder.event(event_name, props, request, identity, event_id, event_time, event_source_url)
         return self._queue(event)
 
     def track_with_identity(
@@ -168,7 +162,7 @@ class LayerSync:
         pending = PendingEvent(*pairing)
         if extra_props:
             pending.update(extra_props)
-        return self._track_paired(pending, ctx)
+        return self._track_paired(pending, ctx, checked=True)
 
     # -- delivering now ------------------------------------------------------------------------
     def send(
@@ -187,9 +181,11 @@ class LayerSync:
         (default: the ``timeout_ms`` setting), up to ``max_retries`` quick retries
         included. Never raises. If the hub cannot be reached in time, the event goes to
         the background sender (``queued=True``)."""
-        event = self._build(event_name, props, request, identity, event_id, event_time, event_source_url)
+        event = None
+        if self.settings.enabled and not self._too_deep():
+            event = self._builder.event(event_name, props, request, identity, event_id, event_time, event_source_url)
         if event is not None:
-            event = self._before(event)
+            event = self._builder.before(event)
         if event is None:
             return Delivery(False, None, None, "refused" if self.settings.enabled else "disabled")
         eid = str(event["event_id"])
@@ -269,140 +265,56 @@ class LayerSync:
         """Counters of the sender: queued, sent, retried, duplicates, dropped by reason..."""
         return self._worker.stats()
 
-    # -- building (private: the adapters call these) ----------------------------------------------
-    def _refuse(self, reason: DropReason, message: str, *args: object) -> None:
-        """Count an event refused before the queue; log once a minute per reason, and
-        every time at DEBUG (a developer retrying sees why again)."""
+    # -- private: the adapters call these ------------------------------------------------------
+    def _refuse(self, reason: DropReason, message: str | None = None, *args: object) -> None:
+        """Count an event (or a part of one) refused before the queue; log once a minute
+        per reason, and every time at DEBUG (a developer retrying sees why again)."""
         self._worker.sender.refuse(reason)
-        if not self._log.warn(f"refuse:{reason}", message, *args):
+        if message is not None and not self._log.warn(f"refuse:{reason}", message, *args):
             self._log.debug(message, *args)
 
-    def _build(
-        self,
-        event_name: str,
-        props: object,
-        request: object,
-        identity: Mapping[str, Any] | None,
-        event_id: str | None,
-        event_time: int | None,
-        event_source_url: str | None,
-        paired: bool = False,
-    ) -> Event | None:
-        """The event body, or None (refused and counted). Never raises: bad input must
-        never reach the app as an exception."""
-        if not self.settings.enabled:
-            return None
-        try:
-            if not paired:  # a paired event's name and id were checked when the request came in
-                if not isinstance(event_name, str) or not EVENT_NAME_RE.fullmatch(event_name):
-                    self._refuse("invalid", "event name must be 1-64 letters, digits or _.:- starting with a letter")
-                    return None
-                if event_id is not None and not (isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id)):
-                    self._refuse("invalid", "event_id must be 8-64 letters, digits, '_' or '-'")
-                    return None
-            if props is not None and as_mapping(props) is None:
-                self._refuse(
-                    "invalid", "props must be a mapping, a dataclass or a pydantic model, not %s", type(props).__name__
-                )
-                return None
-            if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
-                self._refuse("invalid", "event_time must be unix seconds (int)")
-                return None
-            user_data: dict[str, str] = {}
-            if request is not None:
-                ctx = request_context(request)
-                trust = self.settings.trust_proxy
-                page = ctx.page_url(trust) if paired else ctx.url_for(trust)
-                user_data = request_user_data(ctx, self.settings.trust_proxy, page)
-                if event_source_url is None:
-                    event_source_url = page
-            if event_source_url is not None and len(event_source_url) > _MAX_URL:
-                # An overlong URL is a query string gone wild; the page without it still attributes.
-                event_source_url = event_source_url.split("?", 1)[0]
-                if len(event_source_url) > _MAX_URL:
-                    event_source_url = None
-            if identity:
-                if not _is_mapping(identity):
-                    self._refuse("invalid", "identity traits must be a mapping")
-                    return None
-                hashed, rejected = hash_traits(identity, default_region=self.settings.default_phone_region)
-                user_data.update(hashed)
-                for trait in rejected:  # the trait's name only: its value is PII
-                    self._refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
-            built = build_checked(
-                site_id=self.settings.site_id,
-                event_name=event_name,
-                event_id=event_id or new_event_id(event_name),
-                props=props,
-                user_data=user_data,
-                event_source_url=event_source_url,
-                event_time=event_time,
-            )
-            self._count_dropped_props(event_name, built.dropped)
-            return built.event
-        except Exception as exc:
-            self._refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
-            return None
+    def _too_deep(self) -> bool:
+        """A hook that tracks from inside a hook that tracked: refused, or it would loop."""
+        if in_hook() < MAX_HOOK_DEPTH:
+            return False
+        self._refuse("internal_error", "an event tracked from inside before_send/on_drop nested too deep: dropped")
+        return True
 
-    def _track_paired(self, pending: PendingEvent, request: object) -> str | None:
+    def _track_paired(self, pending: PendingEvent, request: object, *, checked: bool = False) -> str | None:
         """Queue the paired event of a request whose headers passed :func:`check_pairing`.
 
-        On the request path only what the event needs is copied (the handler's props are
-        read now: they may be the app's objects); the sender builds the body, the client IP
-        and the click ids, hashes the traits and runs ``before_send``, off the request."""
+        The request path reads the request once into a record (the handler's props are
+        mapped now: they may be the app's objects); the sender builds the body from it.
+        ``checked``: return None for a pair already sent (the hand-off then takes the lock;
+        the middleware's does not, and the sender counts a duplicate when it looks)."""
         if not self.settings.enabled:
             return None
-        event_id, event_name, now = pending.event_id, pending.event_name, time.time()
-        custom, dropped = map_props(pending.props) if pending.props else ({}, [])
-        snapshot = request_snapshot(request)
-        traits = dict(pending.traits) if pending.traits else None
-
-        def build() -> Event | None:
-            event = self._build(event_name, None, snapshot, traits, event_id, int(now), None, paired=True)
-            if event is None:
-                return None
-            event["custom_data"] = custom
-            event["client_meta"]["queued_at_ms"] = int(now * 1000)
-            self._count_dropped_props(event_name, dropped)
-            return self._before(event) if self._before_send is not None else event
-
         try:
-            queued = self._worker.submit({"event_id": event_id, "event_name": event_name}, verified=False, build=build)
+            custom, dropped = map_props(pending.props) if pending.props else ({}, ())
+            record = Paired(
+                pending.event_id,
+                pending.event_name,
+                time.time(),
+                custom,
+                tuple(dropped),
+                dict(pending.traits) if pending.traits else None,
+                request_context(request),
+            )
+            if checked:
+                return pending.event_id if self._worker.submit_paired(record) else None
+            self._worker.offer(record)
         except Exception as exc:
             self._refuse("internal_error", "could not queue an event: %s", type(exc).__name__)
             return None
-        return event_id if queued else None
-
-    def _count_dropped_props(self, event_name: str, dropped: list[Dropped]) -> None:
-        for prop in dropped:  # the prop's path only: its value may be PII
-            reason: DropReason = "pii_prop" if prop.reason == "pii_prop" else "invalid_prop"
-            self._refuse(reason, "dropped the prop %s of a %s event: %s", prop.path, event_name, prop.reason)
-
-    def _before(self, event: Event) -> Event | None:
-        hook = self._before_send
-        if hook is None:
-            return event
-        try:
-            changed = hook(event)
-        except Exception as exc:
-            self._refuse("before_send_error", "before_send raised %s: the event is dropped", type(exc).__name__)
-            return None
-        if changed is None:
-            self._worker.sender.refuse("before_send")
-            return None
-        if not _is_mapping(changed):
-            self._refuse("before_send_error", "before_send returned a %s, not an event dict", type(changed).__name__)
-            return None
-        return changed
+        return pending.event_id
 
     def _queue(self, event: Event | None, *, verified: bool = True) -> str | None:
         """Hand a built event to the background sender; returns its id, or None."""
         if event is None:
             return None
-        if self._before_send is not None:
-            event = self._before(event)
-            if event is None:
-                return None
+        event = self._builder.before(event)
+        if event is None:
+            return None
         try:
             return str(event["event_id"]) if self._worker.submit(event, verified=verified) else None
         except Exception as exc:

@@ -15,16 +15,17 @@ import heapq
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from . import _wire
 from ._event import Event
 
+if TYPE_CHECKING:
+    from ._build import Paired
+
 READY, PARKED, IN_FLIGHT, GONE = 0, 1, 2, 3
 
-#: Makes an event's body off the request path; None when the event is refused after all
-#: (its builder counted why).
-Build = Callable[[], "Event | None"]
-_materializing = threading.Lock()  # the worker and the spool's writer may both want one
+_materializing = threading.RLock()  # the sender and the spool's writer may both want one
 
 
 class Queued:
@@ -34,7 +35,6 @@ class Queued:
         "attempts",
         "body",
         "born",
-        "build",
         "delay",
         "due",
         "event",
@@ -42,17 +42,16 @@ class Queued:
         "key",
         "name",
         "priority",
+        "record",
+        "refused",
         "seq",
         "state",
         "verified",
     )
 
-    def __init__(
-        self, event: Event, seq: int, now: float, *, verified: bool = True, build: Build | None = None
-    ) -> None:
-        # With ``build``, ``event`` holds only the id and name until :meth:`materialize`.
+    def __init__(self, event: Event, seq: int, now: float, *, verified: bool = True) -> None:
         self.event = event
-        self.build = build
+        self.record: Paired | None = None  # a paired request not built yet (see :meth:`paired`)
         self.name = str(event.get("event_name", ""))
         self.key = (str(event.get("event_id", "")), self.name)
         self.priority = _wire.priority(self.name)
@@ -65,28 +64,38 @@ class Queued:
         self.flush = False  # a flush is waiting for this event's next attempt
         self.verified = verified  # False: it came from browser headers, not from app code
         self.body: bytes | None = None  # the encoded event, cached across retries
+        self.refused = False  # refused when built: never sent
 
-    def materialize(self) -> bool:
-        """Build the event if it was queued as a builder (a paired event: the request
-        only noted what it needs). False: its builder refused it. Thread-safe."""
+    @classmethod
+    def paired(cls, record: Paired, seq: int, now: float) -> Queued:
+        """A paired request's event: ``event`` holds only its id and name until the
+        sender builds it (:meth:`materialize`)."""
+        item = cls({"event_id": record.event_id, "event_name": record.event_name}, seq, now, verified=False)
+        item.record = record
+        return item
+
+    def materialize(self, build: Callable[[Paired], Event | None] | None) -> bool:
+        """Build the event if it is still a paired request's record. False: refused when
+        built (the builder counted why). Thread-safe."""
+        if self.record is None:
+            return not self.refused
         with _materializing:  # uncontended but for the spool's writer
-            build = self.build
-            if build is None:
-                return True
-            self.build = None
-            event = build()
+            record = self._take_record()
+            if record is None:  # built meanwhile
+                return not self.refused
+            event = build(record) if build is not None else None
             if event is None:
-                self.build = _refused
+                self.refused = True
                 return False
             self.event = event
             return True
 
+    def _take_record(self) -> Paired | None:
+        record, self.record = self.record, None
+        return record
+
     def __repr__(self) -> str:
         return f"<Queued {self.name} {self.key[0]} attempts={self.attempts}>"
-
-
-def _refused() -> None:
-    return None
 
 
 class EventQueue:

@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from . import _wire
 from ._event import Event
 from ._log import RateLimitedLog, logger
-from ._queue import GONE, IN_FLIGHT, PARKED, READY, Build, EventQueue, Queued
+from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
 from ._settings import Settings
 from ._transport import Outcome, encode_event
 
 if TYPE_CHECKING:
+    from ._build import Paired
     from .metrics import Observer
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
@@ -63,6 +64,10 @@ SPREAD_FILL = 0.95  # the last attempt lands at 95 % of the maximum age, jitter 
 REFUSED, QUEUED, WAKE = 0, 1, 2  # what submit() did
 OUTAGE_PROBE_CAP = 30.0  # while the hub fails, new events wait at most this long for a probe
 LINGER = 0.05  # a lone event waits this long for company before it is sent
+# Paired events are handed over without a lock (a deque append); the sender takes them in
+# when it looks. Past this many waiting, the request that adds one takes them in itself,
+# so that the queue's bound and priorities hold while the sender is busy (a hanging hub).
+INBOX_MAX = 512
 _BATCH_OVERHEAD = 16  # '{"events":[' + ']}' and commas, near enough
 
 
@@ -175,6 +180,9 @@ class Sender:
             cls = SpoolingSender
         return super().__new__(cls)
 
+    #: Builds a paired request's event from its record (the client's builder), on the sender.
+    build: Callable[[Paired], Event | None] | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -204,6 +212,10 @@ class Sender:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self._queue = EventQueue(self.settings.max_queue_size)
+        self._inbox: deque[Paired] = deque()
+        # The driver waits for a wake-up, not a timer: a new event must wake it (see offer()).
+        self.sleeping = True
+        self._woken = False  # something changed since the driver last looked (see wait())
         self._seq = itertools.count()
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._in_flight = 0
@@ -221,18 +233,50 @@ class Sender:
         self._latency: float | None = None
 
     # -- the caller's side (any thread, the request path) ---------------------------------
-    def submit(self, event: Event, *, verified: bool = True, build: Build | None = None) -> int:
+    def submit(self, event: Event, *, verified: bool = True) -> int:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
-        should look (the queue was idle, or a batch is full). With ``build``, ``event``
-        is only ``{"event_id", "event_name"}`` and the driver builds the body."""
-        item = Queued(event, 0, 0.0, verified=verified, build=build)
+        should look (the queue was idle, or a batch is full)."""
+        item = Queued(event, 0, 0.0, verified=verified)
         with self.lock:
             if item.key in self._recent:
                 self._duplicates += 1
                 return REFUSED
             self._claim(item.key)
             return self._push(item)
+
+    def offer(self, record: Paired) -> int:
+        """Hand over a paired request without taking the lock: a deque append. Returns
+        WAKE when the driver must be woken (it waits for no timer), else QUEUED. The
+        duplicate check, the bound and the priorities apply when the record is taken in."""
+        inbox = self._inbox
+        inbox.append(record)
+        if len(inbox) >= INBOX_MAX:
+            with self.lock:
+                return WAKE if self._absorb() else QUEUED
+        return WAKE if self.sleeping else QUEUED
+
+    def submit_paired(self, record: Paired) -> int:
+        """:meth:`offer` with the lock: returns as :meth:`submit` (REFUSED: a duplicate)."""
+        with self.lock:
+            self._absorb()  # what came before it goes first
+            return self._push_paired(record)
+
+    def _absorb(self) -> bool:
+        """Must hold the lock. Take the handed-over records into the queue; True when
+        the driver should look (see :meth:`_push`)."""
+        inbox, wake = self._inbox, False
+        while inbox:
+            wake = self._push_paired(inbox.popleft()) == WAKE or wake
+        return wake
+
+    def _push_paired(self, record: Paired) -> int:
+        item = Queued.paired(record, 0, 0.0)
+        if item.key in self._recent:
+            self._duplicates += 1
+            return REFUSED
+        self._claim(item.key)
+        return self._push(item)
 
     def claim(self, event: Event) -> bool:
         """Remember the event's pair as sent; False if it already was (see :meth:`submit`)."""
@@ -280,15 +324,15 @@ class Sender:
         if evicted is not None:
             self._drop(evicted, "queue_full")
         if evicted is item:
-            self.cond.notify()  # the worker reports the drop: on_drop never runs on the request path
+            self._signal()  # the worker reports the drop: on_drop never runs on the request path
             return REFUSED
         self._enqueued += 1
         if not was_ready:
             self._ready_since = now
         # Wake the driver when there is newly something to do or a full batch, not per
         # event: a woken worker sends small batches and fights the request for the GIL.
-        if (not was_ready and not self._in_flight) or queue.ready == _wire.BATCH_MAX_EVENTS or evicted:
-            self.cond.notify()
+        if (not was_ready and not self._in_flight) or queue.ready == _wire.SERVER_BATCH_MAX_EVENTS or evicted:
+            self._signal()
             return WAKE
         return QUEUED
 
@@ -301,9 +345,43 @@ class Sender:
 
     # -- the driver's side -----------------------------------------------------------------
     def take(self, *, linger: float = LINGER) -> list[Queued] | float | None:
-        """Must hold the lock. The next batch to send (marked in flight); or, when
-        nothing is due, the seconds until something is (None: nothing queued). An empty
-        batch means drops are waiting to be reported outside the lock."""
+        """The next batch to send (marked in flight); or, when nothing is due, the
+        seconds until something is (None: nothing queued). An empty batch means drops
+        are waiting to be reported (:meth:`report_drops`, outside the lock). Takes the lock."""
+        with self.lock:
+            self._woken = False
+            return self._next(linger)
+
+    def _next(self, linger: float) -> list[Queued] | float | None:
+        while True:
+            self._absorb()
+            step, wakes_itself = self._take(linger)
+            # Waiting with no timer, or a long one: a new event must wake the driver. The
+            # inbox is looked at again after saying so, as offer() appends before it looks
+            # at ``sleeping``: one of the two sees the other.
+            self.sleeping = not wakes_itself
+            if wakes_itself or not self._inbox:
+                return step
+
+    def wait(self, timeout: float | None) -> None:
+        """A driver's pause after :meth:`take` said wait: ``timeout`` seconds (None: until
+        woken), or less if anything changed since that call (nothing is missed between them)."""
+        with self.cond:
+            if not self._woken:
+                self.cond.wait(timeout)
+
+    def wake(self) -> None:
+        """Any thread: the driver should look now (an event came while it slept)."""
+        with self.cond:
+            self.sleeping = False
+            self._signal()
+
+    def _signal(self) -> None:
+        """Must hold the lock."""
+        self._woken = True
+        self.cond.notify_all()
+
+    def _take(self, linger: float) -> tuple[list[Queued] | float | None, bool]:
         now = self._clock()
         queue = self._queue
         flushing = self._flushing > 0
@@ -313,24 +391,27 @@ class Sender:
         if queue.ready and self._ready_since is None:  # retries that just came due
             self._ready_since = now
         if queue.ready and not flushing:
-            if held:
-                return self._hold_until - now
+            if held:  # a pause the hub asked for, or an outage: new events wait for the probe
+                return self._hold_until - now, True
             wait = (self._ready_since or now) + linger - now
-            if wait > 0 and queue.ready < _wire.BATCH_MAX_EVENTS:
-                return wait
+            if wait > 0 and queue.ready < _wire.SERVER_BATCH_MAX_EVENTS:
+                return wait, True
         batch = self._batch(flush_only=held) if queue.ready else []
         if batch or self._drops:
-            return batch
+            return batch, True
         if held:
-            return self._hold_until - now
+            return self._hold_until - now, True
         next_due = queue.next_due()
-        return None if next_due is None else max(next_due - now, 0.0)
+        if next_due is None:
+            return None, False
+        wait = max(next_due - now, 0.0)
+        return wait, wait <= linger
 
     def _batch(self, *, flush_only: bool) -> list[Queued]:
         queue = self._queue
         batch: list[Queued] = []
         skipped: list[Queued] = []
-        while len(batch) < _wire.BATCH_MAX_EVENTS:
+        while len(batch) < _wire.SERVER_BATCH_MAX_EVENTS:
             item = queue.pop_ready()
             if item is None:
                 break
@@ -354,7 +435,7 @@ class Sender:
         size = _BATCH_OVERHEAD
         for n, item in enumerate(batch):
             try:
-                if not item.materialize():
+                if not item.materialize(self.build):
                     bad.append((item, None))  # refused by its builder, which counted why
                     continue
                 body = item.body
@@ -366,7 +447,7 @@ class Sender:
             if len(body) + _BATCH_OVERHEAD > _wire.BATCH_MAX_BYTES:
                 bad.append((item, "invalid"))
                 continue
-            if ready and size + len(body) + 1 > _wire.BATCH_MAX_BYTES:
+            if ready and size + len(body) + 1 > _wire.SERVER_BATCH_MAX_BYTES:
                 rest = batch[n:]
                 break
             ready.append(item)
@@ -383,8 +464,16 @@ class Sender:
             self.report_drops()
         return ready
 
+    def materialize(self, item: Queued) -> bool:
+        """Build ``item`` if it is a paired request's record (see :meth:`prepare`)."""
+        return item.materialize(self.build)
+
     def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
-        """Must hold the lock. What each event's outcome means for it."""
+        """What each event's outcome means for it; ``latency`` is the attempt's seconds."""
+        with self.lock:
+            self._record(batch, outcomes, latency)
+
+    def _record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
         now = self._clock()
         self._batches += 1
         self._in_flight -= len(batch)
@@ -430,7 +519,7 @@ class Sender:
         self._note_health(batch, outcomes, now)
         if self._observer is not None:
             self._observer.batch(batch, outcomes, latency)
-        self.cond.notify_all()
+        self._signal()
 
     def _note_health(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], now: float) -> None:
         """What the log says about delivery: a WARNING when an outage starts and when it
@@ -484,14 +573,15 @@ class Sender:
         self._queue.park(item, now + delay)
 
     def abandon(self, batch: Sequence[Queued]) -> None:
-        """Must hold the lock. A batch whose attempt was cancelled before it finished (the
-        loop is closing): back to the queue, ready, no attempt counted."""
-        self._in_flight -= len(batch)
-        for item in batch:
-            self._queue.requeue(item)
-        if self._queue.ready and self._ready_since is None:
-            self._ready_since = self._clock()
-        self.cond.notify_all()
+        """A batch whose attempt was cancelled before it finished (the loop is closing):
+        back to the queue, ready, no attempt counted."""
+        with self.lock:
+            self._in_flight -= len(batch)
+            for item in batch:
+                self._queue.requeue(item)
+            if self._queue.ready and self._ready_since is None:
+                self._ready_since = self._clock()
+            self._signal()
 
     def _finish(self, item: Queued, reason: DropReason, outcome: Outcome | None = None) -> None:
         """An in-flight (or just popped) event will never be sent."""
@@ -510,7 +600,7 @@ class Sender:
             self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
 
     def report_drops(self) -> None:
-        """Log and call ``on_drop`` for the drops found so far. Call without the lock."""
+        """Log and call ``on_drop`` for the drops found so far (user code: never under the lock)."""
         with self.lock:
             drops, self._drops = self._drops, []
             notes, self._notes = self._notes, []
@@ -572,6 +662,7 @@ class Sender:
         how many a flush waits for (in-flight events included: one whose attempt fails
         gets another within the flush). When not 0, call :meth:`end_flush` after."""
         with self.lock:
+            self._absorb()
             self._queue.make_all_ready()
             for item in self._queue:
                 if not item.flush:
@@ -582,12 +673,23 @@ class Sender:
                 self._flushes += 1
             if self._queue.ready and self._ready_since is None:
                 self._ready_since = self._clock()
-            self.cond.notify_all()
+            self._signal()
         return waiting
 
     def flush_done(self) -> bool:
-        """Must hold the lock."""
-        return self._flushing <= 0 and self._in_flight == 0
+        """Every event a flush waits for had its attempt."""
+        with self.lock:
+            return self._flushing <= 0 and self._in_flight == 0
+
+    def wait_flush(self, deadline: float, still: Callable[[], bool]) -> None:
+        """Wait until :meth:`flush_done`, the ``deadline`` (this sender's clock) or ``still()``
+        is False (the driver that makes progress is gone), looking every 100 ms."""
+        with self.cond:
+            while not (self._flushing <= 0 and self._in_flight == 0) and still():
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                self.cond.wait(min(remaining, 0.1))
 
     def end_flush(self) -> int:
         """Forget the flush; how many events are still queued or in flight."""
@@ -596,12 +698,12 @@ class Sender:
             for item in self._queue:
                 item.flush = False
             self._flushing = 0
-            return len(self._queue) + self._in_flight
+            return len(self._queue) + self._in_flight + len(self._inbox)
 
     @property
     def idle(self) -> bool:
         """Nothing queued or in flight."""
-        return not len(self._queue) and not self._in_flight
+        return not len(self._queue) and not self._in_flight and not self._inbox
 
     def discard(self) -> int:
         """Everything still queued is dropped as ``shutdown``; returns how many."""
@@ -637,7 +739,7 @@ class Sender:
                     queued += 1
             if self._queue.ready and self._ready_since is None:
                 self._ready_since = now
-            self.cond.notify_all()
+            self._signal()
         return queued
 
     def handover(self, items: Sequence[Queued]) -> int:
@@ -654,13 +756,13 @@ class Sender:
                     count += 1
             if not self._queue.ready:
                 self._ready_since = None
-            self.cond.notify_all()
+            self._signal()
         return count
 
     def stats(self, worker_alive: bool = False) -> Stats:
         with self.lock:
             return Stats(
-                queued=len(self._queue) + self._in_flight,
+                queued=len(self._queue) + self._in_flight + len(self._inbox),
                 in_flight=self._in_flight,
                 enqueued=self._enqueued,
                 sent=self._sent,
@@ -677,6 +779,7 @@ class Sender:
     def queued_events(self) -> list[Queued]:
         """Ready and parked events (for a spool, a test or a debugger)."""
         with self.lock:
+            self._absorb()
             return list(self._queue)
 
 
@@ -708,9 +811,17 @@ class SpoolingSender(Sender):
         self.journaling = True
 
     def take_journal(self) -> list[tuple[int, Queued]]:
-        """Must hold the lock."""
-        journal, self._journal = self._journal, []
-        return journal
+        """What changed since the last call, for the spool's writer."""
+        with self.lock:
+            journal, self._journal = self._journal, []
+            return journal
+
+    def take_everything(self) -> tuple[list[tuple[int, Queued]], list[Queued]]:
+        """The journal and every queued event, at one moment (the spool's last write)."""
+        with self.lock:
+            self._absorb()
+            journal, self._journal = self._journal, []
+            return journal, list(self._queue)
 
     def stop_journal(self) -> None:
         """The spool cannot be written: keep no journal (memory only from now on)."""
@@ -736,8 +847,8 @@ class SpoolingSender(Sender):
         super()._drop(item, reason, outcome)
         self._note(GONE_OP, item)
 
-    def record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
-        super().record(batch, outcomes, latency)
+    def _record(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
+        super()._record(batch, outcomes, latency)
         for item in batch:
             if item.state == PARKED:  # retried: its attempts changed
                 self._note(ADD, item)

@@ -385,9 +385,7 @@ class SpoolKeeper:
         if not self._io.acquire(timeout=max(deadline - time.monotonic(), 0.05)):
             return 0
         try:
-            with self.sender.lock:
-                journal = self.sender.take_journal()
-                items = [item for item in self.sender._queue]
+            journal, items = self.sender.take_everything()
             self._merge(journal)
             for item in items:
                 self._pending[item.key] = item
@@ -409,9 +407,7 @@ class SpoolKeeper:
     def persist(self) -> bool:
         """Write what the journal says; True when everything is on disk."""
         with self._io:
-            with self.sender.lock:
-                journal = self.sender.take_journal()
-            self._merge(journal)
+            self._merge(self.sender.take_journal())
             return self._flush_pending() is not _FAILED
 
     def _flush_pending(self) -> object:
@@ -435,7 +431,7 @@ class SpoolKeeper:
 
     def _row(self, item: Queued) -> Row | None:
         try:
-            if not item.materialize():  # a paired event refused when it was built
+            if not self.sender.materialize(item):  # a paired event refused when it was built
                 return None
             body = encode_event(item.event)
         except Exception:  # never sendable: the sender drops it as invalid

@@ -54,6 +54,11 @@ EVENT_NAME_HEADER_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 BATCH_MAX_EVENTS = 50
 BATCH_MAX_BYTES = 100 * 1024
 GZIP_MIN_BYTES = 4 * 1024
+# The server ingest's batches [ours, docs/wire.md section 6]: a sender with events waiting
+# sends up to this many per request (the hub's per-request cost is most of a batch's CPU).
+# The byte bound is on the JSON before gzip, under the hub's 1 MiB body limit.
+SERVER_BATCH_MAX_EVENTS = 500
+SERVER_BATCH_MAX_BYTES = 1000 * 1024
 
 # --- event ids [browser SDK] ------------------------------------------------------
 EVENT_ID_PREFIXES: dict[str, str] = {

@@ -33,9 +33,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _lifecycle
+from ._build import Paired, in_hook
 from ._event import Event
 from ._log import RateLimitedLog, log_always, logger
-from ._queue import Build, Queued
+from ._queue import Queued
 from ._sender import REFUSED, WAKE, Sender, SpoolingSender, Stats
 from ._spool import SpoolKeeper
 from ._transport import AsyncTransport, Outcome, Transport, encode_event
@@ -86,14 +87,29 @@ class Worker:
             self._keeper.after_fork()
 
     # -- the caller's side -----------------------------------------------------------------
-    def submit(self, event: Event, *, verified: bool = True, build: Build | None = None) -> bool:
-        """Queue ``event`` (or, with ``build``, an event to build off the request path);
-        never blocks on I/O. False: a duplicate, or no room."""
+    def submit(self, event: Event, *, verified: bool = True) -> bool:
+        """Queue ``event``; never blocks on I/O. False: a duplicate, or no room."""
         self._check_fork()
-        done = self.sender.submit(event, verified=verified, build=build)
+        done = self.sender.submit(event, verified=verified)
         if done == WAKE:
             self.wake()
         return done != REFUSED
+
+    def submit_paired(self, record: Paired) -> bool:
+        """:meth:`offer`, but the duplicate check happens now: False for a pair already sent."""
+        self._check_fork()
+        done = self.sender.submit_paired(record)
+        if done == WAKE:
+            self.wake()
+        return done != REFUSED
+
+    def offer(self, record: Paired) -> None:
+        """Hand over a paired request's record; the sender builds its event. No lock on
+        the way (see :meth:`Sender.offer`)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self.sender.offer(record) == WAKE:
+            self.wake()
 
     def enqueue_claimed(self, event: Event, *, failed: tuple[int, Outcome] | None = None) -> bool:
         done = self.sender.enqueue_claimed(event, failed=failed)
@@ -141,8 +157,7 @@ class Worker:
             outcomes = self._transport_now().send([i.event for i in batch], [i.body or b"" for i in batch], timeout)
         except Exception as exc:  # a transport must not raise; if one does, the events wait
             outcomes = _failed(batch, exc)
-        with self.sender.lock:
-            self.sender.record(batch, outcomes, self._clock() - started)
+        self.sender.record(batch, outcomes, self._clock() - started)
         self.sender.report_drops()
 
     def _drain_inline(self, deadline: float) -> None:
@@ -152,8 +167,7 @@ class Worker:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return
-            with sender.lock:
-                step = sender.take(linger=0.0)
+            step = sender.take(linger=0.0)
             if not isinstance(step, list):
                 sender.report_drops()
                 return
@@ -257,11 +271,25 @@ class Worker:
 
 
 class InlineWorker(Worker):
-    """``sender="sync"``: each event is sent in the caller, at once."""
+    """``sender="sync"``: each event is sent in the caller, at once.
+
+    An event tracked from inside a hook (``before_send``, ``on_drop``) while this thread
+    delivers is sent by the delivery under way, not by a second one inside it: no lock is
+    taken twice and no hook runs inside itself."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._delivering = threading.local()
 
     def wake(self) -> None:
         self._keep()
-        self._drain_inline(self._clock() + self.settings.timeout)
+        if in_hook() or getattr(self._delivering, "on", False):
+            return
+        self._delivering.on = True
+        try:
+            self._drain_inline(self._clock() + self.settings.timeout)
+        finally:
+            self._delivering.on = False
 
 
 class ThreadWorker(Worker):
@@ -280,36 +308,38 @@ class ThreadWorker(Worker):
 
     def wake(self) -> None:
         self._keep()
-        if self.alive or self._finalizing or sys.is_finalizing():
+        if self.alive:
+            self.sender.wake()
+            return
+        if self._finalizing or sys.is_finalizing():
             return
         _warn_if_uwsgi_without_threads()
         with self.sender.lock:
             if self._thread is not None and self._thread.is_alive():  # another caller won
                 return
             self._stopping = False
-            thread = threading.Thread(target=self._run, name="layersync-sender", daemon=True)
+            # Ours before it runs: its first look checks that it is still the worker's thread.
+            thread = self._thread = threading.Thread(target=self._run, name="layersync-sender", daemon=True)
             try:
                 thread.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                return
-            self._thread = thread
+                self._thread = None
 
     def _run(self) -> None:
         sender, me = self.sender, threading.current_thread()
         while True:
             try:
-                with sender.cond:
-                    while True:
-                        # Stopped, or replaced after a fork that skipped Python's hooks.
-                        if self._stopping or self._thread is not me:
-                            if self._close_when_done:  # shutdown() could not wait for us
-                                self._close_when_done = False
-                                self._close()
-                            return
-                        step = sender.take()
-                        if isinstance(step, list):
-                            break
-                        sender.cond.wait(None if step is None else max(step, 0.001))
+                while True:
+                    # Stopped, or replaced after a fork that skipped Python's hooks.
+                    if self._stopping or self._thread is not me:
+                        if self._close_when_done:  # shutdown() could not wait for us
+                            self._close_when_done = False
+                            self._close()
+                        return
+                    step = sender.take()
+                    if isinstance(step, list):
+                        break
+                    sender.wait(None if step is None else max(step, 0.001))
                 if step:
                     self._send(step, self.settings.timeout)
                 else:
@@ -320,21 +350,14 @@ class ThreadWorker(Worker):
 
     def _flush_until(self, deadline: float) -> None:
         self.wake()
-        sender = self.sender
-        with sender.cond:
-            while not sender.flush_done() and self.alive:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return
-                sender.cond.wait(min(remaining, 0.1))
-        if not self.alive:  # no thread to be had (interpreter exit, uWSGI without threads)
+        self.sender.wait_flush(deadline, lambda: self.alive)
+        if self._clock() < deadline and not self.alive:  # no thread to be had (interpreter exit, uWSGI without threads)
             self._drain_inline(deadline)
 
     def _stop(self, timeout: float) -> bool:
         thread = self._thread
-        with self.sender.cond:
-            self._stopping = True
-            self.sender.cond.notify_all()
+        self._stopping = True
+        self.sender.wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if thread is not None and thread.is_alive():
@@ -427,8 +450,7 @@ class AsyncioWorker(Worker):
         while not self._stopping:
             try:
                 wakeup.clear()  # before looking, so that a wake-up while we send is kept
-                with sender.lock:
-                    step = sender.take()
+                step = sender.take()
                 if isinstance(step, list):
                     if step:
                         await self._asend(step)
@@ -455,24 +477,27 @@ class AsyncioWorker(Worker):
                 pass
 
     async def _asend(self, batch: list[Queued]) -> None:
-        batch = self.sender.prepare(batch)  # builds and encodes: microseconds per event
+        sender = self.sender
+        if sender.build is not None and any(item.record is not None for item in batch):
+            # Building runs before_send, user code that may take its time: never on the loop.
+            batch = await asyncio.to_thread(sender.prepare, batch)
+        else:
+            batch = sender.prepare(batch)  # encoding only: microseconds per event
         if not batch:
             return
         if self._atransport is None:
             self._atransport = self._make_async_transport()
-        sender, timeout = self.sender, self.settings.timeout
+        timeout = self.settings.timeout
         started = self._clock()
         try:
             sending = self._atransport.asend([i.event for i in batch], [i.body or b"" for i in batch], timeout)
             outcomes = await asyncio.wait_for(sending, timeout)  # one deadline for the whole request
         except asyncio.CancelledError:
-            with sender.lock:  # the loop is closing: the events were not sent, they go back
-                sender.abandon(batch)
+            sender.abandon(batch)  # the loop is closing: the events were not sent, they go back
             raise
         except Exception as exc:
             outcomes = _failed(batch, exc)
-        with sender.lock:
-            sender.record(batch, outcomes, self._clock() - started)
+        sender.record(batch, outcomes, self._clock() - started)
 
     async def aflush(self, timeout: float | None = None) -> int:
         """Like :meth:`flush`, awaiting the loop's worker instead of blocking the loop."""
@@ -484,10 +509,7 @@ class AsyncioWorker(Worker):
         self.wake()
         if self.alive and self._loop is asyncio.get_running_loop() and self._progress is not None:
             progress = self._progress
-            while True:
-                with sender.lock:
-                    if sender.flush_done():
-                        break
+            while not sender.flush_done():
                 remaining = deadline - self._clock()
                 if remaining <= 0 or not self.alive:
                     break

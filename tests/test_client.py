@@ -295,7 +295,7 @@ def test_a_paired_event_is_built_by_the_sender_not_the_request(memory: MemoryTra
     request = req({"User-Agent": "Mozilla/5.0 Shopper"})
     assert client._track_paired(pending, request) == "atc_0123456789abcdef"
     [queued] = client._worker.sender.queued_events()
-    assert queued.build is not None and threads == []  # nothing built yet: a stub and a builder
+    assert queued.record is not None and threads == []  # nothing built yet: the request's record
     items[0]["price"] = 999  # the app changes its objects after the response: the event keeps the request's
     request["headers"].clear()
     del client._worker.wake
@@ -315,6 +315,6 @@ def test_a_paired_event_refused_when_built_is_counted_once(memory: MemoryTranspo
     assert memory.events == []
     assert client.stats().dropped == {"before_send": 1} and client.stats().queued == 0
     # Refused, so not remembered as sent: the browser's re-send may go through.
-    client._before_send = None
+    client._builder.before_send = None
     assert client._track_paired(PendingEvent("atc_0123456789abcdef", "add_to_cart"), req()) is not None
     assert len(memory.events) == 1

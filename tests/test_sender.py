@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from helpers import make_event, settings
 
+from layersync_middleware import _wire
 from layersync_middleware._event import Event
 from layersync_middleware._queue import Queued
 from layersync_middleware._sender import QUEUED, REFUSED, WAKE, Sender, backoff
@@ -41,8 +42,7 @@ class Harness:
         self.calls: list[list[str]] = []
 
     def take(self, linger: float = 0.0) -> list[Queued] | float | None:
-        with self.sender.lock:
-            return self.sender.take(linger=linger)
+        return self.sender.take(linger=linger)
 
     def step(self, answer: Sequence[Outcome] | None = None, batch: object = None) -> list[Queued]:
         if batch is None:
@@ -57,8 +57,7 @@ class Harness:
         outcomes = list(answer) if answer is not None else [self.script.pop(0) if self.script else OK] * len(batch)
         if len(outcomes) == 1 and len(batch) > 1:
             outcomes = outcomes * len(batch)
-        with self.sender.lock:
-            self.sender.record(batch, outcomes, 0.01)
+        self.sender.record(batch, outcomes, 0.01)
         self.sender.report_drops()
         return batch
 
@@ -89,20 +88,21 @@ def test_a_pair_is_forwarded_once() -> None:
 
 
 def test_the_driver_is_woken_when_work_appears_or_a_batch_fills_not_per_event() -> None:
-    h = Harness(max_queue_size=500)
-    answers = [h.sender.submit(event()) for _ in range(120)]
-    assert answers[0] == WAKE and answers[49] == WAKE
-    assert answers.count(WAKE) == 2 and answers.count(QUEUED) == 118
+    h = Harness(max_queue_size=2000)
+    answers = [h.sender.submit(event()) for _ in range(1200)]
+    full = _wire.SERVER_BATCH_MAX_EVENTS
+    assert answers[0] == WAKE and answers[full - 1] == WAKE
+    assert answers.count(WAKE) == 2 and answers.count(QUEUED) == 1198
 
 
 def test_a_lone_event_lingers_for_company_and_a_full_batch_does_not() -> None:
     h = Harness()
     h.sender.submit(event())
     assert h.take(linger=0.05) == pytest.approx(0.05)
-    for _ in range(49):
+    for _ in range(_wire.SERVER_BATCH_MAX_EVENTS - 1):
         h.sender.submit(event())
     batch = h.take(linger=0.05)
-    assert isinstance(batch, list) and len(batch) == 50
+    assert isinstance(batch, list) and len(batch) == _wire.SERVER_BATCH_MAX_EVENTS
 
 
 def test_a_dropped_or_refused_pair_may_come_again() -> None:
@@ -198,8 +198,7 @@ def test_a_failing_event_does_not_stall_the_rest() -> None:
     batch = h.take()
     assert isinstance(batch, list)
     outcomes = [FAIL if i.name == "lead" else OK for i in batch]
-    with h.sender.lock:
-        h.sender.record(batch, outcomes, 0.01)
+    h.sender.record(batch, outcomes, 0.01)
     stats = h.sender.stats()
     assert stats.sent == 5 and stats.queued == 1 and stats.in_flight == 0
 
@@ -212,10 +211,10 @@ def test_a_transport_answering_the_wrong_count_means_retry() -> None:
 
 
 def test_batches_respect_count_and_byte_limits() -> None:
-    h = Harness(max_queue_size=500)
-    for _ in range(120):
+    h = Harness(max_queue_size=2000)
+    for _ in range(1200):
         h.sender.submit(event("lead"))
-    for _ in range(10):
+    for _ in range(40):
         h.sender.submit(event("lead", pad="x" * 30_000))
     sizes = []
     while True:
@@ -224,10 +223,11 @@ def test_batches_respect_count_and_byte_limits() -> None:
             break
         batch = h.sender.prepare(batch)
         sizes.append((len(batch), sum(len(i.body or b"") + 1 for i in batch)))
-        with h.sender.lock:
-            h.sender.record(batch, [OK] * len(batch), 0.01)
-    assert max(n for n, _ in sizes) == 50 and sum(n for n, _ in sizes) == 130
-    assert max(b for _, b in sizes) <= 100 * 1024
+        h.sender.record(batch, [OK] * len(batch), 0.01)
+    # Batches grow to the server bound while events wait, and a byte bound cuts them too.
+    assert max(n for n, _ in sizes) == _wire.SERVER_BATCH_MAX_EVENTS and sum(n for n, _ in sizes) == 1240
+    assert max(b for _, b in sizes) <= _wire.SERVER_BATCH_MAX_BYTES
+    assert any(n < _wire.SERVER_BATCH_MAX_EVENTS and b > 900 * 1024 for n, b in sizes)
 
 
 def test_events_that_cannot_be_sent_are_dropped_as_invalid() -> None:
@@ -257,8 +257,7 @@ def test_a_cancelled_attempt_returns_its_batch() -> None:
     h.sender.submit(event())
     batch = h.take()
     assert isinstance(batch, list) and len(batch) == 2
-    with h.sender.lock:
-        h.sender.abandon(batch)
+    h.sender.abandon(batch)
     assert h.sender.stats().in_flight == 0 and h.sender.stats().queued == 2
     h.run_until_idle()
     assert h.sender.stats().sent == 2
@@ -281,8 +280,7 @@ def test_a_flush_tries_parked_events_now_once() -> None:
     h.step()
     assert h.sender.begin_flush() == 1
     h.step()  # fails again: parked, and the flush is done with it
-    with h.sender.lock:
-        assert h.sender.flush_done()
+    assert h.sender.flush_done()
     assert h.sender.end_flush() == 1
 
 
@@ -295,13 +293,11 @@ def test_a_flush_owes_an_attempt_to_an_event_in_flight_when_it_began() -> None:
     assert isinstance(batch, list) and len(batch) == 1
     assert h.sender.begin_flush() == 1  # the in-flight one
     h.step(batch=batch)
-    with h.sender.lock:
-        assert not h.sender.flush_done()
+    assert not h.sender.flush_done()
     again = h.take()  # due now, through the Retry-After pause
     assert isinstance(again, list) and again == batch
     h.step(batch=again)
-    with h.sender.lock:
-        assert h.sender.flush_done()
+    assert h.sender.flush_done()
     assert h.sender.end_flush() == 0 and h.sender.stats().sent == 1
 
 
@@ -325,8 +321,8 @@ def test_while_the_hub_is_down_new_events_wait_for_the_next_probe() -> None:
     assert h.take() == pytest.approx(0.5)  # nothing goes before the probe, batch full or not
     h.clock.now += 0.5
     batch = h.take()
-    assert isinstance(batch, list) and len(batch) == 50
+    assert isinstance(batch, list) and len(batch) == 61  # the probe and what waited for it
     # A batch the hub answered, even with some events to retry, holds nothing up.
-    with h.sender.lock:
-        h.sender.record(batch, [Outcome("retry", 200, None, "hub asked to retry")] + [OK] * 49, 0.01)
-    assert isinstance(h.take(), list)
+    h.sender.record(batch, [Outcome("retry", 200, None, "hub asked to retry")] + [OK] * 60, 0.01)
+    h.sender.submit(event())
+    assert isinstance(h.take(linger=0.0), list)

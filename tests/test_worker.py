@@ -379,7 +379,7 @@ def test_ashutdown_closes_every_connection_it_opened(hub: LiveHub) -> None:
 # -- every connection a worker opens is closed ------------------------------------------------------------
 def closed(transport: HTTPTransport) -> bool:
     # A call, not an attribute read: mypy keeps an asserted attribute narrowed.
-    return transport._client.is_closed
+    return transport.closed
 
 
 def test_a_shutdown_that_cannot_wait_closes_the_connection_when_the_request_ends(hub: LiveHub) -> None:
@@ -439,6 +439,6 @@ def test_the_async_client_is_closed_when_the_loop_ends_without_ashutdown(hub: Li
         return transport if isinstance(transport, AsyncHTTPTransport) else None
 
     transport = asyncio.run(app())  # ends the loop: its tasks are cancelled, no ashutdown()
-    assert transport is not None and transport._client.is_closed
+    assert transport is not None and transport.closed
     assert len(hub.events("server")) == 1
     client.shutdown(1)

@@ -188,8 +188,9 @@ class Hub:
             events = doc.get("events") if isinstance(doc, dict) else None
             if not isinstance(events, list) or not events:
                 raise _Invalid(422, 'a batch body is {"events": [...]} with at least one event')
-            if len(events) > _wire.BATCH_MAX_EVENTS:
-                raise _Invalid(413, f"at most {_wire.BATCH_MAX_EVENTS} events in a batch")
+            most = _wire.SERVER_BATCH_MAX_EVENTS if source == "server" else _wire.BATCH_MAX_EVENTS
+            if len(events) > most:
+                raise _Invalid(413, f"at most {most} events in a batch")
         except _Invalid as exc:
             return _error(exc.status, exc.message)
         results = []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from layersync_middleware import _wire
 from layersync_middleware._event import new_event_id
 from layersync_middleware.hub import Faults, HubSite, create_hub
 from layersync_middleware.hub.faults import FaultSwitch
@@ -128,7 +129,10 @@ def test_gzip_bomb_is_refused(hub: TestClient) -> None:
 
 
 def test_batch_limits(hub: TestClient) -> None:
-    r = hub.post("/api/v1/events/server/batch", json={"events": [event() for _ in range(51)]}, headers=SERVER)
+    most = _wire.SERVER_BATCH_MAX_EVENTS  # the server's batches: our contract, docs/wire.md section 6
+    ok = hub.post("/api/v1/events/server/batch", json={"events": [event() for _ in range(most)]}, headers=SERVER)
+    assert ok.status_code == 200
+    r = hub.post("/api/v1/events/server/batch", json={"events": [event() for _ in range(most + 1)]}, headers=SERVER)
     assert r.status_code == 413
     assert hub.post("/api/v1/events/server/batch", json={"events": []}, headers=SERVER).status_code == 422
 
