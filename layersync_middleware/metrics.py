@@ -29,12 +29,13 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._queue import Queued
-    from ._sender import Sender
+    from ._sender import Sender, Stats
     from ._transport import Outcome
 
 __all__ = ["child_exit", "registry", "render"]
 
 Labels = tuple[str, ...]
+Request = tuple[float | None, str | None, list[float]]  # a request's seconds, status class, events' lags
 
 # name (OpenTelemetry, after "layersync.sender."), unit, label names, description. The
 # Prometheus name is the same with "_" for "." and "layersync_sender_" in front; its
@@ -223,14 +224,22 @@ class Observer:
         self._backend = backend(kind)
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, Labels], int] = {}
-        self._requests: list[tuple[float | None, str | None, list[float]]] = []  # (duration, status class, lags)
+        self._requests: list[Request] = []
         self.capacity = sender.settings.max_queue_size
         self.queued = 0
         self.pid = os.getpid()
         _OBSERVERS.add(self)
 
+    def _check_fork(self) -> None:
+        """Under the sender's lock: in a forked child the sender started afresh, and so
+        do its figures (what the parent noted is the parent's)."""
+        pid = os.getpid()
+        if self.pid != pid:
+            self.pid, self._seen, self._requests = pid, {}, []
+
     def batch(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None:
         """Under the sender's lock, after a request: only remember it."""
+        self._check_fork()
         now = time.time()
         lags = [
             now - item.event["event_time"]
@@ -242,15 +251,24 @@ class Observer:
     def attempt(self, outcome: Outcome, latency: float) -> None:
         """One attempt of ``send()`` (outside the queue), outside the sender's lock."""
         with self._sender.lock:
+            self._check_fork()
             self._requests.append((latency, _request_class([outcome]), []))
         self.sync()
 
     def sync(self) -> None:
-        """Outside the sender's lock: add what changed since the last call."""
+        """Outside the sender's lock: add what changed since the last call. One at a time
+        (the sender thread after a batch, a request after a refusal): a sync that read
+        older figures must not apply them after a newer one."""
         sender = self._sender
-        stats = sender.stats()
-        with sender.lock:
-            requests, self._requests = self._requests, []
+        with self._lock:
+            stats = sender.stats()
+            with sender.lock:
+                self._check_fork()
+                requests, self._requests = self._requests, []
+            self._add(stats, requests)
+
+    def _add(self, stats: Stats, requests: list[Request]) -> None:
+        backend = self._backend
         failed = sum(stats.dropped.get(reason, 0) for reason in FAILED)
         totals: list[tuple[str, Labels, int]] = [
             ("events.enqueued", (), stats.enqueued),
@@ -260,27 +278,23 @@ class Observer:
             ("retries", (), stats.retried),
             *(("events.dropped", (reason,), count) for reason, count in stats.dropped.items()),
         ]
-        backend = self._backend
-        with self._lock:
-            if self.pid != sender.pid:  # a forked child: its sender and its counters start afresh
-                self.pid, self._seen, requests = sender.pid, {}, []
-            for name, labels, total in totals:
-                key = (name, labels)
-                change = total - self._seen.get(key, 0)
-                self._seen[key] = total
-                if change > 0:
-                    backend.add(name, change, labels)
-            for latency, status, lags in requests:
-                if status is None:  # every event a fleet-wide duplicate: no request was made
-                    continue
-                backend.add("requests", 1, (status,))
-                if latency is not None:
-                    backend.observe("export.duration", latency, ("success" if status == "2xx" else "failure",))
-                for lag in lags:
-                    backend.observe("delivery.lag", max(lag, 0.0), ())
-            self.queued = stats.queued
-            live = _live(self.kind)
-            backend.gauges(sum(o.queued for o in live), sum(o.capacity for o in live))
+        for name, labels, total in totals:
+            key = (name, labels)
+            change = total - self._seen.get(key, 0)
+            self._seen[key] = total
+            if change > 0:
+                backend.add(name, change, labels)
+        for latency, status, lags in requests:
+            if status is None:  # every event a fleet-wide duplicate: no request was made
+                continue
+            backend.add("requests", 1, (status,))
+            if latency is not None:
+                backend.observe("export.duration", latency, ("success" if status == "2xx" else "failure",))
+            for lag in lags:
+                backend.observe("delivery.lag", max(lag, 0.0), ())
+        self.queued = stats.queued
+        live = _live(self.kind)
+        backend.gauges(sum(o.queued for o in live), sum(o.capacity for o in live))
 
 
 def _request_class(outcomes: Sequence[Outcome]) -> str | None:

@@ -177,6 +177,8 @@ def server(args: list[str], env: dict[str, str], url: str) -> Iterator[None]:
     try:
         wait_until_serving(url, proc, args[2])
         yield
+    except AssertionError as exc:  # with what the server said (a sender error would be logged there)
+        raise AssertionError(f"{exc}\n--- server output:\n{stop(proc)[-3000:]}") from None
     finally:
         stop(proc)
 
