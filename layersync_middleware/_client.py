@@ -119,7 +119,7 @@ class LayerSync:
         if not self.settings.enabled or self._too_deep():
             return None
         event = self._builder.event(event_name, props, request, identity, event_id, event_time, event_source_url)
-        return self._queue(event)
+        return self._queue(event, fresh=event_id is None)
 
     def track_with_identity(
         self,
@@ -308,15 +308,20 @@ class LayerSync:
             return None
         return pending.event_id
 
-    def _queue(self, event: Event | None, *, verified: bool = True) -> str | None:
-        """Hand a built event to the background sender; returns its id, or None."""
+    def _queue(self, event: Event | None, *, fresh: bool = False) -> str | None:
+        """Hand a built event to the background sender; returns its id, or None.
+        ``fresh``: its id was made here, so it cannot be a duplicate: no lock is taken."""
         if event is None:
             return None
-        event = self._builder.before(event)
-        if event is None:
-            return None
+        if self._builder.before_send is not None:
+            event = self._builder.before(event)
+            if event is None:
+                return None
         try:
-            return str(event["event_id"]) if self._worker.submit(event, verified=verified) else None
+            if fresh:
+                self._worker.offer(event)
+                return str(event["event_id"])
+            return str(event["event_id"]) if self._worker.submit(event) else None
         except Exception as exc:
             self._refuse("internal_error", "could not queue an event: %s", type(exc).__name__)
             return None

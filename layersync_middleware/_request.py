@@ -281,14 +281,15 @@ def parse_cookies(header: str | None, wanted: Iterable[str] = _COOKIE_NAMES) -> 
     """Only the cookies we want, decoded like the browser SDK's decodeURIComponent."""
     if not header:
         return {}
-    want = set(wanted)
+    want = wanted if isinstance(wanted, frozenset) else frozenset(wanted)
     found: dict[str, str] = {}
     for chunk in header.split(";"):
-        name, sep, value = chunk.strip().partition("=")
+        name, sep, value = chunk.partition("=")
+        name = name.strip()
         if sep and name in want and name not in found:
             value = value.strip().strip('"')
             if value and len(value) <= _MAX_VALUE:
-                found[name] = unquote(value)
+                found[name] = unquote(value) if "%" in value else value
     return found
 
 
@@ -308,8 +309,16 @@ def query_params(query: str, wanted: Iterable[str] = _CLICK_PARAMS) -> dict[str,
     return found
 
 
+# Which click id a URL parameter or a cookie carries; a parameter wins over its cookie.
+_PARAM_KEYS = {param: key for key, (param, _) in _wire.CLICK_IDS.items() if param}
+_COOKIE_KEYS = {cookie: key for key, (_, cookie) in _wire.CLICK_IDS.items() if cookie}
+
+
 def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> dict[str, str]:
-    """What only the server knows about the shopper: IP, user agent and ad-click ids."""
+    """What only the server knows about the shopper: IP, user agent and ad-click ids.
+
+    Only what the request holds is looked at (a cookie or two, a parameter or none), not
+    every click id we know: this runs once per paired event on the sender."""
     warn_untrusted_forwarded(ctx, trust_proxy)
     data: dict[str, str] = {}
     ip = client_ip(ctx.peer, ctx.headers.get("x-forwarded-for", ()), trust_proxy)
@@ -318,20 +327,21 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
     ua = ctx.header("user-agent")
     if ua and len(ua) <= _MAX_VALUE and ua.isprintable():
         data["user_agent"] = ua
-    cookies = parse_cookies(ctx.header("cookie"))
     # The query by hand: urlsplit raises on a Host such as "[" (the client's to write).
     query = page_url.partition("?")[2].partition("#")[0]
-    params = query_params(query) if query else {}
-    for key, (param, cookie) in _wire.CLICK_IDS.items():
-        value = None
-        if param:
-            value = params.get(param)
-            if key == "fbc" and value and len(value) <= _MAX_VALUE:
-                value = None if not value.isprintable() else _fbc_from_fbclid(value)
-        if not value and cookie:
-            value = cookies.get(cookie)
-        if value and len(value) <= _MAX_VALUE and value.isprintable():
-            data[key] = value
+    if query:
+        for param, value in query_params(query).items():
+            key = _PARAM_KEYS[param]
+            if key == "fbc" and len(value) <= _MAX_VALUE and value.isprintable():
+                value = _fbc_from_fbclid(value)
+            if len(value) <= _MAX_VALUE and value.isprintable():
+                data[key] = value
+    cookie = ctx.headers.get("cookie")
+    if cookie:
+        for name, value in parse_cookies(", ".join(cookie) if len(cookie) > 1 else cookie[0]).items():
+            key = _COOKIE_KEYS[name]
+            if key not in data and value.isprintable():  # parse_cookies bounds the length
+                data[key] = value
     return data
 
 

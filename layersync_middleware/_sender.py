@@ -65,8 +65,9 @@ REFUSED, QUEUED, WAKE = 0, 1, 2  # what submit() did
 OUTAGE_PROBE_CAP = 30.0  # while the hub fails, new events wait at most this long for a probe
 LINGER = 0.05  # a lone event waits this long for company before it is sent
 # Paired events are handed over without a lock (a deque append); the sender takes them in
-# when it looks. Past this many waiting, the request that adds one takes them in itself,
-# so that the queue's bound and priorities hold while the sender is busy (a hanging hub).
+# when it looks. Past this many waiting (or an eighth of the queue's cap), the request that
+# adds one takes them in itself, so that the queue's bound and priorities hold while the
+# sender is busy (a hanging hub): memory holds at most the cap plus this many.
 INBOX_MAX = 512
 _BATCH_OVERHEAD = 16  # '{"events":[' + ']}' and commas, near enough
 
@@ -212,7 +213,8 @@ class Sender:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self._queue = EventQueue(self.settings.max_queue_size)
-        self._inbox: deque[Paired] = deque()
+        self._inbox: deque[Paired | Event] = deque()  # records, and events with fresh ids
+        self._inbox_max = min(INBOX_MAX, max(1, self.settings.max_queue_size // 8))
         # The driver waits for a wake-up, not a timer: a new event must wake it (see offer()).
         self.sleeping = True
         self._woken = False  # something changed since the driver last looked (see wait())
@@ -239,19 +241,16 @@ class Sender:
         should look (the queue was idle, or a batch is full)."""
         item = Queued(event, 0, 0.0, verified=verified)
         with self.lock:
-            if item.key in self._recent:
-                self._duplicates += 1
-                return REFUSED
-            self._claim(item.key)
-            return self._push(item)
+            return self._push_new(item)
 
-    def offer(self, record: Paired) -> int:
-        """Hand over a paired request without taking the lock: a deque append. Returns
-        WAKE when the driver must be woken (it waits for no timer), else QUEUED. The
-        duplicate check, the bound and the priorities apply when the record is taken in."""
+    def offer(self, record: Paired | Event) -> int:
+        """Hand over a paired request's record, or an event whose id was just made (it
+        cannot be a duplicate), without taking the lock: a deque append. Returns WAKE
+        when the driver must be woken (it waits for no timer), else QUEUED. The duplicate
+        check, the bound and the priorities apply when it is taken in."""
         inbox = self._inbox
         inbox.append(record)
-        if len(inbox) >= INBOX_MAX:
+        if len(inbox) >= self._inbox_max:
             with self.lock:
                 return WAKE if self._absorb() else QUEUED
         return WAKE if self.sleeping else QUEUED
@@ -267,11 +266,17 @@ class Sender:
         the driver should look (see :meth:`_push`)."""
         inbox, wake = self._inbox, False
         while inbox:
-            wake = self._push_paired(inbox.popleft()) == WAKE or wake
+            entry = inbox.popleft()
+            if isinstance(entry, dict):  # an event the app tracked
+                wake = self._push_new(Queued(entry, 0, 0.0)) == WAKE or wake
+            else:
+                wake = self._push_paired(entry) == WAKE or wake
         return wake
 
     def _push_paired(self, record: Paired) -> int:
-        item = Queued.paired(record, 0, 0.0)
+        return self._push_new(Queued.paired(record, 0, 0.0))
+
+    def _push_new(self, item: Queued) -> int:
         if item.key in self._recent:
             self._duplicates += 1
             return REFUSED
@@ -761,8 +766,9 @@ class Sender:
 
     def stats(self, worker_alive: bool = False) -> Stats:
         with self.lock:
+            self._absorb()  # what was handed over is counted as queued or dropped, not apart
             return Stats(
-                queued=len(self._queue) + self._in_flight + len(self._inbox),
+                queued=len(self._queue) + self._in_flight,
                 in_flight=self._in_flight,
                 enqueued=self._enqueued,
                 sent=self._sent,
@@ -836,6 +842,13 @@ class SpoolingSender(Sender):
         if not journal:
             self.journal_wakeup.set()
         journal.append((op, item))
+
+    def offer(self, record: Paired | Event) -> int:
+        # Durable: in the journal now (the spool's writer has it on disk within its window),
+        # not when the sender next looks, which in an outage may be the next probe.
+        self._inbox.append(record)
+        with self.lock:
+            return WAKE if self._absorb() else QUEUED
 
     def _push(self, item: Queued) -> int:
         done = super()._push(item)

@@ -103,9 +103,9 @@ class Worker:
             self.wake()
         return done != REFUSED
 
-    def offer(self, record: Paired) -> None:
-        """Hand over a paired request's record; the sender builds its event. No lock on
-        the way (see :meth:`Sender.offer`)."""
+    def offer(self, record: Paired | Event) -> None:
+        """Hand over a paired request's record (the sender builds its event), or an event
+        with an id made just now. No lock on the way (see :meth:`Sender.offer`)."""
         if self._pid != os.getpid():
             self._after_fork()
         if self.sender.offer(record) == WAKE:
