@@ -174,13 +174,16 @@ def paired(run: str, i: int) -> dict[str, str]:
 def server(args: list[str], env: dict[str, str], url: str) -> Iterator[None]:
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **env}
     proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = None
     try:
         wait_until_serving(url, proc, args[2])
         yield
     except AssertionError as exc:  # with what the server said (a sender error would be logged there)
-        raise AssertionError(f"{exc}\n--- server output:\n{stop(proc)[-3000:]}") from None
+        output = stop(proc)
+        raise AssertionError(f"{exc}\n--- server output:\n{output[-3000:]}") from None
     finally:
-        stop(proc)
+        if output is None:
+            stop(proc)
 
 
 def app_env(hub: LiveHub) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Flask
@@ -14,7 +15,14 @@ ls = LayerSync.from_env(matcher=["/api/cart/*"])
 app = Flask(__name__)
 app.wsgi_app = LayerSyncWSGIMiddleware(app.wsgi_app, client=ls)  # type: ignore[method-assign]
 app.add_url_rule("/", "index", ok)
-app.add_url_rule("/api/cart/add", "cart_add", ok, methods=["POST"])
+
+
+@app.post("/api/cart/add")
+def cart_add() -> dict[str, bool]:
+    # A handler's own work (a database call): four clients at once keep both sync workers busy,
+    # so that each serves some of the paired requests.
+    time.sleep(0.01)
+    return ok()
 
 
 @app.get("/metrics")
