@@ -369,3 +369,27 @@ def test_stats_counts_what_the_queue_accepted() -> None:
         ls.track("add_to_cart", event_id="atc_0123456789abcdef")
         ls.track("add_to_cart", event_id="atc_0123456789abcdef")  # a duplicate: not accepted again
         assert dataclasses.replace(ls.stats(), last_status=None, hub_latency_ms=None).enqueued == 1
+
+
+def test_send_counts_each_attempt_as_a_request(hub: LiveHub) -> None:
+    # send() delivers outside the queue: each attempt is a request, the event is exported once.
+    before = parse(render()[0].decode())
+    with LayerSync(
+        site_id=SITE.site_id, secret_key=SITE.secret_key, api_url=hub.url, metrics="prometheus", max_retries=1
+    ) as ls:
+        hub.faults(mode="500", count=1)
+        try:
+            delivery = ls.send("purchase", {"order_id": "ORD-1"}, timeout=5)
+        finally:
+            hub.faults(mode=None)
+        assert delivery.ok
+        after = parse(render()[0].decode())
+
+    def change(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    requests = "layersync_sender_requests_total"
+    assert (change(requests, status_class="5xx"), change(requests, status_class="2xx")) == (1, 1)
+    assert change("layersync_sender_events_exported_total", outcome="success") == 1
+    assert change("layersync_sender_export_duration_seconds_count", outcome="failure") == 1
