@@ -273,6 +273,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     'pip install "./layersync-middleware[phone]"': (HERE + "test_install_lines_resolve",),
     'pip install "./layersync-middleware[celery,redis]"': (HERE + "test_install_lines_resolve",),
     'pip install "./layersync-middleware[prometheus]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[otel]"': (HERE + "test_install_lines_resolve",),
     "curl -X POST http://127.0.0.1:8000/api/cart/add -H 'X-LayerSync-Event-Id: atc_0123456789abcdef' "
     "-H 'X-LayerSync-Event-Name: add_to_cart' -H 'Content-Type: application/json' -d '{\"item_id\": \"SKU-A\"}'": (
         HERE + "test_curl_recipe_pairs",
