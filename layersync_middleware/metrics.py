@@ -297,6 +297,18 @@ class Observer:
         backend.gauges(sum(o.queued for o in live), sum(o.capacity for o in live))
 
 
+def _after_fork_in_child() -> None:
+    # A lock copied by fork may be held by a thread the child does not have (a sync under way).
+    global _BACKENDS_LOCK
+    _BACKENDS_LOCK = threading.Lock()
+    for observer in list(_OBSERVERS):
+        observer._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _request_class(outcomes: Sequence[Outcome]) -> str | None:
     for outcome in outcomes:
         if outcome.action != "duplicate":

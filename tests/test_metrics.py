@@ -8,7 +8,9 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -393,3 +395,44 @@ def test_send_counts_each_attempt_as_a_request(hub: LiveHub) -> None:
     assert (change(requests, status_class="5xx"), change(requests, status_class="2xx")) == (1, 1)
     assert change("layersync_sender_events_exported_total", outcome="success") == 1
     assert change("layersync_sender_export_duration_seconds_count", outcome="failure") == 1
+
+
+def test_a_forked_child_counts_its_own_events(hub: LiveHub) -> None:
+    # Forked while a sync held the observer's lock (gunicorn --preload, Celery prefork):
+    # the child counts its own events, from its own stats(), and does not hang on that lock.
+    sent = ("layersync_sender_events_exported_total", (("outcome", "success"),))
+    with LayerSync(site_id=SITE.site_id, secret_key=SITE.secret_key, api_url=hub.url, metrics="prometheus") as ls:
+        ls.track("lead")
+        assert ls.flush(5) == 0
+        observer = ls._worker.sender._observer
+        assert observer is not None
+        read, write = os.pipe()
+        holding, release = threading.Event(), threading.Event()
+
+        def sync_under_way() -> None:  # a thread the child will not have, holding the lock
+            with observer._lock:
+                holding.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=sync_under_way)
+        thread.start()
+        holding.wait(10)
+        with warnings.catch_warnings():  # 3.12+: "multi-threaded, use of fork()": that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        release.set()
+        thread.join()
+        if pid == 0:
+            try:
+                at_fork = parse(render()[0].decode()).get(sent, 0.0)  # the parent's figures, copied
+                ls.track("add_to_cart")
+                left = ls.flush(5)
+                counted = until(lambda: parse(render()[0].decode()).get(sent, 0.0) - at_fork == 1, timeout=5)
+                os.write(write, f"{left} {ls.stats().sent} {counted}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with open(read, "rb") as pipe:
+            said = pipe.read().decode()
+        os.waitpid(pid, 0)
+    assert said == "0 1 True"
