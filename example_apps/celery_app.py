@@ -1,17 +1,16 @@
 """The Celery app of a shop that delivers its LayerSync events through Celery.
 
-Copy it to your project (say ``shop/celery_app.py``) and run one worker, or more, on the
-LayerSync queue, with the same ``LAYERSYNC_*`` environment as the web processes (the
-worker reads the site id, secret key and hub URL from it: no secret travels through the
-broker)::
+Copy it to your project (say ``shop/celery_app.py``) and run one worker, or more, with
+the same ``LAYERSYNC_*`` settings as the web processes (the worker reads the site id,
+secret key and hub URL itself: only a fingerprint of the key travels through the broker)::
 
     export CELERY_BROKER_URL=redis://127.0.0.1:6379/0
     export LAYERSYNC_SITE_ID=... LAYERSYNC_SECRET=sk_...
-    celery -A shop.celery_app worker -Q layersync
+    celery -A shop.celery_app worker
 
-The web processes set ``LAYERSYNC_SENDER=celery`` and import this module at start-up
-(``import shop.celery_app`` next to the app's other imports): the Celery app it creates
-becomes the current one, whose broker the hand-off uses.
+The web processes set ``LAYERSYNC_SENDER=celery`` and import this module before they make
+their LayerSync client (``import shop.celery_app`` next to the app's other imports): the
+hand-off publishes with the app it creates, on the app's default queue.
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ app = Celery(
 app.conf.update(
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
+    # A worker killed mid-task gives its message back within a minute, not Redis' default hour.
+    broker_transport_options={"visibility_timeout": 60},
     # A prefork child takes one task at a time and does not hoard the queue's messages.
     worker_prefetch_multiplier=1,
 )

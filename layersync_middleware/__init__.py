@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ._client import BeforeSend, Delivery, LayerSync, shared_client
 from ._event import Event
-from ._lifecycle import drain
+from ._lifecycle import drain, drain_on_sigterm
 from ._match import Matcher, Rule
 from ._pairing import Consent, IsSuccess, PendingEvent, current_event
 from ._sender import DropReason, OnDrop, Stats
@@ -39,6 +39,7 @@ __all__ = [
     "__version__",
     "current_event",
     "drain",
+    "drain_on_sigterm",
     "shared_client",
 ]
 

@@ -20,9 +20,21 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from ._event import EVENT_ID_RE, EVENT_NAME_RE, Dropped, Event, as_mapping, assemble, build_checked, new_event_id
+from ._event import (
+    EVENT_ID_RE,
+    EVENT_NAME_RE,
+    MAX_EVENT_BYTES,
+    Dropped,
+    Event,
+    HeaderEvent,
+    as_mapping,
+    assemble,
+    build_checked,
+    event_too_large,
+    new_event_id,
+)
 from ._pii import hash_traits
-from ._request import RequestContext, request_context, request_user_data
+from ._request import RequestContext, attribution_url, request_context, request_user_data
 from ._settings import Settings
 
 #: ``before_send(event) -> event | None``: change an event before it is queued, or
@@ -46,6 +58,7 @@ class Paired(NamedTuple):
     at: float  # time.time() when the response started
     custom: Event  # the handler's props, already mapped to custom_data (a copy)
     dropped: tuple[Dropped, ...]  # props left out of ``custom``, counted when built
+    chars: int  # characters of strings and keys in ``custom`` (see event_too_large)
     traits: Mapping[str, Any] | None  # identity traits, hashed when built
     request: RequestContext
 
@@ -119,9 +132,9 @@ class Builder:
                 ctx = request_context(request)
                 trust = self.settings.trust_proxy
                 url = ctx.url_for(trust)
-                user_data = request_user_data(ctx, trust, url)
+                user_data = request_user_data(ctx, trust, url)  # click ids from the whole URL
                 if event_source_url is None:
-                    event_source_url = url
+                    event_source_url = attribution_url(url, self.settings.kept_query_params)
             if identity:
                 if not _is_mapping(identity):
                     refuse("invalid", "identity traits must be a mapping")
@@ -137,7 +150,7 @@ class Builder:
                 event_time=event_time,
             )
             self.count_dropped(event_name, built.dropped)
-            return built.event
+            return None if self._too_large(event_name, built.too_large) else built.event
         except Exception as exc:
             refuse("invalid", "could not build a %s event: %s", event_name, type(exc).__name__)
             return None
@@ -156,21 +169,33 @@ class Builder:
                 record.event_id,
                 dict(record.custom),
                 user_data,
-                bounded_url(page),
+                bounded_url(attribution_url(page, self.settings.kept_query_params)),
                 int(record.at),
                 queued_at=record.at,
             )
             self.count_dropped(record.event_name, record.dropped)
+            if self._too_large(record.event_name, event_too_large(event, record.chars)):
+                return None
         except Exception as exc:
             self.refuse("invalid", "could not build a %s event: %s", record.event_name, type(exc).__name__)
             return None
-        return self.before(event)
+        sent = self.before(event)
+        # Marked after before_send, whatever it returned: its id came from the browser.
+        return None if sent is None else HeaderEvent(sent)
 
     def _hash(self, traits: Mapping[str, Any], user_data: dict[str, str]) -> None:
         hashed, rejected = hash_traits(traits, default_region=self.settings.default_phone_region)
         user_data.update(hashed)
         for trait in rejected:  # the trait's name only: its value is PII
             self.refuse("invalid_trait", "dropped identity trait %r: it could not be normalised", trait)
+
+    def _too_large(self, event_name: str, size: int | None) -> bool:
+        """Refuse (count, log) an event the hub would never take: over the wire's limit."""
+        if size is None:
+            return False
+        message = "refused a %s event of at least %d bytes: the hub takes at most %d"
+        self.refuse("too_large", message, event_name, size, MAX_EVENT_BYTES)
+        return True
 
     def count_dropped(self, event_name: str, dropped: tuple[Dropped, ...] | list[Dropped]) -> None:
         for prop in dropped:  # the prop's path only: its value may be PII

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from ._build import MAX_HOOK_DEPTH, BeforeSend, Builder, Paired, in_hook
-from ._event import Event, map_props
+from ._event import Event, map_props_sized
 from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
 from ._request import request_context
@@ -290,13 +290,14 @@ class LayerSync:
         if not self.settings.enabled:
             return None
         try:
-            custom, dropped = map_props(pending.props) if pending.props else ({}, ())
+            custom, dropped, chars = map_props_sized(pending.props) if pending.props else ({}, [], 0)
             record = Paired(
                 pending.event_id,
                 pending.event_name,
                 time.time(),
                 custom,
                 tuple(dropped),
+                chars,
                 dict(pending.traits) if pending.traits else None,
                 request_context(request),
             )
@@ -334,6 +335,10 @@ def _make_worker(
     log: logging.Logger,
 ) -> Worker:
     sender = Sender(settings, on_drop=on_drop, log=log)
+    if settings.sender == "celery" and settings.enabled and chosen() is None:
+        from .celery import bind_app  # an optional extra: imported only when chosen
+
+        bind_app(settings)  # finds the app on this thread (Celery's current app is per thread); fails at start-up
 
     def sync_transport() -> Transport:
         transport = chosen()

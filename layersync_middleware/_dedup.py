@@ -8,8 +8,17 @@ the first claimer sends, the others count a duplicate. The claims are made by th
 sender thread, off the request path, in one pipelined round trip per batch.
 
 A claim is the process's own token, so a batch this process retries finds its claims
-still its own. A claim lives :data:`CLAIM_TTL` seconds: the SDK's re-send window with
-margin. An event the hub rejects gives its claim back.
+still its own.
+
+The key depends on where the id came from. The app's own events (``track()``,
+``send()``) claim ``layersync:pair:<site>:<name>:<id>``. A paired event, whose id a
+browser chose (:class:`~._event.HeaderEvent`), claims ``layersync:header:...`` and is
+also a duplicate when the app's key is taken; it never takes the app's key. So a
+forged header carrying a guessed id (``order_123``) cannot suppress, on any process of
+the fleet, the purchase the app tracks later with that id.
+
+A claim lives :data:`CLAIM_TTL` seconds: the SDK's re-send window with margin. An event
+the hub rejects gives its claim back.
 
 When Redis does not answer within :data:`REDIS_TIMEOUT`, the batch goes anyway: pairs are
 then de-duplicated per process only (as without ``dedup_url``). That is logged once a
@@ -27,7 +36,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._event import Event
+from ._event import Event, HeaderEvent
 from ._log import RateLimitedLog
 from ._settings import Settings, mask_url
 from ._transport import Outcome, Transport
@@ -69,6 +78,7 @@ class ClaimingTransport:
         self._url = settings.dedup_url
         self._ttl = ttl
         self._prefix = f"layersync:pair:{settings.site_id}:"
+        self._header_prefix = f"layersync:header:{settings.site_id}:"
         timeout = min(REDIS_TIMEOUT, settings.timeout / 4)
         self._redis: Any = redis.Redis.from_url(
             self._url,
@@ -91,21 +101,27 @@ class ClaimingTransport:
                 self._pid, self._token = os.getpid(), secrets.token_hex(12).encode()
             return self._token
 
-    def _key(self, event: Event) -> str:
-        # The id goes last: it has no ':', so the key reads back unambiguously.
-        return f"{self._prefix}{event.get('event_name', '')}:{event.get('event_id', '')}"
+    def _key(self, event: Event, prefix: str | None = None) -> str:
+        """The key ``event`` claims (see the module docstring). The id goes last: it has
+        no ':', so the key reads back unambiguously."""
+        if prefix is None:
+            prefix = self._header_prefix if isinstance(event, HeaderEvent) else self._prefix
+        return f"{prefix}{event.get('event_name', '')}:{event.get('event_id', '')}"
 
     def _claim(self, events: Sequence[Event], token: bytes) -> list[bool] | None:
         """Which events this process may send; None when Redis failed (send them all)."""
         if time.monotonic() < self._down_until:
             return None
         try:
+            headers = [isinstance(event, HeaderEvent) for event in events]
             pipe = self._redis.pipeline(transaction=False)
-            for event in events:
+            for event, from_header in zip(events, headers):
                 key = self._key(event)
                 pipe.set(key, token, nx=True, ex=self._ttl)
                 pipe.get(key)  # ours: claimed now, or earlier by this process (a retry)
-            replies = pipe.execute()
+                if from_header:  # also a duplicate of the app's own claim on the pair
+                    pipe.exists(self._key(event, self._prefix))
+            replies = iter(pipe.execute())
         except Exception as exc:  # redis.RedisError, OSError, a bad reply: never into the app
             self._down_until = time.monotonic() + RETRY_AFTER
             self._down = True
@@ -119,8 +135,14 @@ class ClaimingTransport:
         if self._down:
             self._down = False
             _log.warn("dedup-up", "Redis at %s answers again", mask_url(self._url), level=logging.INFO)
-        # A missing value (evicted under memory pressure) is nobody's claim: send.
-        return [owner is None or owner == token for owner in replies[1::2]]
+        mine: list[bool] = []
+        for from_header in headers:
+            next(replies)  # SET NX: the GET after it says who holds the claim
+            owner = next(replies)
+            app_claimed = next(replies) if from_header else 0
+            # A missing value (evicted under memory pressure) is nobody's claim: send.
+            mine.append((owner is None or owner == token) and not app_claimed)
+        return mine
 
     def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
         started = time.monotonic()

@@ -12,7 +12,9 @@ reason              what was dropped
 ==================  ==========================================================
 ``pii_prop``        a key that names an identity field (:func:`._pii.is_pii_key`),
                     at any depth: identity goes through ``identity=``/``identify()``,
-                    hashed, never through props
+                    hashed, never through props; and, whatever the key, a string
+                    value holding an email address or that is a phone number
+                    (:func:`looks_like_pii`)
 ``not_a_number``    ``value`` / ``price`` / ``quantity`` that is not a finite number
                     (or a whole one, for ``quantity``), any NaN or infinity
 ``not_a_string``    ``currency``, ``order_id``, ``search_term``, ``item_id`` of the
@@ -24,6 +26,9 @@ reason              what was dropped
 ``too_deep``        nesting deeper than :data:`MAX_DEPTH`
 ``too_large``       values past the first :data:`MAX_VALUES` of one event
 ==================  ==========================================================
+
+An event whose encoded body is over the wire's limit (:data:`MAX_EVENT_BYTES`) is
+never queued: :func:`build_checked` reports its size in ``Built.too_large``.
 """
 
 from __future__ import annotations
@@ -65,6 +70,38 @@ _NUMBER_RE = re.compile(r"[+-]?\d{1,15}(?:\.\d{1,10})?")
 _PATH_KEY = 40  # a key in a reported path is cut to this many characters
 _DROP: Any = object()
 
+# The largest event the hub takes: one alone in a batch (docs/wire.md; the sender's
+# ``_BATCH_OVERHEAD`` is the '{"events":[' and ']}' around it).
+MAX_EVENT_BYTES = _wire.BATCH_MAX_BYTES - 16
+# A character of a string or key is at most 6 bytes of JSON (a control character), any
+# other value (a number, null) at most 32, the fixed fields about 2 KiB: below this many
+# characters of strings and keys, an event cannot be over the limit: it is not encoded.
+_SURE_CHARS = (MAX_EVENT_BYTES - 32 * MAX_VALUES - 2048) // 6
+
+# PII inside a value, whatever its key (an email in ``note``). An email is found
+# anywhere in the text; a phone number only as the whole value, and only in the shapes
+# people write phone numbers in, so that order ids, SKUs, prices, ISO dates and numeric
+# ids pass: ``+`` and 8-15 digits; ``(555) 123-4567`` / ``555-123-4567`` /
+# ``555.123.4567``; or a trunk ``0`` then groups of 2-4 digits with one separator
+# (``020 7946 0958``, ``06 12 34 56 78``), 9-13 digits in all. A bare run of digits is
+# an id, not a phone number.
+_EMAIL_LOCAL_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])")
+_PHONE = re.compile(
+    r"\+[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,7}\d{1,4}"  # international
+    r"|(?:\(\d{3}\) ?|\d{3}([-. ]))\d{3}(?(1)\1|[-. ])\d{4}"  # North American
+    r"|0\d{1,4}(?P<sep>[ -])\d{2,4}(?:(?P=sep)\d{2,4}){1,3}"  # national, trunk 0
+)
+
+
+class HeaderEvent(dict[str, Any]):
+    """An event whose id and name came from request headers (a paired event), not from
+    the app's code. Its claim on the pair never suppresses an event the app tracks
+    itself: a browser may send any id, the next order number included (see
+    :class:`~._sender.Sender` and :mod:`._dedup`). Encoded like any dict."""
+
+    __slots__ = ()
+
 
 class Dropped(NamedTuple):
     """A prop that was not sent: its path (``customer.email``, ``items[0].price``) and
@@ -77,6 +114,53 @@ class Dropped(NamedTuple):
 class Built(NamedTuple):
     event: Event
     dropped: list[Dropped]
+    too_large: int | None = None  # the encoded size, when over MAX_EVENT_BYTES: never queue it
+
+
+_PHONE_FIRST = frozenset("+(0123456789 \t")
+
+
+def _may_be_pii(text: str) -> bool:
+    """The cheap test first: most values have no '@' and cannot start a phone number."""
+    return "@" in text or (8 < len(text) < 25 and text[0] in _PHONE_FIRST)
+
+
+def looks_like_pii(text: str) -> bool:
+    """An email address anywhere in ``text``, or ``text`` is a phone number (see above)."""
+    at = text.find("@")
+    while at > 0:
+        if text[at - 1] in _EMAIL_LOCAL_END and _EMAIL_DOMAIN.match(text, at + 1):
+            return True
+        at = text.find("@", at + 1)
+    if not 9 <= len(text) <= 24:
+        return False
+    text = text.strip()
+    if not _PHONE.fullmatch(text):
+        return False
+    digits = sum(c.isdigit() for c in text)
+    return 8 <= digits <= 15 if text[0] == "+" else 9 <= digits <= 13
+
+
+def event_too_large(event: Event, chars: int = _SURE_CHARS + 1) -> int | None:
+    """The encoded size of ``event`` (at least) when it is over :data:`MAX_EVENT_BYTES`, else None.
+    ``chars`` is what the props walk counted, a lower bound of their bytes: a small event
+    is not encoded to know, nor one whose props alone are over."""
+    url = event.get("event_source_url")
+    user_data = event.get("user_data")
+    rest = len(url) if isinstance(url, str) else 0
+    if isinstance(user_data, dict):
+        rest += sum(len(v) for v in user_data.values() if isinstance(v, str))
+    if chars + rest <= _SURE_CHARS:
+        return None
+    if chars > MAX_EVENT_BYTES:
+        return chars
+    from ._transport import encode_event  # _transport imports this module
+
+    try:
+        size = len(encode_event(event))
+    except (TypeError, ValueError):  # never sendable: the sender drops it as invalid
+        return None
+    return size if size > MAX_EVENT_BYTES else None
 
 
 def new_event_id(event_name: str) -> str:
@@ -171,11 +255,20 @@ def _join(path: str, key: str | int) -> str:
 class _Walk:
     """One event's props walk: the drops it found and the values it may still visit."""
 
-    __slots__ = ("budget", "dropped")
+    __slots__ = ("budget", "chars", "dropped")
 
     def __init__(self) -> None:
         self.dropped: list[Dropped] = []
         self.budget = MAX_VALUES
+        self.chars = 0  # keys and strings kept: what the event's size check starts from
+
+    def text(self, value: str, path: str) -> Any:
+        """A string value, or ``_DROP`` when it holds PII (reported)."""
+        if _may_be_pii(value) and looks_like_pii(value):
+            self.drop(path, "pii_prop")
+            return _DROP
+        self.chars += len(value)
+        return value
 
     def drop(self, path: str, reason: str) -> None:
         self.dropped.append(Dropped(path, reason))
@@ -183,7 +276,9 @@ class _Walk:
     def value(self, value: Any, path: str, depth: int) -> Any:
         """A JSON-ready copy of ``value``, or ``_DROP`` (reported)."""
         self.budget -= 1
-        if value is None or isinstance(value, (str, int)):  # bool is an int
+        if isinstance(value, str):
+            return self.text(value, path)
+        if value is None or isinstance(value, int):  # bool is an int
             return value
         if isinstance(value, (float, decimal.Decimal)):
             number = _number(value)
@@ -238,7 +333,13 @@ class _Walk:
                 self.drop(_join(path, key), "reserved" if key in _RESERVED else "pii_prop")
                 continue
             # Scalars (most props) never need their path: it is only built on the way down.
-            if v is None or isinstance(v, (str, int)):
+            if type(v) is str and "@" not in v and not (8 < len(v) < 25 and v[0] in _PHONE_FIRST):  # _may_be_pii
+                self.budget -= 1
+                self.chars += len(key) + len(v) + 6  # its quotes, colon and comma: a lower bound of its bytes
+                out[key] = v
+                continue
+            self.chars += len(key) + 4
+            if v is None or isinstance(v, int):
                 self.budget -= 1
                 out[key] = v
                 continue
@@ -264,7 +365,7 @@ class _Walk:
             text = raw if isinstance(raw, str) else _id(raw) if key == "order_id" else None
             if text is None:
                 self.drop(key, "not_a_string")
-            else:
+            elif (text := self.text(text, key)) is not _DROP:
                 out[field] = text
         items = props.get("items")
         if items is not None:
@@ -318,14 +419,20 @@ class _Walk:
 
 def map_props(props: object) -> tuple[Event, list[Dropped]]:
     """``(custom_data, dropped)`` for props given as a mapping, a dataclass or a model."""
+    custom, dropped, _ = map_props_sized(props)
+    return custom, dropped
+
+
+def map_props_sized(props: object) -> tuple[Event, list[Dropped], int]:
+    """:func:`map_props` and the characters it kept, for :func:`event_too_large`."""
     walk = _Walk()
     if props is None:
-        return {}, walk.dropped
+        return {}, walk.dropped, 0
     mapping = as_mapping(props)
     if mapping is None:
         walk.drop("*", "unsupported_type")
-        return {}, walk.dropped
-    return walk.custom_data(mapping), walk.dropped
+        return {}, walk.dropped, 0
+    return walk.custom_data(mapping), walk.dropped, walk.chars
 
 
 def custom_data(props: object) -> Event:
@@ -344,8 +451,9 @@ def build_checked(
     event_time: int | None = None,
 ) -> Built:
     """The event body and the props that were dropped from it (counted by the caller)."""
-    data, dropped = map_props(props)
-    return Built(assemble(site_id, event_name, event_id, data, user_data, event_source_url, event_time), dropped)
+    data, dropped, chars = map_props_sized(props)
+    event = assemble(site_id, event_name, event_id, data, user_data, event_source_url, event_time)
+    return Built(event, dropped, event_too_large(event, chars))
 
 
 def assemble(

@@ -1,24 +1,25 @@
-"""Draining the sender however the process ends.
+"""Draining the sender however the process ends, within one budget.
 
-A normal exit runs the ``atexit`` drain (:func:`._worker.drain_all`). These do not:
+Every way a process ends has its hook, and every hook ends in :func:`._worker.drain_all`:
 
-* **SIGTERM with the default action** (a script, a job runner, a container stop): the
-  process dies at once. A client made in the main thread installs a SIGTERM handler
-  that drains within ``shutdown_timeout`` and then dies of SIGTERM as the default would.
-* **Servers that restore the default handler and raise SIGTERM again** after their own
-  graceful shutdown (uvicorn 0.29+; Django under uvicorn has no lifespan for the
-  middleware to drain on). So that LayerSync's handler stays first whatever is
-  installed after it, ``signal.signal`` and ``signal.getsignal`` are wrapped for
-  SIGTERM only: a handler set later (the server's, the app's, the default again) is
-  the one LayerSync's hands the signal to, and is what ``getsignal`` reports. A
-  Python handler is called at once and decides what SIGTERM means (the exit that
-  follows drains); ``SIG_IGN`` stays ignored; only the default action gets the drain
-  first. A handler installed from C, or SIGTERM ignored before the client was made,
-  is left alone.
-* **Children that leave with ``os._exit``**: Celery prefork (billiard) children, which
-  :func:`drain_on_celery_shutdown` covers; ``multiprocessing`` children, drained by a
-  multiprocessing finalizer registered automatically; RQ work horses and anything
-  else, which call :func:`drain` at the end of the work.
+* **A normal exit**: the ``atexit`` drain.
+* **An ASGI server's lifespan shutdown**: the ASGI middleware drains every client of the
+  process there (uvicorn then raises SIGTERM again with the default action: no ``atexit``).
+* **Celery**: :func:`drain_on_celery_shutdown`.
+* **``multiprocessing`` children**, which leave with ``os._exit``: a finalizer registered
+  automatically. RQ work horses and anything else ending with ``os._exit``: :func:`drain`,
+  called last.
+* **SIGTERM that no server catches** (a script or job runner stopped by a container stop;
+  Django under uvicorn, which has no lifespan for the middleware to drain on):
+  :func:`drain_on_sigterm`, called by the app or by the adapter that knows it is needed
+  (the Django middleware under ASGI). Creating a client changes no global.
+
+**One budget per exit.** A server may run several of these hooks (uvicorn and granian the
+lifespan and then ``atexit``; hypercorn one more), so the first drain of an exit starts the
+process's budget (``shutdown_timeout``), the drains that follow share its deadline, and the
+events left undelivered are logged once. An exit is over when the process shows it goes
+on: an ASGI lifespan starts again, or no drain starts within one more budget after the
+deadline (a ``drain()`` at the end of each job of a long-lived worker gets a budget each).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._log import logger
+
+if TYPE_CHECKING:
+    from ._worker import Worker
 
 _SUPPORTED = sys.platform != "win32" and hasattr(signal, "SIGTERM")
 _SIGTERM: int = getattr(signal, "SIGTERM", 15)
@@ -48,11 +53,49 @@ class _State:
 _state = _State()
 
 
+# -- one budget per exit ------------------------------------------------------------------------------
+class _Exit:
+    pid = 0  # the process whose exit this is (a forked child starts its own)
+    deadline = 0.0  # time.monotonic() by which every drain of this exit is done
+    budget = 0.0
+    reported = 0  # undelivered events logged so far in this exit
+
+
+_exit = _Exit()
+
+
+def exit_deadline(budget: float) -> tuple[float, float]:
+    """(deadline, budget) of this process's exit: the first drain starts one of ``budget``
+    seconds; the drains that follow share its deadline."""
+    now = time.monotonic()
+    # Hooks of one exit run back to back; one that starts a budget (at least a second)
+    # after the deadline belongs to a later exit.
+    if _exit.pid != os.getpid() or now > _exit.deadline + max(_exit.budget, 1.0):
+        _exit.pid, _exit.deadline, _exit.budget, _exit.reported = os.getpid(), now + budget, budget, 0
+    return _exit.deadline, _exit.budget
+
+
+def exit_over() -> None:
+    """The process goes on (an ASGI lifespan started again): the next drain starts a new exit."""
+    _exit.pid = 0
+
+
+def first_to_say(left: int) -> bool:
+    """Whether a drain leaving ``left`` events undelivered should say so: once per exit,
+    and again only if more are left than were said."""
+    if left <= _exit.reported:
+        return False
+    _exit.reported = left
+    return True
+
+
 def drain(timeout: float | None = None) -> int:
     """Deliver what every LayerSync client of this process has queued, within ``timeout``
-    seconds (default: the clients' ``shutdown_timeout``); with a spool, what is left is
-    kept there for another process or the next start. Logs once how many events were not
-    delivered, and returns that number. Never raises; the clients stay usable.
+    seconds (default: the clients' ``shutdown_timeout``) and within what is left of this
+    exit's budget, which the other drains of the exit share (lifespan, ``atexit``,
+    SIGTERM); with a spool, what is left is kept there for another process or the next
+    start. Logs how many events were not delivered, once per exit, and returns that
+    number. Never raises; the clients stay usable.
 
     For processes that end without running ``atexit``: an RQ job (call it last in the
     job), a child that leaves with ``os._exit``."""
@@ -60,6 +103,17 @@ def drain(timeout: float | None = None) -> int:
 
     try:
         return drain_all(timeout)
+    except Exception:
+        logger.exception("layersync drain error")
+        return 0
+
+
+async def adrain(timeout: float | None, first: Worker) -> int:
+    """:func:`drain` from an event loop, ``first`` (the ASGI middleware's client) on it."""
+    from ._worker import adrain_all
+
+    try:
+        return await adrain_all(timeout, first)
     except Exception:
         logger.exception("layersync drain error")
         return 0
@@ -115,28 +169,49 @@ def _register_mp_finalizer(_token: object) -> None:
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------------
-def watch_sigterm() -> None:
-    """Install the SIGTERM drain; from the main thread only (elsewhere a no-op: the next
-    client made, or worker started, in the main thread installs it)."""
+def drain_on_sigterm() -> bool:
+    """Drain when the process gets SIGTERM, for processes no server shuts down: a script or
+    a job runner stopped with SIGTERM (a container stop), Django or any ASGI app without
+    the middleware's lifespan under uvicorn (which, after its graceful shutdown, restores
+    SIGTERM's default action and raises it again). Call it once, from the main thread, at
+    start-up; returns whether the drain is installed.
+
+    A handler installed before or after it (the server's, the app's, the default again)
+    is called at once and decides what SIGTERM means; the exit that follows drains. Only
+    the default action gets the drain first: within ``shutdown_timeout``, then the
+    process dies of SIGTERM as it would have. ``SIG_IGN`` stays ignored. So that the
+    drain stays first whatever is installed after it, ``signal.signal`` and
+    ``signal.getsignal`` are wrapped for SIGTERM only: ``getsignal`` reports the handler
+    set last, as it would without LayerSync. A handler installed from C, or SIGTERM
+    ignored before this call, is left alone (returns False)."""
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("drain_on_sigterm() must be called from the main thread: SIGTERM will not drain")
+        return False
+    return install_sigterm_drain()
+
+
+def install_sigterm_drain() -> bool:
+    """:func:`drain_on_sigterm`, quietly: False outside the main thread."""
     if not _SUPPORTED or threading.current_thread() is not threading.main_thread():
-        return
+        return False
     try:
         current = _real_getsignal(_SIGTERM)
         if current is _on_sigterm:
-            return
+            return True
         if current is None or current == signal.SIG_IGN:
-            return  # installed from C, or ignored on purpose: not ours to touch
+            return False  # installed from C, or ignored on purpose: not ours to touch
         _real_signal(_SIGTERM, _on_sigterm)
     except (ValueError, OSError, TypeError):  # not the main interpreter
-        return
+        return False
     _state.chained = current
     if not _state.installed:
         _state.installed = True
         signal.signal = _signal
         signal.getsignal = _getsignal
+    return True
 
 
-def unwatch_sigterm() -> None:
+def uninstall_sigterm_drain() -> None:
     """Remove the SIGTERM drain and the wrappers (main thread only)."""
     if not _state.installed or threading.current_thread() is not threading.main_thread():
         return

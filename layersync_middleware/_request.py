@@ -7,9 +7,10 @@ duck typing: no web framework is imported here.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
@@ -343,6 +344,34 @@ def request_user_data(ctx: RequestContext, trust_proxy: int, page_url: str) -> d
             if key not in data and value.isprintable():  # parse_cookies bounds the length
                 data[key] = value
     return data
+
+
+def attribution_url(url: str, kept: tuple[str, ...]) -> str:
+    """``url`` with only the query parameters named in ``kept`` (``kept_query_params``;
+    ``utm_*`` keeps a prefix; names compared without case), in their order and encoding,
+    and without its fragment: an event's page URL carries what attributes the visit,
+    never an ``?email=``, a reset token or a session id. Click ids were read from the
+    whole URL before (:func:`request_user_data`)."""
+    base, _, query = url.partition("#")[0].partition("?")
+    if not query:
+        return base
+    keep = _param_filter(kept)
+    fields = [f for f in query.split("&", _MAX_QUERY_FIELDS)[:_MAX_QUERY_FIELDS] if f and keep(f.partition("=")[0])]
+    return f"{base}?{'&'.join(fields)}" if fields else base
+
+
+@functools.lru_cache(maxsize=8)
+def _param_filter(kept: tuple[str, ...]) -> Callable[[str], bool]:
+    exact = frozenset(k.lower() for k in kept if not k.endswith("*"))
+    prefixes = tuple(k[:-1].lower() for k in kept if k.endswith("*"))
+
+    def keep(name: str) -> bool:
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        name = name.lower()
+        return name in exact or (bool(prefixes) and name.startswith(prefixes))
+
+    return keep
 
 
 def _fbc_from_fbclid(fbclid: str) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from . import _wire
-from ._event import Event
+from ._event import Event, HeaderEvent
 from ._log import RateLimitedLog, logger
 from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
 from ._settings import Settings
@@ -48,6 +48,7 @@ DropReason = Literal[
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)
+    "too_large",  # the event is over the wire's size limit: refused when tracked, never queued
     "before_send",  # the before_send hook returned None
     "before_send_error",  # the before_send hook raised
     "internal_error",  # a bug of ours; the request went on
@@ -91,6 +92,8 @@ class Stats:
     worker_alive: bool = False
     #: events sent without a fleet-wide claim because Redis failed (``dedup_url``; per process)
     dedup_fallbacks: int = 0
+    #: ``sender="celery"``: events the broker took (the workers deliver them; not counted in ``sent``)
+    handed_off: int = 0
 
 
 class Drop(NamedTuple):
@@ -219,7 +222,7 @@ class Sender:
         self.sleeping = True
         self._woken = False  # something changed since the driver last looked (see wait())
         self._seq = itertools.count()
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, ...], None] = OrderedDict()  # see _claim_key
         self._in_flight = 0
         self._flushing = 0  # events a flush waits for
         self._flushes = 0  # flushes under way
@@ -229,6 +232,10 @@ class Sender:
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
         self._sent = self._retried = self._duplicates = self._batches = self._enqueued = 0
+        # sender="celery": an "ok" means the broker has the event, not the hub.
+        self._handoff = self.settings.sender == "celery"
+        self._handed_off = 0
+        self._target = "the Celery broker" if self._handoff else "the hub"  # what the log blames
         self._dropped: dict[str, int] = {}
         self._last_status: int | None = None
         self._last_error: str | None = None
@@ -238,8 +245,9 @@ class Sender:
     def submit(self, event: Event, *, verified: bool = True) -> int:
         """Queue ``event`` unless its pair was already sent. Never blocks on I/O. Returns
         REFUSED (a duplicate, or no room for it), QUEUED, or WAKE: queued, and the driver
-        should look (the queue was idle, or a batch is full)."""
-        item = Queued(event, 0, 0.0, verified=verified)
+        should look (the queue was idle, or a batch is full). ``verified=False``: its id
+        came from request headers (see :func:`_claim_key`)."""
+        item = Queued(event if verified else HeaderEvent(event), 0, 0.0, verified=verified)
         with self.lock:
             return self._push_new(item)
 
@@ -277,10 +285,11 @@ class Sender:
         return self._push_new(Queued.paired(record, 0, 0.0))
 
     def _push_new(self, item: Queued) -> int:
-        if item.key in self._recent:
+        claim = _claim_key(item.key, item.verified)
+        if item.key in self._recent or claim in self._recent:
             self._duplicates += 1
             return REFUSED
-        self._claim(item.key)
+        self._claim(claim)
         return self._push(item)
 
     def claim(self, event: Event) -> bool:
@@ -312,7 +321,7 @@ class Sender:
         with self.lock:
             self._recent.pop(key, None)
 
-    def _claim(self, key: tuple[str, str]) -> None:
+    def _claim(self, key: tuple[str, ...]) -> None:
         recent = self._recent
         recent[key] = None
         if len(recent) > DEDUP_SIZE:
@@ -497,7 +506,7 @@ class Sender:
                 continue
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
                 continue
             self._last_error = outcome.error
             if outcome.action == "drop":
@@ -537,8 +546,8 @@ class Sender:
                 self._notes.append(
                     (
                         logging.WARNING,
-                        "the hub is not taking events (%s): they are kept and retried; %d queued",
-                        (error, len(self._queue) + self._in_flight),
+                        "%s is not taking events (%s): they are kept and retried; %d queued",
+                        (self._target, error, len(self._queue) + self._in_flight),
                     )
                 )
             else:
@@ -547,8 +556,8 @@ class Sender:
             self._notes.append(
                 (
                     logging.WARNING,
-                    "the hub takes events again after %.0f s; %d still queued",
-                    (now - self._failing_since, len(self._queue) + self._in_flight),
+                    "%s takes events again after %.0f s; %d still queued",
+                    (self._target, now - self._failing_since, len(self._queue) + self._in_flight),
                 )
             )
             self._failing_since = None
@@ -599,7 +608,7 @@ class Sender:
         if item.flush:
             item.flush = False
             self._flushing = max(self._flushing - 1, 0)
-        self._recent.pop(item.key, None)  # never delivered: the same pair may come again
+        self._recent.pop(_claim_key(item.key, item.verified), None)  # never delivered: the pair may come again
         if reason is not None:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
             self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
@@ -650,11 +659,17 @@ class Sender:
             self._latency = latency * 1000
             self._last_status = outcome.status
             if outcome.action == "ok":
-                self._sent += 1
+                self._count_ok()
             else:
                 self._last_error = outcome.error
         if self._observer is not None:
             self._observer.attempt(outcome, latency)
+
+    def _count_ok(self) -> None:
+        if self._handoff:
+            self._handed_off += 1
+        else:
+            self._sent += 1
 
     def quick_retry_delay(self, attempt: int, outcome: Outcome) -> float:
         """The pause after the ``attempt``-th failed attempt of ``send()`` (1-based)."""
@@ -727,8 +742,10 @@ class Sender:
         with self.lock:
             now = self._clock()
             for entry in entries:
-                item = Queued(entry.event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
+                event = entry.event if entry.verified else HeaderEvent(entry.event)
+                item = Queued(event, next(self._seq), now - max(entry.age, 0.0), verified=entry.verified)
                 item.attempts = entry.attempts
+                item.delay = entry.delay
                 max_age, max_attempts = _wire.retry_policy(item.name)
                 if entry.age >= max_age:
                     self._drop(item, "expired")
@@ -736,7 +753,7 @@ class Sender:
                 if item.attempts >= max_attempts:
                     self._drop(item, "retries_exhausted")
                     continue
-                self._claim(item.key)
+                self._claim(_claim_key(item.key, item.verified))
                 evicted = self._queue.push(item)
                 if evicted is not None:
                     self._drop(evicted, "queue_full")
@@ -780,6 +797,7 @@ class Sender:
                 last_error=self._last_error,
                 hub_latency_ms=self._latency,
                 worker_alive=worker_alive,
+                handed_off=self._handed_off,
             )
 
     def queued_events(self) -> list[Queued]:
@@ -789,6 +807,14 @@ class Sender:
             return list(self._queue)
 
 
+def _claim_key(key: tuple[str, str], verified: bool) -> tuple[str, ...]:
+    """What an event claims in the memory of sent pairs. The app's own events claim the
+    pair; an event whose id came from a request header claims it apart, so a browser
+    that guessed the id of a later order (``order_123``) cannot suppress the app's own
+    purchase. A header event is a duplicate of either claim; the app's, of its own only."""
+    return key if verified else (*key, "header")
+
+
 class Restored(NamedTuple):
     """An event read back from the spool."""
 
@@ -796,6 +822,7 @@ class Restored(NamedTuple):
     attempts: int
     age: float  # seconds since it was first queued (wall clock: it may come from another process)
     verified: bool
+    delay: float = 0.0  # its last backoff wait (the Celery task carries it from one run to the next)
 
 
 ADD, GONE_OP = 0, 1  # journal entries: persist (or update) this event; forget it

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -113,8 +114,10 @@ ENV_NAMES: dict[str, str] = {
     "spool_path": "LAYERSYNC_SPOOL_PATH",
     "dedup_url": "LAYERSYNC_DEDUP_URL",
     "celery_queue": "LAYERSYNC_CELERY_QUEUE",
+    "celery_app": "LAYERSYNC_CELERY_APP",
     "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
     "metrics": "LAYERSYNC_METRICS",
+    "kept_query_params": "LAYERSYNC_KEPT_QUERY_PARAMS",
 }
 # Accepted too, for people who name the variable after the setting. The one place
 # aliases live: the environment and Flask's config both read them from here.
@@ -341,9 +344,20 @@ def _check_dedup_url(value: object) -> str | None:
 
 
 def _check_celery_queue(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+    # "" (the default): Celery routes the task (task_routes, else the app's default queue).
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
         raise ConfigurationError("celery_queue", "must be a queue name of 1-200 printable characters")
     return value.strip()
+
+
+def _check_celery_app(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().replace(":", ".").replace("_", "a").replace(".", "").isalnum():
+        return value.strip()
+    raise ConfigurationError("celery_app", "must be the dotted path of your Celery app, as in 'proj.celery:app'")
 
 
 def _check_region(value: object) -> str | None:
@@ -377,6 +391,41 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: The query parameters an event's page URL keeps: the ones ad platforms attribute with.
+#: Any other (``?email=``, a reset token, a session id) is cut before the event leaves memory.
+KEPT_QUERY_PARAMS: tuple[str, ...] = (
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "ttclid",
+    "twclid",
+    "li_fat_id",
+    "epik",
+    "ScCid",
+    "rdt_cid",
+)
+_PARAM_RE = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}\*?")
+
+
+def _check_kept_query_params(value: object) -> tuple[str, ...]:
+    problem = "must be query parameter names, comma-separated (a trailing * keeps a prefix: utm_*), or none"
+    if isinstance(value, str):
+        value = [] if value.strip().lower() in ("", "none") else value.split(",")
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigurationError("kept_query_params", problem)
+    names: list[str] = []
+    for name in value:
+        if not isinstance(name, str) or not _PARAM_RE.fullmatch(name.strip()):
+            raise ConfigurationError("kept_query_params", problem)
+        names.append(name.strip())
+    return tuple(dict.fromkeys(names))
+
+
 class Settings:
     """Validated LayerSync settings. Immutable; compare and hash by value.
 
@@ -387,11 +436,13 @@ class Settings:
     __slots__ = (
         "allow_insecure_http",
         "api_url",
+        "celery_app",
         "celery_queue",
         "console_log",
         "dedup_url",
         "default_phone_region",
         "enabled",
+        "kept_query_params",
         "matcher",
         "max_queue_size",
         "max_retries",
@@ -423,8 +474,10 @@ class Settings:
     spool_path: str | None
     dedup_url: str | None
     celery_queue: str
+    celery_app: str | None
     default_phone_region: str | None
     metrics: MetricsKind | None
+    kept_query_params: tuple[str, ...]
 
     def __init__(
         self,
@@ -445,9 +498,11 @@ class Settings:
         allow_insecure_http: bool | str = False,
         spool_path: str | os.PathLike[str] | None = None,
         dedup_url: str | None = None,
-        celery_queue: str = "layersync",
+        celery_queue: str = "",
+        celery_app: str | None = None,
         default_phone_region: str | None = None,
         metrics: str | None = None,
+        kept_query_params: str | Iterable[str] = KEPT_QUERY_PARAMS,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "strict", _check_bool("strict", strict))
@@ -472,8 +527,10 @@ class Settings:
             set_(self, "spool_path", _check_spool_path(spool_path))
             set_(self, "dedup_url", _check_dedup_url(dedup_url))
             set_(self, "celery_queue", _check_celery_queue(celery_queue))
+            set_(self, "celery_app", _check_celery_app(celery_app))
             set_(self, "default_phone_region", _check_region(default_phone_region))
             set_(self, "metrics", _check_metrics(metrics))
+            set_(self, "kept_query_params", _check_kept_query_params(kept_query_params))
         except ConfigurationError as exc:
             exc.strict = self.strict
             raise

@@ -17,21 +17,41 @@ as a backstop.
 Several processes share one file. Each is an *owner* (a random token, with its pid and
 host) holding a lease it renews every :data:`RENEW_EVERY` seconds while it runs; its
 rows are its own to send. Rows whose owner let go (a clean exit with events left),
-whose lease expired (:data:`LEASE`), or whose process is gone (same host, pid dead) are
-*adopted* in one transaction by the next process that looks: at start, and every
+whose lease expired, or whose process is gone (same host, pid dead) are *adopted* in
+one transaction by the next process that looks: at start, and every
 :data:`RENEW_EVERY` seconds while the writer runs. So no two live processes send one
 row, and a worker that exits for good strands nothing. A process paused for longer
 than the lease (a debugger, SIGSTOP) may find its rows adopted: both may then send an
 event, which the hub counts once (ids never change).
 
+A lease is a heartbeat, not a time: renewing adds one to the owner's ``beat``, and an
+owner is gone when another process saw its beat stand still for :data:`LEASE` seconds
+of that process's own monotonic clock. Wall-clock time never decides (a clock stepped
+by NTP or by hand would let a live owner's rows be adopted and sent twice).
+
+Each row carries the site id and a fingerprint of the secret key it was queued with
+(a truncated SHA-256, never the key): a client adopts only rows of its own site and
+key, and leaves another site's to that site's clients (two apps sharing a path, or a
+key rotated while events waited: those wait for a process with the old key).
+
 A corrupt file is moved aside (``<path>.corrupt-<time>-<pid>``) and a new one started;
 a locked one is retried on the next pass; an unwritable one is logged and retried every
 :data:`RETRY_BROKEN` seconds. In all of these the events stay in memory: the spool
 never breaks the app.
+
+A full disk (SQLITE_FULL, or :data:`MAX_BYTES`) is logged once, at ERROR, with what to
+do. Until the disk has room again the spool keeps nothing in memory for later (no
+backlog of writes: memory stays what the queue holds) and writes nothing; every
+:data:`RENEW_EVERY` seconds it tries to make the file match memory again: this
+process's rows deleted (the ones sent meanwhile must never be adopted and sent again),
+then the queue written. At exit, when the file still holds rows of this process that
+it could not delete, the file is moved aside (``<path>.full-<time>-<pid>``) for the
+same reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +64,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-from ._log import RateLimitedLog, logger
+from ._log import RateLimitedLog
 from ._queue import Queued
 from ._sender import ADD, Restored, SpoolingSender
 from ._transport import encode_event
@@ -57,12 +77,15 @@ BUSY_TIMEOUT = 0.5  # how long a write waits for another process's transaction
 RETRY_BROKEN = 60.0  # an unwritable spool is tried again after this long
 MAX_BYTES = 256 * 1024 * 1024  # a backstop: the queues the file mirrors bound it first
 
+# ``lease_until`` (wall clock) is still written, for processes of older versions sharing
+# the file; this version reads ``beat``.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
-    lease_until REAL NOT NULL
+    lease_until REAL NOT NULL,
+    beat INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT NOT NULL,
@@ -73,16 +96,25 @@ CREATE TABLE IF NOT EXISTS events (
     queued_at_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     body BLOB NOT NULL,
+    site TEXT NOT NULL DEFAULT '',
+    key_fp TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (event_id, event_name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_owner ON events (owner, queued_at_ms);
 """
+# Columns a file made by an older version lacks (its rows then belong to any site: ''
+# is adopted by all, as that version did).
+_ADDED_COLUMNS = (
+    ("owners", "beat", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "site", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "key_fp", "TEXT NOT NULL DEFAULT ''"),
+)
 
 # A row another live owner holds is left alone: two processes that queued the same pair
 # each send their own copy, and each deletes only its own row.
 _UPSERT = """
-INSERT INTO events (event_id, event_name, owner, priority, verified, queued_at_ms, attempts, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO events (event_id, event_name, owner, priority, verified, queued_at_ms, attempts, body, site, key_fp)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id, event_name) DO UPDATE SET attempts = excluded.attempts, body = excluded.body
 WHERE events.owner = excluded.owner
 """
@@ -100,6 +132,13 @@ class Row(NamedTuple):
     body: bytes
 
 
+def key_fingerprint(site_id: str | int, secret_key: str) -> str:
+    """What a row says about the key it was queued with: enough to tell two keys apart,
+    nothing to recover one from (a 64-bit prefix of a salted SHA-256 of a random key)."""
+    digest = hashlib.sha256(f"layersync-spool\0{site_id}\0{secret_key}".encode())
+    return digest.hexdigest()[:16]
+
+
 def _host_id() -> str:
     """Where a pid means something: the host name and, on Linux, the pid namespace (two
     containers sharing a volume have different ones)."""
@@ -108,6 +147,25 @@ def _host_id() -> str:
     except OSError:
         namespace = ""
     return f"{socket.gethostname()}/{namespace}"
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to this schema (once, under the write lock)."""
+
+    def missing() -> list[tuple[str, str, str]]:
+        have = {(t, row[1]) for t in ("owners", "events") for row in db.execute(f"PRAGMA table_info({t})")}
+        return [c for c in _ADDED_COLUMNS if (c[0], c[1]) not in have]
+
+    if not missing():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, kind in missing():  # again: another process may have just done it
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -126,32 +184,58 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _owner_only(file: int | str) -> None:
+    """chmod 0600, unless it is another user's file (then its owner decides)."""
+    try:
+        if isinstance(file, int):
+            os.fchmod(file, 0o600)
+        else:
+            os.chmod(file, 0o600)
+    except PermissionError:
+        pass
+
+
 _OWNERS: set[str] = set()  # this process's owners: one per client with a spool
 
 
 class Spool:
     """One process's handle on the file: SQL only, no threads (the caller serialises)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, site: str | int = "", key_fp: str = "") -> None:
         self.path = path
+        self.site = str(site)
+        self.key_fp = key_fp  # see key_fingerprint()
+        self._seen: dict[str, tuple[int, float]] = {}  # owner -> (its beat, when it last changed: monotonic)
         self.pid = os.getpid()
         self.owner = f"{self.pid}-{secrets.token_hex(8)}"
         _OWNERS.add(self.owner)
         self.host = _host_id()
         self.registered = False  # this owner has a row in ``owners``
+        self._registering = False  # ... once the transaction that writes it commits
         self._db: sqlite3.Connection | None = None
         self._inode: int | None = None
 
     # -- the connection ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-        # Created here, owner-only: the events carry IP addresses and hashed identities.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Owner-only, also a file that was there before (SQLite gives its -wal and -shm the
+        # file's mode): the events carry IP addresses, user agents and hashed identities.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _owner_only(fd)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            try:
+                _owner_only(self.path + suffix)
+            except FileNotFoundError:
+                pass
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: survives a process crash; fsync at checkpoints
             db.executescript(_SCHEMA)
+            _add_columns(db)
             page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
             db.execute(f"PRAGMA max_page_count={MAX_BYTES // page_size}")
         except BaseException:
@@ -168,6 +252,7 @@ class Spool:
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock between processes
+        self._registering = False
         try:
             result = work(db)
             db.execute("COMMIT")
@@ -177,6 +262,8 @@ class Spool:
             except sqlite3.Error:
                 pass
             raise
+        if self._registering:
+            self.registered = True
         return result
 
     def moved_away(self) -> bool:
@@ -200,21 +287,37 @@ class Spool:
     # -- what the keeper asks ------------------------------------------------------------------
     def _register(self, db: sqlite3.Connection) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO owners (owner, pid, host, lease_until) VALUES (?, ?, ?, ?)",
+            # A beat that went back (a REPLACE to 0) could look unchanged to an observer.
+            "INSERT INTO owners (owner, pid, host, lease_until, beat) VALUES (?, ?, ?, ?, 0) ON CONFLICT (owner) "
+            "DO UPDATE SET lease_until = excluded.lease_until, beat = beat + 1",
             (self.owner, self.pid, self.host, time.time() + LEASE),
         )
-        self.registered = True
+        self._registering = True
 
     def write(self, upserts: Sequence[Row], deletes: Sequence[tuple[str, str]]) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             if upserts:
                 self._register(db)
-                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:]) for r in upserts])
+                mine = (self.site, self.key_fp)
+                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:], *mine) for r in upserts])
             if deletes:
                 db.executemany(
                     "DELETE FROM events WHERE event_id = ? AND event_name = ? AND owner = ?",
                     [(eid, name, self.owner) for eid, name in deletes],
                 )
+            return True
+
+        return self._write(work)
+
+    def replace_mine(self, rows: Sequence[Row]) -> bool:
+        """This owner's rows are exactly ``rows`` now (after writes were lost to a full disk)."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM events WHERE owner = ?", (self.owner,))
+            if rows:
+                self._register(db)
+                mine = (self.site, self.key_fp)
+                db.executemany(_UPSERT, [(r[0], r[1], self.owner, *r[2:], *mine) for r in rows])
             return True
 
         return self._write(work)
@@ -226,7 +329,9 @@ class Spool:
             return True
 
         def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute("UPDATE owners SET lease_until = ? WHERE owner = ?", (time.time() + LEASE, self.owner))
+            cursor = db.execute(
+                "UPDATE owners SET beat = beat + 1, lease_until = ? WHERE owner = ?", (time.time() + LEASE, self.owner)
+            )
             if cursor.rowcount:
                 return True
             self._register(db)
@@ -234,30 +339,48 @@ class Spool:
 
         return self._write(work)
 
+    def _gone(self, owner: str, pid: int, host: str, beat: int, now: float) -> bool:
+        """Whether another owner is gone: its process is (same host), or its beat stood
+        still for LEASE seconds of our monotonic clock (a lease token, no wall clock)."""
+        if host == self.host and (owner not in _OWNERS if pid == self.pid else not _pid_alive(pid)):
+            return True  # same host, and the process is gone (or its pid is ours now)
+        seen = self._seen.get(owner)
+        if seen is None or seen[0] != beat:
+            self._seen[owner] = (beat, now)
+            return False
+        return now - seen[1] >= LEASE
+
     def adopt(self) -> list[Row]:
-        """Take the rows of owners that are gone; oldest first."""
+        """Take the rows of this site and key whose owners are gone; oldest first."""
 
         def work(db: sqlite3.Connection) -> list[Row]:
-            now = time.time()
+            now = time.monotonic()
             live = [self.owner]
-            for owner, pid, host, lease_until in db.execute("SELECT owner, pid, host, lease_until FROM owners"):
-                if owner == self.owner or lease_until < now:
-                    continue
-                if host == self.host and (owner not in _OWNERS if pid == self.pid else not _pid_alive(pid)):
-                    continue  # same host, and the process is gone (or its pid is ours now)
-                live.append(owner)
+            owners = db.execute("SELECT owner, pid, host, beat FROM owners").fetchall()
+            for owner, pid, host, beat in owners:
+                if owner != self.owner and not self._gone(owner, pid, host, beat, now):
+                    live.append(owner)
+            self._seen = {o: seen for o, seen in self._seen.items() if o in live}
             marks = ",".join("?" * len(live))
+            # Rows of another site or key stay for that site's clients (and '' is a row
+            # written by an older version, which did not say).
+            which = f"owner NOT IN ({marks}) AND ((site = ? AND key_fp = ?) OR site = '')"
+            args = (*live, self.site, self.key_fp)
             rows = [
                 Row(*r)
                 for r in db.execute(
                     "SELECT event_id, event_name, priority, verified, queued_at_ms, attempts, body FROM events "
-                    f"WHERE owner NOT IN ({marks}) ORDER BY queued_at_ms",
-                    live,
+                    f"WHERE {which} ORDER BY queued_at_ms",
+                    args,
                 )
             ]
             if rows:
                 self._register(db)
-                db.execute(f"UPDATE events SET owner = ? WHERE owner NOT IN ({marks})", (self.owner, *live))
+                db.execute(
+                    f"UPDATE events SET owner = ?, site = ?, key_fp = ? WHERE {which}",
+                    (self.owner, self.site, self.key_fp, *args),
+                )
+            # Owners that are gone go; their rows of other sites wait, ownerless, for their site.
             db.execute(f"DELETE FROM owners WHERE owner NOT IN ({marks})", live)
             return rows
 
@@ -304,18 +427,22 @@ class SpoolKeeper:
         self.sender = sender
         self.path = path
         self._wake = wake
-        self._log = RateLimitedLog()
+        self.log = sender.log  # the client's: with console_log, these lines reach stderr too
+        self._log = RateLimitedLog(sender.log)
         self._start_lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
-        self.spool = Spool(self.path)
+        settings = self.sender.settings
+        self.spool = Spool(self.path, settings.site_id, key_fingerprint(settings.site_id, settings.secret_key.reveal()))
         self._io = threading.Lock()  # one writer at a time, in journal order
         self._pending: dict[tuple[str, str], Queued | None] = {}  # key -> to write (None: to delete)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._broken_until = 0.0
         self._next_housekeeping = 0.0
+        self._full = False  # the disk had no room: memory only until a resync succeeds
+        self._stale = False  # rows of ours on disk may be of events sent or dropped since
 
     def after_fork(self) -> None:
         # The child is a new owner; the parent's connection and rows stay the parent's.
@@ -365,7 +492,7 @@ class SpoolKeeper:
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
             except Exception:  # never let the writer die on a bug; say so and go on
-                logger.exception("layersync spool error")
+                self.log.exception("layersync spool error")
                 time.sleep(1.0)
 
     def _stop_thread(self, timeout: float) -> None:
@@ -389,7 +516,9 @@ class SpoolKeeper:
             self._merge(journal)
             for item in items:
                 self._pending[item.key] = item
-            if self._flush_pending() is _FAILED:
+            if (self._full or self._flush_pending() is _FAILED) and not self._resync(items):
+                if self._stale:
+                    self._set_aside_stale()
                 return 0
             kept = self.sender.handover(items)
             self._attempt(self.spool.release)
@@ -407,8 +536,28 @@ class SpoolKeeper:
     def persist(self) -> bool:
         """Write what the journal says; True when everything is on disk."""
         with self._io:
-            self._merge(self.sender.take_journal())
+            journal = self.sender.take_journal()
+            if self._full:  # nothing kept for later: the next resync writes what is queued then
+                return False
+            self._merge(journal)
             return self._flush_pending() is not _FAILED
+
+    def _resync(self, items: Sequence[Queued] | None = None) -> bool:
+        """Must hold ``_io``. After a full disk: this process's rows are deleted and
+        ``items`` (the queue) written, in one transaction; if there is no room for them,
+        the rows are at least deleted. True when the file matches memory again."""
+        if items is None:
+            items = self.sender.queued_events()
+        self._pending.clear()
+        rows = [row for row in map(self._row, items) if row is not None]
+        if self._attempt(lambda: self.spool.replace_mine(rows)) is not _FAILED:
+            if self._full:
+                self.log.warning("the spool at %s has room again: queued events are written to it", self.path)
+            self._full = self._stale = False
+            return True
+        if self._stale and rows and self._attempt(lambda: self.spool.replace_mine(())) is not _FAILED:
+            self._stale = False  # nothing of ours on disk: nothing there to send twice
+        return False
 
     def _flush_pending(self) -> object:
         """Must hold ``_io``."""
@@ -458,7 +607,18 @@ class SpoolKeeper:
             self._log.warn("spool-busy", "the spool at %s is locked by another process: retrying", self.path)
             return
         if kind == "full":
-            self._log.warn("spool-full", "the spool at %s is full: new events are kept in memory only", self.path)
+            self._pending.clear()  # no backlog: a resync writes the queue when there is room
+            if not self._full:
+                self._full = self._stale = True
+                self._log.warn(
+                    "spool-full",
+                    "the disk under the spool at %s is full (%s): events are kept in memory only (at most "
+                    "max_queue_size), and not across a restart, until it has room; free space there or point "
+                    "spool_path (LAYERSYNC_SPOOL_PATH) at a larger disk",
+                    self.path,
+                    exc,
+                    level=logging.ERROR,
+                )
             return
         self.spool.close()
         if kind == "corrupt":
@@ -475,19 +635,41 @@ class SpoolKeeper:
             level=logging.ERROR,
         )
 
+    def _move_aside(self, kind: str) -> str:
+        """Rename the file (and its -wal, -shm) to ``<path>.<kind>-<time>-<pid>``; raises OSError."""
+        aside = f"{self.path}.{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(self.path + suffix, aside + suffix)
+            except FileNotFoundError:
+                pass
+        return aside
+
     def _set_aside(self, exc: Exception) -> None:
-        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         try:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.replace(self.path + suffix, aside + suffix)
-                except FileNotFoundError:
-                    pass
+            aside = self._move_aside("corrupt")
         except OSError as move_error:
             self._failed(move_error)
             return
-        logger.error("the spool at %s was corrupt (%s): moved it to %s and started a new one", self.path, exc, aside)
+        self.log.error("the spool at %s was corrupt (%s): moved it to %s and started a new one", self.path, exc, aside)
         self._requeue_all()
+
+    def _set_aside_stale(self) -> None:
+        """At exit, the full disk left rows of ours that could not be deleted: events sent
+        or dropped since. No later process may adopt and send them again."""
+        self.spool.close()
+        self._stale = False  # once: a new file in its place holds nothing of ours
+        try:
+            aside = self._move_aside("full")
+        except OSError as exc:
+            self.log.error("could not move the full spool at %s aside (%s): it may send events again", self.path, exc)
+            return
+        self.log.error(
+            "the disk under the spool at %s stayed full: moved it to %s, whose rows are out of date (sending "
+            "them would send events twice); delete it once the disk has room",
+            self.path,
+            aside,
+        )
 
     def _requeue_all(self) -> None:
         """Everything in memory goes to the (new) file on the next write."""
@@ -516,7 +698,7 @@ class SpoolKeeper:
                 continue
             entries.append(Restored(event, row.attempts, now - row.queued_at_ms / 1000, bool(row.verified)))
         queued = self.sender.restore(entries)
-        logger.info(
+        self.log.info(
             "took over %d event(s) from the spool at %s: %d queued, %d expired or over their attempts",
             len(rows),
             self.path,
@@ -529,8 +711,11 @@ class SpoolKeeper:
 
     def _housekeeping(self) -> None:
         self._next_housekeeping = time.monotonic() + RENEW_EVERY
+        if self._full:
+            with self._io:
+                self._resync()
         if self.spool.moved_away():
-            logger.warning("the spool at %s was replaced: writing this process's events to the new file", self.path)
+            self.log.warning("the spool at %s was replaced: writing this process's events to the new file", self.path)
             with self._io:
                 self.spool.close()
                 self._requeue_all()

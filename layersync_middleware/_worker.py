@@ -64,7 +64,6 @@ class Worker:
             self._keeper = SpoolKeeper(sender, self.settings.spool_path, self.wake)
         self._reset()
         _WORKERS.add(self)
-        _lifecycle.watch_sigterm()
         _lifecycle.watch_multiprocessing()
         if self._keeper is not None:
             self._keeper.start()  # send what processes gone for good left in the spool
@@ -596,25 +595,32 @@ def _after_fork_in_child() -> None:
 
 
 def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
-    """Shut down every worker of this process within one deadline (default: the longest
-    ``shutdown_timeout``); with a spool, what is left is kept there. Logs once how many
-    events were not delivered; returns that number."""
-    pid = os.getpid()
-    workers = [w for w in list(_WORKERS) if w._pid == pid]
+    """Shut down every worker of this process within what is left of this exit's budget
+    (:func:`._lifecycle.exit_deadline`: the longest ``shutdown_timeout``, or ``timeout``);
+    with a spool, what is left is kept there. Logs once per exit how many events were not
+    delivered; returns that number."""
+    workers = _here()
     if not workers:
         return 0
-    budget = max(w.settings.shutdown_timeout for w in workers) if timeout is None else max(timeout, 0.0)
-    deadline = time.monotonic() + budget
+    asked = _asked(workers, timeout)
+    deadline, budget = _lifecycle.exit_deadline(asked)
+    deadline = min(deadline, time.monotonic() + asked)
     left = kept = 0
-    for worker in workers:
+    # Idle workers first (they take no time), then each an equal share of what is left: a
+    # client whose hub hangs cannot starve the others.
+    workers.sort(key=lambda w: not w.sender.idle)
+    for i, worker in enumerate(workers):
         if at_exit:
             worker._finalizing = True  # no thread may start during interpreter shutdown
+        share = max(deadline - time.monotonic(), 0.0) / (len(workers) - i)
         try:
-            worker_left, worker_kept = worker._shutdown(max(deadline - time.monotonic(), 0.0))
+            worker_left, worker_kept = worker._shutdown(share)
         except Exception:
             continue
         left += worker_left
         kept += worker_kept
+    if not _lifecycle.first_to_say(left):  # a drain before this one in this exit said so
+        return left
     # Events lost (or left for the next start) are said even in an app without logging.
     if kept:
         log_always(
@@ -625,16 +631,40 @@ def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
             budget,
             kept,
         )
-    elif left:
+    else:
         log_always(logger, logging.WARNING, "exiting with %d undelivered event(s) after %.1fs", left, budget)
     return left
+
+
+async def adrain_all(timeout: float | None, first: Worker) -> int:
+    """:func:`drain_all` from ``first``'s event loop (the ASGI lifespan): ``first`` shuts
+    down on the loop, so that an asyncio sender delivers and closes its client there; then
+    the others, and whatever ``first`` still holds, from a thread, within the same budget."""
+    asked = _asked(_here(), timeout)
+    deadline = min(_lifecycle.exit_deadline(asked)[0], time.monotonic() + asked)
+    try:
+        await first.ashutdown(max(deadline - time.monotonic(), 0.0))
+    except Exception:
+        pass  # drain_all tries again
+    return await asyncio.to_thread(drain_all, timeout)
+
+
+def _here() -> list[Worker]:
+    """The workers of this process (a forked child's copies of its parent's are not)."""
+    pid = os.getpid()
+    return [w for w in list(_WORKERS) if w._pid == pid]
+
+
+def _asked(workers: Sequence[Worker], timeout: float | None) -> float:
+    if timeout is not None:
+        return max(timeout, 0.0)
+    return max((w.settings.shutdown_timeout for w in workers), default=0.0)
 
 
 def exit_budget() -> float:
     """Seconds the exit drain may take: 0 when no client of this process has anything
     queued or a spool to write (the drain would do nothing)."""
-    pid = os.getpid()
-    busy = [w for w in list(_WORKERS) if w._pid == pid and (w._keeper is not None or not w.sender.idle)]
+    busy = [w for w in _here() if w._keeper is not None or not w.sender.idle]
     return max((w.settings.shutdown_timeout for w in busy), default=0.0)
 
 

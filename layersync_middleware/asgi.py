@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._client import LayerSync, resolve_client
-from ._log import log_always, logger
+from ._lifecycle import adrain, exit_over
 from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, reset_current, set_current
 from ._request import route_path
 
@@ -82,14 +81,14 @@ class LayerSyncMiddleware:
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                # After the app's own shutdown handlers, which may still track events.
-                try:
-                    left = await self.client.ashutdown(self._drain_timeout)
-                    if left:
-                        log_always(logger, logging.WARNING, "shutting down with %d undelivered event(s)", left)
-                except Exception as exc:
-                    logger.warning("layersync drain at shutdown failed: %r", exc)
+            if message["type"] == "lifespan.startup.complete":
+                exit_over()  # the app lives (again, in a test's TestClient): the next exit gets a full budget
+            elif message["type"] == "lifespan.shutdown.complete":
+                # After the app's own shutdown handlers, which may still track events. The
+                # server's one shutdown hook: every client of the process drains here, this
+                # one first, on its loop (uvicorn then dies of SIGTERM, and atexit does not
+                # run). The drains that follow (atexit) share this one's budget.
+                await adrain(self._drain_timeout, self.client._worker)
             await send(message)
 
         return lifespan_send

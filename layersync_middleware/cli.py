@@ -51,7 +51,17 @@ def cmd_hub(args: argparse.Namespace) -> int:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     site = HubSite(args.site, args.publishable_key, args.secret_key)
     allowed = [*args.allow_host, *([] if args.host in _WILDCARD_HOSTS else [args.host])]
-    app = create_hub([site], database=database, faults=faults, allowed_hosts=allowed)
+    try:
+        app = create_hub(
+            [site],
+            database=database,
+            faults=faults,
+            allowed_hosts=allowed,
+            allowed_peers=args.allow_peer,
+            max_db_bytes=int(args.max_db_mb * 1024 * 1024),
+        )
+    except ValueError as exc:
+        return _fail(f"--allow-peer: {str(exc).removeprefix('allowed_peers: ')}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}"
     # The demo secret is public (it is in the docs): showing it is the point. A key of
@@ -64,6 +74,8 @@ def cmd_hub(args: argparse.Namespace) -> int:
     _say("point an app at it:")
     secret = shown or "<your --secret-key>"
     _say(f"  LAYERSYNC_API_URL={url} LAYERSYNC_SITE_ID={site.site_id} LAYERSYNC_SECRET={secret}")
+    peers = ", ".join(args.allow_peer) or "none"
+    _say(f"the page: {url}/  (this machine only; also allowed: {peers}; events capped at {args.max_db_mb:g} MiB)")
     if faults.mode is not None:
         _say(f"injecting fault {faults.mode} on {faults.rate:.0%} of server ingest requests")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1, http="h11")
@@ -75,7 +87,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .hub.demo import run_demo
     except ImportError:
         return _fail("the demo needs the 'hub' extra: pip install 'layersync-middleware[hub]'")
-    return run_demo()
+    interactive = not args.no_wait and sys.stdin.isatty()
+    return run_demo(wait=_wait_for_enter if interactive else None)
+
+
+def _wait_for_enter() -> None:
+    try:
+        input()
+    except (EOFError, KeyboardInterrupt):
+        pass
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -126,7 +146,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  matcher      {len(rules)} pattern(s); a pairing header is forwarded only with a name its pattern allows")
     for rule in rules:
         print(f"    {describe_rule(rule)}")
+    if settings.sender == "celery" and settings.enabled:
+        return celery_round_trip(settings, "test_event")
     return 0
+
+
+def celery_round_trip(settings: Settings, event: str) -> int:
+    """``sender="celery"``: a probe through the broker, a worker and the hub, each hop said."""
+    try:
+        from .celery import round_trip
+    except ImportError:
+        return _fail("sender=celery needs the 'celery' extra: pip install 'layersync-middleware[celery]'")
+    print(f"round trip through Celery (a {event} event, sent to the hub by a worker) ...", flush=True)
+    ok, lines = round_trip(settings, event, timeout=max(settings.timeout, 1.0))
+    for line in lines:
+        print(f"  {line}")
+    if ok:
+        print("ok: delivered through a worker")
+        return 0
+    return _fail("not delivered through Celery; see the lines above", 1)
 
 
 # -- send-test-event -------------------------------------------------------------------------
@@ -160,6 +198,8 @@ def cmd_send_test_event(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not settings.enabled:
         return _fail("LAYERSYNC_ENABLED is off")
+    if settings.sender == "celery":
+        return celery_round_trip(settings, args.event)
     timeout = settings.timeout_ms / 1000
     # One attempt, bounded by the timeout: a test answers now or says why.
     client = LayerSync(settings.replace(max_retries=0))
@@ -200,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a host name besides loopback under which the page and /api/hub/* answer (repeatable)",
     )
     hub.add_argument(
+        "--allow-peer",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="an address or network (172.16.0.0/12) besides loopback whose requests the page and /api/hub/* "
+        "answer (repeatable); others get 403 even with --host 0.0.0.0",
+    )
+    hub.add_argument(
+        "--max-db-mb", type=float, default=64, help="cap on stored events, in MiB; past it the oldest are evicted"
+    )
+    hub.add_argument(
         "--fault",
         choices=["500", "429", "hang", "drip", "reset", "drop"],
         help="inject a fault on server ingest (more options: POST /api/hub/faults)",
@@ -208,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     hub.set_defaults(func=cmd_hub)
 
     demo = sub.add_parser("demo", help="run the hub, an example shop and a shopping session", formatter_class=formatter)
+    demo.add_argument(
+        "--no-wait", action="store_true", help="exit at once (at a terminal the hub stays up until Enter)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     test = sub.add_parser(

@@ -1,4 +1,5 @@
-"""Run an example app under a real server (uvicorn, gunicorn) in a subprocess."""
+"""Run an example app under a real server (uvicorn, hypercorn, daphne, granian, gunicorn,
+uWSGI) in a subprocess."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(server: str, target: str, port: int) -> list[str]:
+def command(server: str, target: str, port: int, workers: int = 2) -> list[str]:
+    """How to run ``target`` under ``server``; ``workers`` for gunicorn and uWSGI."""
     host = f"127.0.0.1:{port}"
     gunicorn = [
         sys.executable,
@@ -40,23 +42,42 @@ def command(server: str, target: str, port: int) -> list[str]:
     ]
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
-    if server == "gunicorn":  # two workers forked from a master that imported the app first
-        return [*gunicorn, "-w", "2", "--preload"]
+    if server == "hypercorn":  # serves from a spawned worker process
+        return [sys.executable, "-m", "hypercorn", target, "--bind", host, "--log-level", "warning"]
+    if server == "daphne":  # Twisted; sends no lifespan events
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", target]
+    if server == "granian":  # a Rust server running the app in a spawned worker process
+        interface = ["--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        return [sys.executable, "-m", "granian", *interface, target]
+    if server == "gunicorn":  # workers forked from a master that imported the app first
+        return [*gunicorn, "-w", str(workers), "--preload"]
     if server == "gunicorn-gthread":
         return [*gunicorn, "-w", "1", "--threads", "4", "-k", "gthread"]
     if server == "uwsgi":  # forks after loading the app, without Python's fork hooks
         uwsgi = str(Path(sys.executable).parent / "uwsgi")
-        options = "--master --processes 2 --enable-threads --die-on-term --need-app --disable-logging".split()
-        return [uwsgi, "--http-socket", host, "--module", target, "--chdir", str(ROOT), *options]
+        options = f"--master --processes {workers} --enable-threads --need-app --disable-logging".split()
+        # SIGTERM stops gracefully: each worker finishes its request and exits (and drains);
+        # --die-on-term would kill the workers with SIGINT in the middle of a request.
+        graceful = ["--hook-master-start", "unix_signal:15 gracefully_kill_them_all"]
+        return [uwsgi, "--http-socket", host, "--module", target, "--chdir", str(ROOT), *options, *graceful]
     raise ValueError(server)
 
 
 @contextmanager
 def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
+    with launch(server, target, env) as (_, url):
+        yield url
+
+
+@contextmanager
+def launch(
+    server: str, target: str, env: dict[str, str], workers: int = 2
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The server process, serving, and its URL; stopped with SIGTERM when left (if it still runs)."""
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen(
-        command(server, target, port),
+        command(server, target, port, workers),
         cwd=ROOT,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -66,7 +87,7 @@ def serve(server: str, target: str, env: dict[str, str]) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, proc, f"{server} {target}")
-        yield url
+        yield proc, url
     finally:
         stop(proc)
 
@@ -104,7 +125,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout is None:
+    if proc.stdout is None or proc.stdout.closed:  # read already
         return ""
     with proc.stdout:
         return proc.stdout.read()

@@ -33,17 +33,28 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_demo_shows_paired_groups_and_exits_0() -> None:
-    result = run("demo")
+def test_demo_shows_a_group_of_each_verdict_and_exits_0() -> None:
+    result = run("demo", "--no-wait")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    rows = [line.split() for line in out.splitlines() if re.match(r"^[a-z_]+\s+[a-z]+_[0-9a-f]{16}\s", line)]
-    assert sorted((r[0], r[2], r[3], " ".join(r[4:])) for r in rows) == [
-        ("add_to_cart", "1", "1", "paired"),
-        ("purchase", "0", "1", "only server"),
-        ("purchase", "1", "1", "paired"),
+    rows = [line.split(None, 4) for line in out.splitlines() if re.match(r"^\w+\s+\w+_\w+\s+\d+\s+\d+\s", line)]
+    assert sorted((r[0], r[2], r[3], r[4]) for r in rows) == [
+        ("Lead", "1", "0", "Name mismatch"),
+        ("add_to_cart", "1", "1", "Paired"),
+        ("lead", "0", "1", "Name mismatch"),
+        ("purchase", "0", "1", "Server only"),
+        ("purchase", "1", "1", "Late pair"),
+        ("purchase", "1", "1", "Paired"),
+        ("purchase", "2", "0", "ID reused"),
+        ("view_item", "1", "0", "Browser only"),
     ]
     assert "refused={'name_not_allowed': 1}" in out and "duplicates skipped=1" in out
+    # It ends with the page's address and the count per verdict.
+    *_, page, verdicts = out.strip().splitlines()
+    assert re.fullmatch(r"page: +http://127\.0\.0\.1:\d+/ .*", page)
+    assert verdicts.split(None, 1)[1] == (
+        "paired 2, browser only 1, server only 1, name mismatch 2, id reused 1, late pair 1"
+    )
     assert "sk_demo_secret" not in out + result.stderr
 
 

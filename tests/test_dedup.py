@@ -168,3 +168,43 @@ def test_claims_resume_when_redis_is_back(hub: LiveHub, fleet: Any) -> None:
     assert server_events(hub, first) == 1
     assert server_events(hub, eid) == 1
     assert two.stats().duplicates == 1
+
+
+# -- issue 22.7: an id claimed from a request header never suppresses the app's own event ------------
+def forged(event_id: str) -> dict[str, Any]:
+    """A request to the order endpoint whose pairing headers carry a guessed id."""
+    headers = [(b"host", b"shop.example"), (b"x-layersync-event-id", event_id.encode())]
+    return {"type": "http", "path": "/api/orders", "headers": [*headers, (b"x-layersync-event-name", b"purchase")]}
+
+
+def app_purchases(hub: LiveHub, event_id: str) -> int:
+    """Server events of the pair that are the app's own (the forged ones carry no value)."""
+    events = [e["event"] for e in hub.events("server") if e["event"]["event_id"] == event_id]
+    return sum(1 for e in events if e["custom_data"].get("value") == 99)
+
+
+@pytest.mark.parametrize("dedup", [False, True], ids=["one-process", "fleet-wide"])
+def test_an_id_claimed_from_a_header_never_suppresses_the_apps_own_event(hub: LiveHub, fleet: Any, dedup: bool) -> None:
+    # The review's repro: a browser sends headers with the next order numbers, then the app
+    # tracks those purchases itself with its own (predictable) ids: 10 of 10 were suppressed.
+    options = {} if dedup else {"dedup_url": None}
+    browser_side, app_side = fleet(2, **options) if dedup else [fleet(1, **options)[0]] * 2
+    tag = new_event_id("purchase")[-8:]
+    ids = [f"order_{tag}_{n}" for n in range(10)]
+    for eid in ids:
+        assert browser_side.track_from_headers(forged(eid)) == eid  # forwarded, as a browser event is
+    for eid in ids[:5]:
+        assert app_side.track("purchase", {"value": 99}, event_id=eid) == eid
+    for eid in ids[5:]:
+        assert app_side.send("purchase", {"value": 99}, event_id=eid).ok
+    assert [app_purchases(hub, eid) for eid in ids] == [1] * 10
+    assert app_side.stats().duplicates == 0
+    # The other way round a header is what it always was: a duplicate of what was sent.
+    for eid in ids[:3]:
+        assert browser_side.track_from_headers(forged(eid)) is None
+    assert browser_side.stats().duplicates == 3
+    app_first = f"order_{tag}_app"
+    app_side.track("purchase", {"value": 99}, event_id=app_first)
+    browser_side.track_from_headers(forged(app_first))  # refused in-process, or by Redis when sent
+    assert server_events(hub, app_first) == app_purchases(hub, app_first) == 1
+    assert browser_side.stats().duplicates == 4

@@ -323,3 +323,17 @@ def test_capture_events_reaches_the_django_middleware_client(
         Client().post("/api/orders", headers=PUR)  # restored on exit: to the hub again
     assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["X-LayerSync-Event-Id"]]
     assert len(captured.events) == 1
+
+
+def test_celery_sender_checks_name_the_app_setting_and_the_worker_command_line() -> None:
+    celery = {"SITE_ID": "s", "SECRET_KEY": "sk_x", "MATCHER": ["/x"], "SENDER": "celery"}
+    with override_settings(LAYERSYNC={**celery, "CELERY_APP": "no_such_module:app"}):
+        [error] = layersync_messages()
+    assert error.id == "layersync.E002" and "LAYERSYNC['CELERY_APP']: cannot import 'no_such_module:app'" in error.msg
+    with override_settings(LAYERSYNC={**celery, "CELERY_APP": "example_apps.fastapi_celery.celery:app"}):
+        assert layersync_ids() == []  # the app's default queue: the plain worker consumes it
+    with override_settings(
+        LAYERSYNC={**celery, "CELERY_APP": "example_apps.fastapi_celery.celery:app", "CELERY_QUEUE": "tracking"}
+    ):
+        [warning] = layersync_messages()
+    assert warning.id == "layersync.W004" and "celery -A shop worker -Q celery,tracking" in str(warning.hint)

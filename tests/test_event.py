@@ -12,16 +12,20 @@ from typing import Any
 import pydantic
 import pytest
 
+from layersync_middleware import LayerSync
 from layersync_middleware._event import (
     MAX_DEPTH,
+    MAX_EVENT_BYTES,
     Built,
     Dropped,
     build_checked,
     build_event,
     custom_data,
+    looks_like_pii,
     map_props,
     new_event_id,
 )
+from layersync_middleware._pairing import PendingEvent
 
 
 def test_event_ids_follow_the_browser_sdk() -> None:
@@ -379,6 +383,85 @@ def test_reported_paths_are_bounded_and_printable() -> None:
     built = checked(extra={"x\n" + "y" * 200 + "_email": "ada@example.com"})
     [drop] = built.dropped
     assert drop.reason == "pii_prop" and drop.path.isprintable() and len(drop.path) < 60
+
+
+# -- issue 22.13: PII inside neutral values, whatever the key --------------------------------------
+PII_VALUES = [
+    "ada@example.com",
+    "a@b.co",
+    "mail me at Ada.Lovelace+shop@mail.example.co.uk, thanks",
+    "+1 650 555 1212",
+    "+4915123456789",
+    "+44 (0)20 7946 0958",
+    "(650) 555-1212",
+    "650-555-1212",
+    "650.555.1212",
+    "020 7946 0958",
+    "06 12 34 56 78",
+]
+NOT_PII_VALUES = [
+    "ORD-2026-0001",
+    "SKU-123-456",
+    "12345678901",  # a numeric id
+    "4111111111111111",
+    "2026-12-03",
+    "2026-12-03T10:25:00Z",
+    "03-12-2026",
+    "19.99",
+    "+10.50",
+    "1 234 567.89",
+    "12 345 678.90",
+    "192.168.100.200",
+    "pur_0123456789abcdef",
+    "@ada_lovelace",
+    "root@localhost",
+    "50% off @ checkout",
+    "red widget, size 42",
+]
+
+
+@pytest.mark.parametrize("value", PII_VALUES)
+def test_an_email_or_phone_number_in_any_prop_value_is_dropped_and_counted(value: str) -> None:
+    built = checked(order_id="O-1", note=value, extra={"lines": ["ok", value]}, search_term=value)
+    assert built.event["custom_data"] == {"order_id": "O-1", "extra": {"lines": ["ok"]}}
+    assert built.dropped == [Dropped(p, "pii_prop") for p in ("search_term", "note", "extra.lines[1]")]
+    assert value not in wire(built) + repr(built.dropped)
+
+
+@pytest.mark.parametrize("value", NOT_PII_VALUES)
+def test_ids_skus_prices_dates_and_numbers_are_not_taken_for_pii(value: str) -> None:
+    built = checked(order_id=value, note=value, extra=[value], search_term=value)
+    assert not looks_like_pii(value)
+    assert built.dropped == []
+    assert built.event["custom_data"] == {"order_id": value, "search_string": value, "note": value, "extra": [value]}
+
+
+def test_the_client_counts_pii_values_as_pii_prop(sync_client: LayerSync) -> None:
+    props = {"note": "write to ada@example.com", "mobile_alt": "+33 6 12 34 56 78", "plan": "pro"}
+    assert sync_client.track("lead", props) is not None
+    assert sync_client.stats().dropped == {"pii_prop": 2}
+
+
+# -- issue 22.10: an event over the wire's limit is refused at track() -----------------------------
+def test_an_event_over_the_wire_limit_is_refused_when_tracked_with_the_reason(
+    hub_client: LayerSync, caplog: pytest.LogCaptureFixture
+) -> None:
+    fits = {"blob": "x" * (MAX_EVENT_BYTES - 2000)}
+    assert (built := checked(**fits)).too_large is None and len(wire(built)) < MAX_EVENT_BYTES
+    assert checked(blob="x" * MAX_EVENT_BYTES).too_large is not None
+    # JSON escapes make a string bigger than its length: the check counts bytes, not characters.
+    assert checked(blob="\x01" * (MAX_EVENT_BYTES // 5)).too_large is not None
+    huge = [hub_client.track("purchase", {"blob": "x" * 8_000_000}) for _ in range(3)]
+    many = hub_client.track("purchase", {"lines": ["y" * 900] * 999})
+    kept = hub_client.track("purchase", fits)
+    assert huge == [None, None, None] and many is None and kept is not None
+    paired = PendingEvent("pur_0123456789abcdef", "purchase")  # a handler's props on a paired event
+    paired.update({"blob": "z" * 200_000})
+    hub_client._track_paired(paired, {"type": "http", "path": "/api/orders", "headers": [(b"host", b"s.example")]})
+    assert hub_client.flush(5) == 0
+    assert hub_client.stats().dropped == {"too_large": 5}  # refused before the queue sent (or spooled) it
+    assert hub_client.stats().sent == 1
+    assert "refused a purchase event of at least" in caplog.text and "the hub takes at most" in caplog.text
 
 
 # -- bounds: a huge or deep structure is cut, never walked to the end ----------------------------

@@ -1,6 +1,8 @@
-"""However a process ends, the sender drains within its deadline: SIGTERM to a plain
-process, handlers the app installs, multiprocessing children, ``drain()`` before an
-``os._exit``, Celery's shutdown signals. Real processes against the local hub."""
+"""However a process ends, the sender drains within one budget: SIGTERM to a plain
+process that asked for it, handlers the app installs, multiprocessing children, ``drain()``
+before an ``os._exit``, Celery's shutdown signals; several drains of one exit share one
+``shutdown_timeout``; creating a client changes no global. Real processes against the
+local hub."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +20,14 @@ from pathlib import Path
 import pytest
 from durable_apps.hubctl import SwitchableHub, env, python, spool_rows, until
 from helpers import LiveHub, settings
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
-from layersync_middleware import LayerSync
+import layersync_middleware
+from layersync_middleware import LayerSync, LayerSyncMiddleware
 from layersync_middleware import _lifecycle as lifecycle
+from layersync_middleware._settings import _SENDERS
+from layersync_middleware.testing import MemoryTransport
 
 SLACK = 2.5  # interpreter start-up and a loaded CI machine
 
@@ -27,7 +35,8 @@ SLACK = 2.5  # interpreter start-up and a loaded CI machine
 # nothing goes out by itself for the rest of the test: only a drain delivers them.
 HELD = """
 import sys, time
-from layersync_middleware import LayerSync
+from layersync_middleware import LayerSync, drain_on_sigterm
+assert drain_on_sigterm()
 ls = LayerSync.from_env(shutdown_timeout=3)
 ids = [ls.track("purchase", {"n": i}) for i in range(5)]
 deadline = time.monotonic() + 10
@@ -71,7 +80,8 @@ def test_sigterm_with_the_hub_down_keeps_the_events_in_the_spool(tmp_path: Path)
     try:
         body = """
             import time
-            from layersync_middleware import LayerSync
+            from layersync_middleware import LayerSync, drain_on_sigterm
+            drain_on_sigterm()
             ls = LayerSync.from_env(shutdown_timeout=3)
             ids = [ls.track("purchase", {"n": i}) for i in range(5)]
             print("ready", flush=True)
@@ -115,8 +125,9 @@ def test_a_handler_the_app_installs_is_called_and_the_exit_drains(hub: LiveHub) 
 def test_sigterm_ignored_by_the_app_stays_ignored(hub: LiveHub) -> None:
     body = textwrap.dedent("""
         import signal, sys, time
-        from layersync_middleware import LayerSync
+        from layersync_middleware import LayerSync, drain_on_sigterm
         ls = LayerSync.from_env()
+        drain_on_sigterm()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("ready", flush=True)
         sys.stdin.readline()
@@ -179,13 +190,41 @@ def test_drain_before_os_exit_delivers(hub: LiveHub) -> None:
 def sigterm_restored() -> Iterator[None]:
     before = signal.getsignal(signal.SIGTERM)
     yield
-    lifecycle.unwatch_sigterm()
+    lifecycle.uninstall_sigterm_drain()
     signal.signal(signal.SIGTERM, before)
+
+
+@pytest.fixture
+def new_exit() -> Iterator[None]:
+    lifecycle.exit_over()
+    yield
+    lifecycle.exit_over()  # the next test's drains get a budget of their own
+
+
+def test_creating_clients_changes_no_global(sigterm_restored: None) -> None:
+    lifecycle.uninstall_sigterm_drain()  # an earlier test's Django middleware under ASGI may have asked
+    before = (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM))
+    clients = [LayerSync(settings(sender=kind)) for kind in _SENDERS]
+    assert (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM)) == before  # wrapped before
+    for client in clients:
+        client.shutdown(0)
+
+
+def test_drain_on_sigterm_outside_the_main_thread_says_it_cannot(
+    sigterm_restored: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifecycle.uninstall_sigterm_drain()
+    installed: list[bool] = []
+    thread = threading.Thread(target=lambda: installed.append(layersync_middleware.drain_on_sigterm()))
+    thread.start()
+    thread.join()
+    assert installed == [False] and "main thread" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) is not lifecycle._on_sigterm
 
 
 def test_the_handler_stays_first_and_hands_on_to_whatever_is_installed_after(sigterm_restored: None) -> None:
     seen: list[str] = []
-    LayerSync(settings())  # installs the drain (main thread)
+    assert layersync_middleware.drain_on_sigterm()  # asked for (main thread)
     previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append("server"))
     assert previous == signal.SIG_DFL  # what the server would have seen without us
     assert signal.getsignal(signal.SIGTERM) is not lifecycle._on_sigterm
@@ -196,7 +235,7 @@ def test_the_handler_stays_first_and_hands_on_to_whatever_is_installed_after(sig
     assert signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT)) is not None  # other signals untouched
 
 
-def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequest) -> None:
+def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequest, new_exit: None) -> None:
     from celery import signals  # type: ignore[import-untyped]
 
     lifecycle.drain_on_celery_shutdown()
@@ -218,3 +257,44 @@ def test_celery_shutdown_signals_drain(hub: LiveHub, request: pytest.FixtureRequ
     ls.track("purchase")
     signals.worker_shutdown.send(sender=None)  # solo and threads pools
     assert len(hub.events("server")) == 2
+
+
+# -- one budget per exit ---------------------------------------------------------------------------
+def test_the_drains_of_one_exit_share_one_budget_and_say_the_loss_once(
+    hub: LiveHub, new_exit: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn and granian drain on lifespan shutdown and again at exit, hypercorn once
+    # more: each drain with a budget of its own made the exit take 2x or 3x, the loss said
+    # each time.
+    hub.faults(mode="hang", hang_seconds=5)
+    ls = LayerSync(settings(api_url=hub.url, shutdown_timeout=0.5))
+    for n in range(3):
+        ls.track("purchase", {"n": n})
+    started = time.monotonic()
+    left = [lifecycle.drain(0.5) for _ in range(3)]  # say: the lifespan's, SIGTERM's, atexit's
+    assert time.monotonic() - started < 0.5 + 0.3  # 1.5 s before
+    assert min(left) >= 3
+    said = [r.getMessage() for r in caplog.records if "undelivered" in r.getMessage()]
+    assert said == [f"exiting with {left[0]} undelivered event(s) after 0.5s"]
+    lifecycle.exit_over()  # the app goes on (its lifespan starts again): the next exit has a budget
+    started = time.monotonic()
+    lifecycle.drain(0.5)
+    assert time.monotonic() - started > 0.4
+
+
+def test_the_lifespan_shutdown_drains_every_client_of_the_process(hub: LiveHub, new_exit: None) -> None:
+    # uvicorn ends with SIGTERM's default action after the lifespan: no atexit drain follows.
+    # A client whose hub hangs takes its share of the budget, not the others'.
+    hub.faults(mode="hang", hang_seconds=5)
+    stuck = LayerSync(settings(api_url=hub.url))
+    other = MemoryTransport()
+    client = LayerSync(settings(sender="asyncio", matcher=["/api/*"]), transport=MemoryTransport())
+    elsewhere = LayerSync(settings(), transport=other)  # a client the middleware does not know
+    elsewhere._worker.wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until a drain
+    with TestClient(LayerSyncMiddleware(Starlette(), client=client)):
+        stuck.track("purchase")
+        elsewhere.track("purchase")
+        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2 + 0.5  # shutdown_timeout, for every client together
+    assert [e["event_name"] for e in other.events] == ["purchase"]

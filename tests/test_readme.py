@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -245,7 +246,7 @@ def command_lines() -> list[str]:
     for block in re.findall(r"```sh\n(.*?)```", README, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             command = re.split(r"\s+# ", line, maxsplit=1)[0].strip()
-            if command:
+            if command and not command.startswith("#"):  # a comment line says what follows
                 lines.append(" ".join(command.split()))
     return lines
 
@@ -257,7 +258,7 @@ HERE = "tests/test_readme.py::"
 COMMANDS: dict[str, tuple[str, ...]] = {
     "python3 dev.py demo": (
         HERE + "test_dev_py_runs_what_the_readme_says",
-        "tests/test_cli.py::test_demo_shows_paired_groups_and_exits_0",
+        "tests/test_cli.py::test_demo_shows_a_group_of_each_verdict_and_exits_0",
     ),
     "python3 dev.py test": (HERE + "test_dev_py_runs_what_the_readme_says",),  # and CI runs it as written: .ci/run
     "python3 dev.py test tests/test_sender.py -q": (HERE + "test_dev_py_runs_what_the_readme_says",),
@@ -289,17 +290,22 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "tests/test_metrics.py::test_scrape_from_flask_under_gunicorn_with_two_workers_equals_the_sum_of_their_stats",
         HERE + "test_the_gunicorn_conf_is_the_tested_one",
     ),
-    # The fleet: a real Celery worker on -Q layersync importing example_apps/celery_app.py, a broker
-    # URL from the environment, gunicorn with LAYERSYNC_SENDER=celery.
-    "cp example_apps/celery_app.py shop/celery_app.py": (
-        FLEET
-        := "tests/test_celery.py::test_1000_paired_requests_per_app_reach_the_hub_exactly_once_through_a_hub_outage",
+    # The fleet: Celery's own Django layout and worker command, and a FastAPI app with its Celery app in code.
+    "celery -A proj worker -l INFO": (
+        "tests/test_celery.py::test_a_django_project_made_as_celerys_guide_delivers_every_event_with_the_guides_worker",
     ),
-    "export CELERY_BROKER_URL=redis://127.0.0.1:6379/0 LAYERSYNC_SITE_ID=... LAYERSYNC_SECRET=sk_...": (FLEET,),
-    "celery -A shop.celery_app worker -Q layersync": (FLEET,),
-    "LAYERSYNC_SENDER=celery gunicorn shop.wsgi:app": (FLEET,),
+    "celery -A shop.celery worker -l INFO": (
+        FLEET := "tests/test_celery.py::"
+        "test_a_fastapi_app_with_the_broker_in_code_delivers_every_event_and_shows_the_workers_counts",
+    ),
+    "LAYERSYNC_SENDER=celery uvicorn shop.web:app": (FLEET,),
+    "curl -s 'http://127.0.0.1:8787/api/hub/events?limit=1000'": (HERE + "test_hub_curl_lines_answer",),
+    "curl -s 'http://127.0.0.1:8787/api/hub/events?limit=1000&before=8123'": (HERE + "test_hub_curl_lines_answer",),
+    "curl -s 'http://127.0.0.1:8787/api/hub/groups?verdict=name_mismatch&name=purchase'": (
+        HERE + "test_hub_curl_lines_answer",
+    ),
     "layersync hub": ("tests/test_cli.py::test_hub_command_serves_ingest_and_the_page",),
-    "layersync demo": ("tests/test_cli.py::test_demo_shows_paired_groups_and_exits_0",),
+    "layersync demo": ("tests/test_cli.py::test_demo_shows_a_group_of_each_verdict_and_exits_0",),
     "layersync check": (
         HERE + "test_a_fresh_venv_runs_the_layersync_commands",
         "tests/test_cli.py::test_check_reports_one_clear_line_without_the_key",
@@ -366,6 +372,18 @@ def test_a_fresh_venv_runs_the_layersync_commands(tmp_path: Path, hub: Any) -> N
     assert "sk_" not in said["layersync check"] + said["layersync send-test-event"]
     [stored] = hub.events("server")
     assert stored["source"] == "server"
+
+
+def test_hub_curl_lines_answer(hub: Any) -> None:
+    # The hub's curl lines, as written, against a live hub (its address for 127.0.0.1:8787).
+    lines = [line for line in command_lines() if line.startswith("curl -s 'http://127.0.0.1:8787/")]
+    assert len(lines) >= 3 and shutil.which("curl"), "curl is needed (CI installs it)"
+    for line in lines:
+        command = [part.replace("http://127.0.0.1:8787", hub.url) for part in shlex.split(line)]
+        result = subprocess.run([*command, "--fail"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, (line, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "truncated" in answer and ("events" in answer or "groups" in answer), (line, answer)
 
 
 def test_dev_py_runs_what_the_readme_says(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,10 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from layersync_middleware import _request
+from layersync_middleware import LayerSync, Settings, _request
+from layersync_middleware._pairing import PendingEvent
 from layersync_middleware._request import (
+    attribution_url,
     parse_cookies,
     query_params,
     request_context,
@@ -140,6 +142,62 @@ def test_page_url_is_a_same_origin_referer() -> None:
 
     assert ctx(b"https://shop.example/products/a?gclid=1").page_url() == "https://shop.example/products/a?gclid=1"
     assert ctx(b"https://evil.example/x").page_url() == "https://shop.example/api/cart/add"
+
+
+# -- issue 22.9: what leaves memory is what the event needs ------------------------------------------
+PAGE = (
+    "https://shop.example/checkout/done?email=ada%40example.com&utm_source=news&token=s3cr3t"
+    "&UTM_Campaign=x%20y&fbclid=IwAR1&gclid=G1&msclkid=M1&reset=1&wbraid=W&gbraid=B&ttclid=T#access_token=zz"
+)
+
+
+def test_the_page_url_keeps_only_attribution_parameters() -> None:
+    kept = Settings.disabled().kept_query_params
+    assert attribution_url(PAGE, kept) == (
+        "https://shop.example/checkout/done?utm_source=news&UTM_Campaign=x%20y&fbclid=IwAR1&gclid=G1"
+        "&msclkid=M1&wbraid=W&gbraid=B&ttclid=T"
+    )
+    assert attribution_url("https://shop.example/a?email=a%40b.c&x", kept) == "https://shop.example/a"
+    assert (
+        attribution_url(PAGE, ("ref", "utm_*"))
+        == "https://shop.example/checkout/done?utm_source=news&UTM_Campaign=x%20y"
+    )
+    assert attribution_url(PAGE, ()) == "https://shop.example/checkout/done"
+
+
+def test_an_event_from_a_request_carries_the_page_without_its_secrets(sync_client: LayerSync, memory: Any) -> None:
+    headers = [(b"host", b"shop.example"), (b"referer", PAGE.encode())]
+    request = scope(headers=headers, query_string=b"session=abc&utm_id=9&gclid=G2")
+    sync_client.track("purchase", request=request)  # the request's own URL
+    sync_client._track_paired(PendingEvent("pur_0123456789abcdef", "purchase"), request)  # the page's
+    assert sync_client.flush(2) == 0
+    direct, paired = memory.events
+    assert direct["event_source_url"] == "https://shop.example/api/cart/add?utm_id=9&gclid=G2"
+    assert paired["event_source_url"] == attribution_url(PAGE, Settings.disabled().kept_query_params)
+    assert (direct["user_data"]["gclid"], paired["user_data"]["gclid"]) == ("G2", "G1")  # read from the whole URL
+    for secret in ("s3cr3t", "ada", "session", "reset", "access_token"):
+        assert secret not in str(memory.events)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda: Settings.from_env({"LAYERSYNC_KEPT_QUERY_PARAMS": "utm_*, ref", "LAYERSYNC_ENABLED": "0"}),
+        lambda: Settings.from_mapping(
+            {"kept_query_params": ["utm_*", "ref"], "enabled": False}, spell=lambda k: f"LAYERSYNC[{k!r}]"
+        ),
+        lambda: Settings(enabled=False, kept_query_params="utm_*,ref"),
+    ],
+    ids=["env-and-flask", "django", "code"],
+)
+def test_the_kept_parameters_are_a_setting(source: Any) -> None:
+    assert source().kept_query_params == ("utm_*", "ref")
+
+
+def test_a_bad_kept_parameter_names_the_setting_as_spelled() -> None:
+    with pytest.raises(ValueError, match="LAYERSYNC_KEPT_QUERY_PARAMS: must be query parameter names"):
+        Settings.from_env({"LAYERSYNC_KEPT_QUERY_PARAMS": "utm_*, a=b", "LAYERSYNC_ENABLED": "0"})
+    assert Settings(enabled=False, kept_query_params="none").kept_query_params == ()
 
 
 def test_pairing_headers() -> None:

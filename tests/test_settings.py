@@ -207,7 +207,7 @@ def test_matcher_string_is_read_like_the_environment_variable() -> None:
 def test_new_settings_defaults_and_timeout_in_seconds() -> None:
     s = make(timeout_ms=2500)
     assert (s.strict, s.allow_insecure_http, s.spool_path, s.dedup_url) == (False, False, None, None)
-    assert (s.celery_queue, s.default_phone_region) == ("layersync", None)
+    assert (s.celery_queue, s.celery_app, s.default_phone_region) == ("", None, None)
     assert s.timeout == 2.5
 
 
@@ -237,7 +237,8 @@ def test_new_settings_from_env_and_validated() -> None:
         ("LAYERSYNC_ALLOW_INSECURE_HTTP", "2"),
         ("LAYERSYNC_SPOOL_PATH", " "),
         ("LAYERSYNC_DEDUP_URL", "http://redis:6379"),
-        ("LAYERSYNC_CELERY_QUEUE", ""),
+        ("LAYERSYNC_CELERY_QUEUE", "bad\tqueue"),
+        ("LAYERSYNC_CELERY_APP", "proj/celery.py"),
         ("LAYERSYNC_DEFAULT_PHONE_REGION", "FRA"),
     ]:
         with pytest.raises(ConfigurationError) as info:

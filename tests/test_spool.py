@@ -3,6 +3,7 @@ comes back (the process-level tests, with kills and real servers: test_durable.p
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
 import time
@@ -12,12 +13,14 @@ from typing import Any
 
 import pytest
 from durable_apps.hubctl import SwitchableHub, spool_rows, until
-from helpers import queued, settings
+from helpers import SITE, queued, settings
 
-from layersync_middleware import LayerSync
+from layersync_middleware import LayerSync, _spool
 from layersync_middleware._event import Event
+from layersync_middleware._pairing import PendingEvent
 from layersync_middleware._sender import Sender, SpoolingSender
-from layersync_middleware._spool import PERSIST_WINDOW
+from layersync_middleware._spool import PERSIST_WINDOW, key_fingerprint
+from layersync_middleware.hub import HubServer, HubSite, create_hub
 
 
 @pytest.fixture
@@ -204,3 +207,137 @@ def test_spool_logs_never_hold_event_data(
     assert "took over 1 event" in caplog.text
     assert "ORD-SECRET-1" not in caplog.text and "ada@example.com" not in caplog.text
     assert "sk_test" not in caplog.text
+
+
+def test_the_spool_holds_no_query_secrets_and_is_owner_only_whatever_was_there(
+    own_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    sqlite3.connect(spool).execute("PRAGMA journal_mode=WAL").fetchall()  # left by an older version...
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)  # ...readable by everyone
+    own_hub.down()
+    ls = client(own_hub, spool)
+    page = b"https://shop.example/account?email=ada%40example.com&token=s3cr3t&utm_source=news&fbclid=IwAR1"
+    request = {
+        "type": "http",
+        "path": "/api/orders",
+        "query_string": b"session=abc123",
+        "headers": [(b"host", b"shop.example"), (b"referer", page)],
+    }
+    ls._track_paired(PendingEvent("pur_0123456789abcdef", "purchase"), request)
+    ls.track("purchase", {"note": "ada@example.com"}, request=request)
+    assert until(lambda: len(spool_rows(spool)) == 2)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"utm_source=news&fbclid=IwAR1" in on_disk  # attribution is kept...
+    for secret in (b"ada", b"s3cr3t", b"abc123"):  # ...nothing else of the URLs, nor a PII prop
+        assert secret not in on_disk
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        "spool.db": "0o600",
+        "spool.db-wal": "0o600",
+        "spool.db-shm": "0o600",
+    }
+    ls.shutdown(0.2)
+
+
+def test_an_event_over_the_wire_limit_is_never_spooled(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    ls = client(own_hub, spool)
+    # The review's repro: 20 events of 8 MB props took 151 MiB of spool, then were dropped at send.
+    assert [ls.track("purchase", {"blob": "x" * 8_000_000}) for _ in range(20)] == [None] * 20
+    kept = queued(ls.track("purchase", {"blob": "x" * 50_000}))
+    assert until(lambda: len(spool_rows(spool)) == 1)
+    assert [r[0] for r in spool_rows(spool)] == [kept] and spool.stat().st_size < 1_000_000
+    assert ls.stats().dropped == {"too_large": 20}
+    ls.shutdown(0.2)
+
+
+# -- issue 22.3: one file, two sites -----------------------------------------------------------------
+OTHER_SITE = HubSite("site_other", "pk_other_publishable", "sk_other_secret_key")
+
+
+def test_a_client_adopts_only_rows_of_its_own_site_and_key(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    app = create_hub([SITE, OTHER_SITE])
+    server = HubServer(app).start()
+    try:
+        down = LayerSync(settings(spool_path=spool, timeout_ms=300))  # site A, its hub unreachable
+        ids = {queued(down.track("purchase", {"n": i})) for i in range(10)}
+        assert down.shutdown(0.3) == 10  # let go: the rows are for the next process of site A
+        other = LayerSync(
+            settings(api_url=server.url, spool_path=spool, site_id=OTHER_SITE.site_id, secret_key=OTHER_SITE.secret_key)
+        )
+        keeper = other._worker._keeper
+        assert keeper is not None and keeper.adopt() == 0  # not its site: left for site A
+        mine = queued(other.track("lead"))
+        assert other.flush(5) == 0 and other.stats().dropped == {}
+        rotated = LayerSync(settings(api_url=server.url, spool_path=spool, secret_key="sk_test_rotated_key"))
+        assert rotated._worker._keeper is not None and rotated._worker._keeper.adopt() == 0  # another key: no
+        rotated.shutdown(0.2)
+        again = LayerSync(settings(api_url=server.url, spool_path=spool))  # site A, its own key: takes them
+        assert again.flush(5) == 0 and again.stats().dropped == {}
+        stored = collections.Counter((e["event"]["site_id"], e["event"]["event_id"]) for e in app.hub.store.events())
+        assert stored == collections.Counter({**{(SITE.site_id, i): 1 for i in ids}, (OTHER_SITE.site_id, mine): 1})
+        assert spool_rows(spool) == []
+        other.shutdown(0.2)
+        again.shutdown(0.2)
+    finally:
+        server.stop()
+        app.hub.store.close()
+
+
+def test_rows_say_their_site_and_a_key_fingerprint_never_the_key(own_hub: SwitchableHub, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    ls = client(own_hub, spool)
+    ls.track("purchase")
+    assert until(lambda: len(spool_rows(spool)) == 1)
+    db = sqlite3.connect(spool)
+    [(site, fingerprint)] = db.execute("SELECT site, key_fp FROM events").fetchall()
+    db.close()
+    assert site == SITE.site_id and fingerprint == key_fingerprint(SITE.site_id, SITE.secret_key)
+    assert SITE.secret_key.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    ls.shutdown(0.2)
+
+
+# -- issue 22.8: a wall-clock step never makes rows send twice ----------------------------------------
+def test_a_clock_step_never_makes_a_live_processs_rows_send_twice(
+    own_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    a = client(own_hub, spool)
+    ids = [queued(a.track("add_to_cart", {"n": i})) for i in range(200)]
+    assert until(lambda: len(spool_rows(spool)) == 200)
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 60)  # NTP, or an operator, steps the clock
+    b = client(own_hub, spool)  # a second worker starts: it looks for orphans at once
+    keeper = b._worker._keeper
+    assert keeper is not None and keeper.adopt() == 0
+    own_hub.up()
+    assert a.flush(5) == 0 and b.flush(5) == 0
+    counts = own_hub.counts()
+    assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}  # 200, each once
+    a.shutdown(0.2)
+    b.shutdown(0.2)
+
+
+def test_an_owner_whose_heartbeat_stops_is_taken_over_after_the_lease(
+    own_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "LEASE", 0.3)  # a's writer renews every 5 s: its beat stands still meanwhile
+    spool = tmp_path / "spool.db"
+    own_hub.down()
+    a = client(own_hub, spool)
+    ids = {queued(a.track("purchase", {"n": i})) for i in range(5)}
+    assert until(lambda: len(spool_rows(spool)) == 5)
+    b = client(own_hub, spool)
+    keeper = b._worker._keeper
+    assert keeper is not None and keeper.adopt() == 0  # first sight of a's beat
+    assert until(lambda: keeper.adopt() == 5)  # unchanged for the lease: a is stuck (SIGSTOP, a debugger)
+    a._worker.sender.discard()  # a stays stuck
+    own_hub.up()
+    assert b.flush(5) == 0 and set(own_hub.ids()) == ids
+    a.shutdown(0)
+    b.shutdown(0.2)

@@ -6,6 +6,10 @@
 - layersync.W003: the site id or secret key is not set, so tracking is disabled. A
   warning, not an error: a checkout without credentials (CI, a new developer's
   machine) must still pass ``manage.py check`` and run its tests.
+- layersync.E002 (error): ``sender="celery"`` and no Celery app to publish with.
+- layersync.W004: ``sender="celery"`` and the tasks go to a queue that is not the Celery
+  app's default: ``celery -A proj worker`` would not consume it (the hint gives the -Q).
+- layersync.W005: ``CELERY_BROKER_URL`` overrides the broker the Celery app names.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from .._settings import ConfigurationError, describe
+from .._settings import ConfigurationError, Settings, describe
 from . import conf
 
 MIDDLEWARE_PATH = "layersync_middleware.django.LayerSyncMiddleware"
@@ -53,5 +57,41 @@ def check_layersync(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE.",
                 id="layersync.W002",
             )
+        )
+    if settings.enabled and settings.sender == "celery":
+        messages += _check_celery(settings)
+    return messages
+
+
+def _check_celery(settings: Settings) -> list[CheckMessage]:
+    from .. import celery  # the [celery] extra: chosen by sender="celery"
+
+    try:
+        app = celery.find_app(settings)
+    except ConfigurationError as exc:
+        named = exc.renamed(conf.spell("celery_app"))
+        return [
+            Error(
+                str(named),
+                hint="Import your Celery app in proj/__init__.py, as Celery's Django guide does.",
+                id="layersync.E002",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    queue, default = celery.queue_name(app, settings), str(app.conf.task_default_queue)
+    if queue != default:
+        messages.append(
+            Warning(
+                f"LayerSync's Celery tasks go to the queue {queue!r}, "
+                f"which `celery -A {app.main} worker` does not consume.",
+                hint=f"Start the workers with `celery -A {app.main} worker -Q {default},{queue}`, "
+                f"or remove {conf.spell('celery_queue')}.",
+                id="layersync.W004",
+            )
+        )
+    override = celery.env_override(app)
+    if override:
+        messages.append(
+            Warning(override, hint="Give the web processes and the workers the same broker.", id="layersync.W005")
         )
     return messages

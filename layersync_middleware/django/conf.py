@@ -20,6 +20,13 @@ def _spell(key: str) -> str:
     return f"{SETTING}[{key!r}]"
 
 
+def spell(key: str) -> str:
+    """How ``settings.LAYERSYNC`` spells a setting (in the case of the keys it has)."""
+    given = raw()
+    upper = bool(given) and all(str(k).isupper() for k in given)
+    return _spell(next((str(k) for k in given if str(k).lower() == key), key.upper() if upper else key))
+
+
 def raw() -> dict[str, Any]:
     value = getattr(django_settings, SETTING, {})
     if not isinstance(value, dict):

@@ -10,6 +10,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
 from .._client import shared_client
+from .._lifecycle import install_sigterm_drain
 from .._pairing import HANDLED_KEY, WSGI_ID_KEY, WSGI_NAME_KEY, Pairing, PendingEvent, reset_current, set_current
 from . import conf
 
@@ -35,6 +36,8 @@ class LayerSyncMiddleware:
         self._pairing = Pairing(self.client, consent=consent, is_success=is_success, can_await=self.async_mode)
         if self.async_mode:
             markcoroutinefunction(self)
+            # Django has no lifespan to drain on, and uvicorn ends with SIGTERM's default action.
+            install_sigterm_drain()
 
     def _headers(self, request: HttpRequest) -> tuple[str, str] | None:
         meta = request.META

@@ -8,12 +8,25 @@ Routes and who may call them
 * ``POST /api/v1/events/browser[/batch]``, ``GET /api/v1/config/platforms``: the
   browser SDK's; CORS for any origin, publishable key.
 * ``POST /api/v1/events/server[/batch]``: the server SDK's; secret key, no CORS.
-* ``GET /``, ``GET /api/hub/events``, ``GET /api/hub/groups``, ``GET /api/hub/faults``
-  (inspection) and ``POST /api/hub/faults``, ``POST /api/hub/reset`` (control):
+* ``GET /`` (the page, with ``/page.js``), ``GET /api/hub/events``, ``/api/hub/groups``,
+  ``/api/hub/group``, ``/api/hub/dashboard``, ``/api/hub/faults`` (inspection) and
+  ``POST /api/hub/faults``, ``POST /api/hub/reset`` (control): only from a loopback
+  peer, the machine's own address, or one in ``allowed_peers`` (``--allow-peer``), so
+  a hub bound to ``0.0.0.0`` shows and hands its controls to this machine only;
   same-origin only, and only under a loopback Host (``localhost``, ``127.0.0.1``,
   ``[::1]``) or one passed as ``allowed_hosts`` (``--allow-host``); otherwise 403.
   Control routes take ``Content-Type: application/json`` and a JSON object (415/400
   otherwise): ``{}`` for reset.
+
+Lists and the store
+-------------------
+``/api/hub/events`` and ``/api/hub/groups`` return the newest ``limit`` (default 200,
+at most 1000) older than the ``before`` cursor, with ``next`` (the next page's
+``before``, or null) and ``truncated``. Groups also take ``name``, ``verdict``,
+``since``, ``until`` and carry each id's verdict (:mod:`.platforms`);
+``/api/hub/group?event_id=`` explains one id; ``/api/hub/dashboard`` gives totals with
+Meta's definitions. The store keeps at most ``max_db_bytes`` (``--max-db-mb``, 64 MiB)
+of event bodies, evicting the oldest; ``store.evicted`` in the groups answer counts them.
 
 Fault injection
 ---------------

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import ipaddress
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterable
@@ -22,9 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _wire
 from . import faults as _faults
+from . import platforms as _platforms
 from .faults import Faults, FaultSwitch, Mode
 from .sites import DEMO_SITE, HubSite
-from .store import Store
+from .store import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, MAX_LIMIT, Store
 
 MAX_BODY = 1024 * 1024  # after gunzip too
 # Deep enough for any real event; shallow enough that re-encoding it inside the
@@ -154,6 +156,7 @@ class Hub:
         self.store = store
         self.faults = faults
         self.closing = False  # set when the server stops: hung requests let go
+        self.unpaired_after = 60.0
 
     # -- auth ------------------------------------------------------------------------------
     def _browser_site(self, request: Request) -> HubSite | None:
@@ -183,7 +186,7 @@ class Hub:
             doc = parse_json(await _read_body(request))
             if not request.url.path.endswith("/batch"):
                 event = validate_event(doc, site.site_id)
-                fresh = self.store.add(site.site_id, source, event)
+                fresh = self.store.add(site.site_id, source, event, _peer(request.scope))
                 return JSONResponse({"status": "ok", "event_id": event["event_id"], "duplicate": not fresh})
             events = doc.get("events") if isinstance(doc, dict) else None
             if not isinstance(events, list) or not events:
@@ -201,7 +204,7 @@ class Hub:
             except _Invalid as exc:
                 results.append({"event_id": eid, "status": "drop", "error": exc.message})
                 continue
-            fresh = self.store.add(site.site_id, source, event)
+            fresh = self.store.add(site.site_id, source, event, _peer(request.scope))
             results.append({"event_id": eid, "status": "ok", "duplicate": not fresh})
         return JSONResponse({"results": results})
 
@@ -223,12 +226,75 @@ class Hub:
 
     # -- inspection and control ------------------------------------------------------------
     async def list_events(self, request: Request) -> Response:
-        site_id = request.query_params.get("site_id")
-        return JSONResponse({"events": self.store.events(site_id=site_id)})
+        """``GET /api/hub/events?limit=200&before=<seq>&site_id=``: newest first;
+        ``next`` is the ``before`` of the next page, ``truncated`` says one exists."""
+        try:
+            q = _Query(request)
+            page = self.store.events_page(q.limit(), q.text("site_id"), q.integer("before"))
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
+        return JSONResponse(page.as_dict("events"))
 
     async def list_groups(self, request: Request) -> Response:
-        site_id = request.query_params.get("site_id")
-        return JSONResponse({"groups": self.store.groups(site_id=site_id)})
+        """``GET /api/hub/groups``: dedupe groups newest first, each with its id's
+        verdict; filters ``name`` (part of it, any case), ``verdict``, ``since`` and
+        ``until`` (unix seconds), ``site_id``; paged as the events are."""
+        try:
+            q = _Query(request)
+            filters = q.filters()
+            verdict = q.text("verdict")
+            if verdict and verdict not in _platforms.VERDICTS:
+                raise _Invalid(400, f"verdict must be one of {', '.join(_platforms.VERDICTS)}")
+            unpaired_after = q.number("unpaired_after", self.unpaired_after)
+            limit, before = q.limit(), q.integer("before")
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
+        # Changes with the store, the query, and every 5 s (the "unpaired" flags age).
+        tag = hash((tuple(sorted(request.query_params.items())), int(self.store.clock() // 5)))
+        etag = f'"{self.store.version}-{tag}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        page = self.store.groups_page(limit, before=before, verdict=verdict, **filters)
+        now = self.store.clock()
+        for g in page.items:
+            g["stale"] = len(g["sources"]) == 1 and now - g["first_received_at"] > unpaired_after
+        doc = {
+            **page.as_dict("groups"),
+            "counts": self.store.verdict_counts(**filters),
+            "store": self.store.status(),
+            "now": now,
+        }
+        return JSONResponse(doc, headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+    async def group(self, request: Request) -> Response:
+        """``GET /api/hub/group?event_id=&site_id=&reveal=0``: one id explained
+        (:func:`.platforms.explain`); match-key values redacted unless ``reveal=1``."""
+        try:
+            q = _Query(request)
+            event_id = q.text("event_id")
+            site_id = q.text("site_id") or (next(iter(self.sites)) if len(self.sites) == 1 else None)
+            if not event_id or not site_id:
+                raise _Invalid(400, "event_id (and site_id when the hub has several sites) are required")
+            unpaired_after = q.number("unpaired_after", self.unpaired_after)
+            reveal = q.text("reveal") in ("1", "true")
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
+        records = self.store.id_events(site_id, event_id)
+        if not records:
+            return _error(404, "no event carries this event_id (evicted, reset, or never received)")
+        doc = _platforms.explain(records, self.store.clock(), unpaired_after, reveal)
+        return JSONResponse({"site_id": site_id, **doc})
+
+    async def dashboard(self, request: Request) -> Response:
+        """``GET /api/hub/dashboard``: totals with Meta's definitions, same filters as groups."""
+        try:
+            q = _Query(request)
+            filters, lag = q.filters(), q.text("live") == "1"  # the page's polls may lag a flood a little
+        except _Invalid as exc:
+            return _error(exc.status, exc.message)
+        doc = self.store.dashboard(lag=lag, **filters)
+        counts = self.store.verdict_counts(**filters)
+        return JSONResponse({**doc, "counts": counts, "store": self.store.status()})
 
     async def get_faults(self, request: Request) -> Response:
         return JSONResponse(self.faults.as_dict())
@@ -254,7 +320,92 @@ class Hub:
 
     async def page(self, request: Request) -> Response:
         html = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers=_PAGE_HEADERS)
+
+    async def script(self, request: Request) -> Response:
+        js = resources.files(__package__).joinpath("page.js").read_text(encoding="utf-8")
+        return Response(js, media_type="text/javascript", headers=_PAGE_HEADERS)
+
+
+# The page renders what browsers sent (anyone with the publishable key): its script
+# writes text only, and the policy allows no other script, no framing, no form posts.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class _Query:
+    """Query parameters, checked: a bad one is a 400 that names it."""
+
+    def __init__(self, request: Request) -> None:
+        self.params = request.query_params
+
+    def text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        if value is not None and len(value) > 256:
+            raise _Invalid(400, f"{name} is too long")
+        return value or None
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _Invalid(400, f"{name} must be a number, got {raw[:20]!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise _Invalid(400, f"{name} must be a finite number >= 0")
+        return value
+
+    def integer(self, name: str) -> int | None:
+        raw = self.params.get(name)
+        if raw is None or raw == "":
+            return None
+        if not raw.isdigit() or len(raw) > 18:
+            raise _Invalid(400, f"{name} must be a whole number >= 0, got {raw[:20]!r}")
+        return int(raw)
+
+    def limit(self) -> int:
+        value = self.integer("limit")
+        if value is None:
+            return DEFAULT_LIMIT
+        if not 1 <= value <= MAX_LIMIT:
+            raise _Invalid(400, f"limit must be from 1 to {MAX_LIMIT}")
+        return value
+
+    def filters(self) -> dict[str, Any]:
+        since = self.params.get("since")
+        until = self.params.get("until")
+        return {
+            "site_id": self.text("site_id"),
+            "name": self.text("name"),
+            "since": None if not since else self.number("since", 0),
+            "until": None if not until else self.number("until", 0),
+        }
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])  # a scoped fe80::1%eth0
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _peer(scope: Scope) -> str | None:
+    """The address a request came from (after the server's own proxy-header handling)."""
+    client = scope.get("client")
+    if not client:
+        return None
+    addr = _ip(str(client[0]))
+    return str(addr) if addr is not None else str(client[0])[:64]
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -272,16 +423,18 @@ class HubApp:
     * browser ingest and config: CORS for any origin (the browser SDK posts from the
       shop's pages, credentials omitted);
     * server ingest: no CORS; servers need none;
-    * everything else (the page, ``/api/hub/*``): same-origin only, and only when
-      the Host header is a loopback host or one of ``allowed_hosts``: a page on
-      another origin cannot read or drive the hub, and a DNS-rebound name cannot
-      pass for the hub's own.
+    * everything else (the page, ``/api/hub/*``): only from a loopback peer or one in
+      ``allowed_peers`` (networks), so that a hub bound to ``0.0.0.0`` does not show or
+      hand its controls to the network; same-origin only, and only when the Host
+      header is a loopback host or one of ``allowed_hosts``: a page on another origin
+      cannot read or drive the hub, and a DNS-rebound name cannot pass for the hub's own.
 
     Ingest requests may first meet the injected faults (``hub.faults``)."""
 
-    def __init__(self, hub: Hub, allowed_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, hub: Hub, allowed_hosts: Iterable[str] = (), allowed_peers: Iterable[str] = ()) -> None:
         self.hub = hub
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.allowed_peers = tuple(_network(p) for p in allowed_peers)
         self._routes = Starlette(routes=_routes(hub))
         self._cors = CORSMiddleware(self._routes, **_CORS)
 
@@ -301,7 +454,27 @@ class HubApp:
         else:
             await self._inject(mode, app, scope, receive, send)
 
+    def _local_peer(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client:  # a Unix socket: only this machine can connect
+            return True
+        addr = _ip(str(client[0]))
+        if addr is None:
+            return False
+        server = scope.get("server")
+        # A peer whose address is the one it connected to is this machine (a hub bound to
+        # 192.168.1.5, opened at http://192.168.1.5:8787): no other host can complete a
+        # TCP handshake from our own address.
+        same_machine = server is not None and _ip(str(server[0])) == addr
+        return addr.is_loopback or same_machine or any(addr in net for net in self.allowed_peers)
+
     def _refusal(self, scope: Scope) -> Response | None:
+        if not self._local_peer(scope):
+            return _error(
+                403,
+                "the hub's page and /api/hub/* answer only to this machine (a loopback peer) "
+                "or to addresses allowed with --allow-peer",
+            )
         headers = Headers(scope=scope)
         host = headers.get("host", "")
         m = _HOST_RE.fullmatch(host)
@@ -403,10 +576,13 @@ def _routes(hub: Hub) -> list[Route]:
         Route(_wire.CONFIG_PATH, hub.config, methods=["GET"]),
         Route("/api/hub/events", hub.list_events, methods=["GET"]),
         Route("/api/hub/groups", hub.list_groups, methods=["GET"]),
+        Route("/api/hub/group", hub.group, methods=["GET"]),
+        Route("/api/hub/dashboard", hub.dashboard, methods=["GET"]),
         Route("/api/hub/faults", hub.get_faults, methods=["GET"]),
         Route("/api/hub/faults", hub.set_faults, methods=["POST"]),
         Route("/api/hub/reset", hub.reset, methods=["POST"]),
         Route("/", hub.page, methods=["GET"]),
+        Route("/page.js", hub.script, methods=["GET"]),
     ]
 
 
@@ -416,12 +592,27 @@ def create_hub(
     database: str = ":memory:",
     faults: Faults | None = None,
     allowed_hosts: Iterable[str] = (),
+    allowed_peers: Iterable[str] = (),
+    max_db_bytes: int = DEFAULT_MAX_BYTES,
+    unpaired_after: float = 60.0,
 ) -> HubApp:
     """The hub app; ``app.hub`` holds its :class:`Hub` (sites, store, faults).
     ``allowed_hosts``: host names besides the loopback ones under which the page and
-    ``/api/hub/*`` answer (the name the hub is reached by in a docker network)."""
-    hub = Hub(sites or [DEMO_SITE], Store(database), FaultSwitch(faults))
-    return HubApp(hub, allowed_hosts)
+    ``/api/hub/*`` answer (the name the hub is reached by in a docker network);
+    ``allowed_peers``: addresses or networks (``172.16.0.0/12``) besides loopback whose
+    requests they answer; ``max_db_bytes``: the cap on stored event bodies (the oldest
+    are evicted past it); ``unpaired_after``: seconds before a one-sided group is
+    flagged."""
+    hub = Hub(sites or [DEMO_SITE], Store(database, max_bytes=max_db_bytes), FaultSwitch(faults))
+    hub.unpaired_after = unpaired_after
+    return HubApp(hub, allowed_hosts, allowed_peers)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"allowed_peers: {text!r} is not an IP address or network") from None
 
 
 __all__ = ["Hub", "HubApp", "create_hub", "parse_json", "validate_event"]

@@ -20,6 +20,7 @@ from .._event import build_event, new_event_id
 from .._pairing import current_event
 from ..asgi import LayerSyncMiddleware
 from .app import create_hub
+from .platforms import VERDICT_LABELS
 from .server import HubServer
 from .sites import DEMO_SITE as SITE
 
@@ -47,8 +48,24 @@ def demo_shop(client: LayerSync) -> Any:
             pending.identify(email=order.get("email"))
         return JSONResponse({"order_id": order_id, "value": total}, status_code=201)
 
+    async def leads(request: Request) -> JSONResponse:
+        # Not a paired route: the app tracks the lead itself, with the id the page sent.
+        form = await request.json()
+        sent = client.send(
+            "lead",
+            {"form": "newsletter"},
+            request=request,
+            event_id=form["event_id"],
+            identity={"email": form["email"]},
+        )
+        return JSONResponse({"ok": sent.ok}, status_code=201)
+
     app = Starlette(
-        routes=[Route("/api/cart/add", cart_add, methods=["POST"]), Route("/api/orders", orders, methods=["POST"])]
+        routes=[
+            Route("/api/cart/add", cart_add, methods=["POST"]),
+            Route("/api/orders", orders, methods=["POST"]),
+            Route("/api/leads", leads, methods=["POST"]),
+        ]
     )
     return LayerSyncMiddleware(app, client=client)
 
@@ -71,7 +88,9 @@ def _browser_event(name: str, props: dict[str, Any], page: str, ua: str, cookies
     return event
 
 
-def run_demo(say: Callable[[str], None] = print) -> int:
+def run_demo(say: Callable[[str], None] = print, wait: Callable[[], object] | None = None) -> int:
+    """The scripted session. ``wait``: called once the session is over, with the hub
+    still up (the command waits for Enter at a terminal), so the page can be looked at."""
     hub_app = create_hub([SITE])
     with HubServer(hub_app) as hub:
         say(f"local hub       {hub.url}  (open it in a browser to watch events arrive)")
@@ -90,8 +109,10 @@ def run_demo(say: Callable[[str], None] = print) -> int:
                 headers={_wire.API_KEY_HEADER: SITE.publishable_key, _wire.SITE_ID_HEADER: SITE.site_id},
             )
 
-            def browser_fires(name: str, props: dict[str, Any]) -> str:
+            def browser_fires(name: str, props: dict[str, Any], event_id: str | None = None) -> str:
                 event = _browser_event(name, props, f"{shop.url}/products/a", ua, cookies)
+                if event_id is not None:
+                    event["event_id"] = event_id
                 to_hub.post(_wire.BROWSER_EVENT_PATH, json=event).raise_for_status()
                 return str(event["event_id"])
 
@@ -127,29 +148,51 @@ def run_demo(say: Callable[[str], None] = print) -> int:
             r = browser.post("/api/cart/add", json={"item_id": "SKU-B"}, headers=pairing(forged, "purchase"))
             say(f"   /api/cart/add -> {r.status_code} (the response is untouched)")
 
+            say("5. a product page: the browser fires view_item; no server route tracks it (browser only)")
+            browser_fires("view_item", {"item_id": "SKU-B"})
+
+            say("6. a newsletter form: the page tracks 'Lead', the app tracks 'lead' with the same id (name mismatch)")
+            lead = browser_fires("Lead", {}, event_id=new_event_id("lead"))
+            browser.post("/api/leads", json={"event_id": lead, "email": "grace@example.com"})
+
+            say("7. a thank-you page that uses the order number as event_id, reloaded with another total (id reused)")
+            browser_fires("purchase", {"order_id": "1001", "value": 20.0, "currency": "USD"}, event_id="order_1001")
+            browser_fires("purchase", {"order_id": "1001", "value": 35.0, "currency": "USD"}, event_id="order_1001")
+
+            say("8. checkout: the browser fires purchase; the payment webhook for it comes 6 minutes later (late pair)")
+            late = browser_fires("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"})
+            with hub_app.hub.store.later(6 * 60 + 5):  # the hub's clock plays the 6 minutes
+                client.send("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"}, event_id=late)
+
             left = client.flush(5.0)
             stats = client.stats()
-            groups = httpx.get(f"{hub.url}/api/hub/groups").json()["groups"]
+            groups = hub_app.hub.store.groups(limit=1000)
+            counts = hub_app.hub.store.verdict_counts()
             browser.close()
             to_hub.close()
         client.shutdown(1.0)
-    say("\nDedupe groups on the hub (browser + server fires of one event collapse into one group):\n")
-    say(format_groups(groups))
-    say(f"\nsender: sent={stats.sent} duplicates skipped={stats.duplicates} refused={stats.dropped} left={left}")
-    paired = sum(1 for g in groups if g["paired"])
-    forged_seen = any(g["event_id"] == forged for g in groups)
-    if paired != 2 or forged_seen or left:
-        say("demo FAILED: expected 2 paired groups, no forged event and an empty queue")
-        return 1
+        say("\nDedupe groups on the hub, each with the verdict the ad platforms would reach:\n")
+        say(format_groups(groups))
+        say(f"\nsender: sent={stats.sent} duplicates skipped={stats.duplicates} refused={stats.dropped} left={left}")
+        say(
+            f"\npage:      {hub.url}/  (click a group: why, timeline, both bodies, match keys, the platforms' payloads)"
+        )
+        say("verdicts:  " + ", ".join(f"{VERDICT_LABELS[v].lower()} {n}" for v, n in counts.items()))
+        forged_seen = any(g["event_id"] == forged for g in groups)
+        if not all(counts.values()) or forged_seen or left:
+            say("demo FAILED: expected a group of each verdict, no forged event and an empty queue")
+            return 1
+        if wait is not None:
+            say("\nthe hub stays up so you can look: open the page above; press Enter (or Ctrl-C) to stop")
+            wait()
     return 0
 
 
 def format_groups(groups: list[dict[str, Any]]) -> str:
-    rows = [("event", "event_id", "browser", "server", "state")]
+    rows = [("event", "event_id", "browser", "server", "verdict")]
     for g in reversed(groups):
-        state = "paired" if g["paired"] else "only " + "+".join(g["sources"])
-        rows.append((g["event_name"], g["event_id"], str(g["browser"]), str(g["server"]), state))
+        rows.append((g["event_name"], g["event_id"], str(g["browser"]), str(g["server"]), g["verdict_label"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

@@ -14,6 +14,8 @@ from layersync_middleware._event import new_event_id
 from layersync_middleware.hub import Faults, HubSite, create_hub
 from layersync_middleware.hub.faults import FaultSwitch
 
+# A loopback peer: the page and /api/hub/* refuse others (TestClient's default is "testclient").
+LOCAL = ("127.0.0.1", 50000)
 SITE = HubSite("site_h", "pk_h_pub", "sk_h_secret")
 SERVER = {"Authorization": "Bearer sk_h_secret", "X-LayerSync-Site-Id": "site_h"}
 BROWSER = {"X-LayerSync-Api-Key": "pk_h_pub", "X-LayerSync-Site-Id": "site_h"}
@@ -34,7 +36,7 @@ def event(name: str = "purchase", event_id: str | None = None, **extra: Any) -> 
 @pytest.fixture
 def hub() -> Iterator[TestClient]:
     # A loopback base URL: the page and /api/hub/* refuse other Host headers.
-    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1") as client:
+    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1", client=LOCAL) as client:
         yield client
 
 
@@ -184,12 +186,55 @@ def test_reset_clears_events_and_faults(hub: TestClient) -> None:
 
 def test_sqlite_file_survives_a_restart(tmp_path: Any) -> None:
     db = str(tmp_path / "hub.sqlite3")
-    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1") as hub:
+    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1", client=LOCAL) as hub:
         hub.post("/api/v1/events/server", json=event(), headers=SERVER)
-    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1") as hub:
+    with TestClient(create_hub([SITE], database=db), base_url="http://127.0.0.1", client=LOCAL) as hub:
         assert len(groups(hub)) == 1
 
 
 def test_page_is_served(hub: TestClient) -> None:
     r = hub.get("/")
-    assert r.status_code == 200 and "Dedupe groups" in r.text and "/api/hub/groups" in r.text
+    assert r.status_code == 200 and "Dedupe groups" in r.text and "/page.js" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert "/api/hub/groups" in hub.get("/page.js").text
+
+
+def test_list_endpoints_page_and_say_when_they_cut(hub: TestClient) -> None:
+    for _ in range(5):
+        body = {"events": [event("lead") for _ in range(50)]}
+        hub.post("/api/v1/events/server/batch", json=body, headers=SERVER).raise_for_status()
+    first = hub.get("/api/hub/events").json()  # the default page: 200 of 250
+    assert len(first["events"]) == 200 and first["truncated"] is True
+    rest = hub.get("/api/hub/events", params={"before": first["next"]}).json()
+    assert len(rest["events"]) == 50 and rest["truncated"] is False and rest["next"] is None
+    assert {e["seq"] for e in first["events"]}.isdisjoint(e["seq"] for e in rest["events"])
+    groups = hub.get("/api/hub/groups", params={"limit": 100}).json()
+    assert len(groups["groups"]) == 100 and groups["truncated"] and groups["total"] == 250
+    assert groups["counts"]["server_only"] == 250 and groups["store"]["events"] == 250
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=x", "before=-1", "verdict=maybe", "since=soon", "unpaired_after=-1"]
+)
+def test_list_parameters_are_checked(hub: TestClient, query: str) -> None:
+    path = "/api/hub/events" if query.startswith("before") else "/api/hub/groups"
+    r = hub.get(f"{path}?{query}")
+    assert r.status_code == 400 and query.split("=")[0] in r.json()["error"]
+
+
+def test_groups_answer_304_until_something_changes(hub: TestClient) -> None:
+    r = hub.get("/api/hub/groups")
+    assert hub.get("/api/hub/groups", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    hub.post("/api/v1/events/server", json=event(), headers=SERVER)
+    assert hub.get("/api/hub/groups", headers={"If-None-Match": r.headers["etag"]}).status_code == 200
+
+
+def test_group_and_dashboard(hub: TestClient) -> None:
+    eid = new_event_id("purchase")
+    hub.post("/api/v1/events/browser", json=event("purchase", eid), headers=BROWSER)
+    hub.post("/api/v1/events/server", json=event("purchase", eid), headers=SERVER)
+    doc = hub.get("/api/hub/group", params={"event_id": eid}).json()
+    assert doc["verdict"] == "paired" and doc["previews"]["meta"]["body"]["data"][0]["event_name"] == "Purchase"
+    assert hub.get("/api/hub/group", params={"event_id": "nope"}).status_code == 404
+    dash = hub.get("/api/hub/dashboard").json()
+    assert dash["coverage"] == 100.0 and dash["goal"] == 75 and dash["names"][0]["event_name"] == "purchase"

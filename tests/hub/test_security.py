@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from layersync_middleware.hub import HubServer, HubSite, create_hub
 
@@ -131,3 +133,71 @@ def test_server_ingest_has_no_cors_and_no_host_rule(http: httpx.Client) -> None:
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     preflight = http.options("/api/v1/events/server", headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
+
+
+# -- a hub bound to 0.0.0.0: the page and /api/hub/* answer this machine only -----------------
+def local_hub(peer: str, **options: Any) -> TestClient:
+    return TestClient(create_hub([SITE], **options), base_url="http://127.0.0.1", client=(peer, 40000))
+
+
+@pytest.mark.parametrize("peer", ["203.0.113.7", "10.1.2.3", "2001:db8::7", "::ffff:192.0.2.1", "testclient"])
+@pytest.mark.parametrize("path", [*INSPECTION, "/page.js"])
+def test_a_peer_on_the_network_cannot_read(peer: str, path: str) -> None:
+    with local_hub(peer) as hub:
+        r = hub.get(path)
+        assert r.status_code == 403 and "loopback peer" in r.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/hub/reset", "/api/hub/faults"])
+def test_a_peer_on_the_network_cannot_drive_the_hub(path: str) -> None:
+    with local_hub("203.0.113.7") as hub:
+        assert hub.post(path, json={"mode": "500"}).status_code == 403
+        # ...but may still post events (a server in a docker network does)
+        assert hub.post("/api/v1/events/server", json=event(7), headers=SERVER).status_code == 200
+        assert hub.app.hub.faults.faults.mode is None and hub.app.hub.store.status()["events"] == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
+def test_loopback_peers_may_read(peer: str) -> None:
+    with local_hub(peer) as hub:
+        assert hub.get("/api/hub/groups").status_code == 200
+
+
+def test_this_machine_by_its_own_network_address_may_read() -> None:
+    app = create_hub([SITE])
+    scope = {"type": "http", "client": ("192.168.1.5", 40000), "server": ("192.168.1.5", 8787)}
+    assert app._local_peer(scope)
+    assert not app._local_peer({**scope, "client": ("192.168.1.6", 40000)})
+    assert app._local_peer({**scope, "client": None})  # a Unix socket
+
+
+def test_allowed_peers_are_explicit() -> None:
+    with local_hub("172.18.0.5", allowed_peers=["172.16.0.0/12"]) as hub:
+        assert hub.get("/api/hub/groups").status_code == 200
+    with local_hub("172.32.0.5", allowed_peers=["172.16.0.0/12"]) as hub:
+        assert hub.get("/api/hub/groups").status_code == 403
+    with pytest.raises(ValueError, match="allowed_peers: 'nope'"):
+        create_hub([SITE], allowed_peers=["nope"])
+
+
+def test_over_real_tcp_on_0_0_0_0_the_peer_address_decides() -> None:
+    # No traffic leaves loopback: uvicorn takes the peer from X-Forwarded-For when the
+    # connection comes from its trusted proxy (127.0.0.1), which is how a reverse proxy
+    # on this machine would hand over a remote visitor; from 127.0.0.2 the header is
+    # not trusted and the socket's own (loopback) address counts.
+    with HubServer(create_hub([SITE]), host="0.0.0.0") as server:
+        url = f"http://127.0.0.1:{server.port}"
+        remote = {"X-Forwarded-For": "203.0.113.7"}
+        with httpx.Client(base_url=url, timeout=5) as direct:
+            assert direct.get("/api/hub/groups").status_code == 200
+            assert direct.get("/api/hub/groups", headers=remote).status_code == 403
+            assert direct.post("/api/hub/reset", json={}, headers=remote).status_code == 403
+            assert direct.post("/api/v1/events/server", json=event(8), headers={**SERVER, **remote}).status_code == 200
+            events = direct.get("/api/hub/events").json()["events"]
+            assert events[0]["peer"] == "203.0.113.7"  # the address the hub records for an event
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=url, timeout=5, transport=other) as second:
+            assert second.get("/api/hub/groups", headers=remote).status_code == 200
+            second.post("/api/v1/events/server", json=event(9), headers=SERVER).raise_for_status()
+            assert second.get("/api/hub/events").json()["events"][0]["peer"] == "127.0.0.2"
+    server.app.hub.store.close()

@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 from layersync_middleware.hub import HubSite, create_hub
 from layersync_middleware.hub.app import MAX_DEPTH
 
+# A loopback peer: the page and /api/hub/* refuse others (TestClient's default is "testclient").
+LOCAL = ("127.0.0.1", 50000)
 SITE = HubSite("site_v", "pk_v_pub", "sk_v_secret")
 BROWSER = {"X-LayerSync-Api-Key": "pk_v_pub", "X-LayerSync-Site-Id": "site_v", "Content-Type": "application/json"}
 SERVER = {"Authorization": "Bearer sk_v_secret", "X-LayerSync-Site-Id": "site_v"}
@@ -21,7 +23,7 @@ HEAD = '{"site_id":"site_v","event_id":"x_0001","event_name":"x","event_time":1,
 
 @pytest.fixture
 def hub() -> Iterator[TestClient]:
-    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1") as client:
+    with TestClient(create_hub([SITE]), base_url="http://127.0.0.1", client=LOCAL) as client:
         yield client
 
 

@@ -1,0 +1,42 @@
+"""A process whose spool's disk fills up while the hub is down (tests/test_durable.py).
+
+``python -m durable_apps.full_disk N CAP [max_bytes]`` tracks N events as fast as it can,
+prints what it measured as JSON, waits for a line on stdin (the hub is up), flushes,
+prints again and exits. ``max_bytes``: no tmpfs to fill (not root), so the spool's own
+size cap makes SQLite answer SQLITE_FULL instead."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from layersync_middleware import LayerSync, _spool
+
+
+def main() -> None:
+    n, cap = int(sys.argv[1]), int(sys.argv[2])
+    if len(sys.argv) > 3:
+        _spool.MAX_BYTES = int(sys.argv[3])
+    ls = LayerSync.from_env(max_queue_size=cap)
+    keeper = ls._worker._keeper
+    assert keeper is not None
+    took: list[float] = []
+    backlog = 0  # the most writes the spool held back, over the second half (the disk is full by then)
+    for i in range(n):
+        started = time.perf_counter()
+        ls.track("add_to_cart", {"n": i, "pad": "x" * 300})
+        took.append(time.perf_counter() - started)
+        if i >= n // 2:
+            backlog = max(backlog, len(keeper._pending))
+    time.sleep(_spool.PERSIST_WINDOW * 3)  # what the writer does with the end of the burst
+    took.sort()
+    ms = {f"p{q}": round(took[int(len(took) * q / 100) - 1] * 1000, 3) for q in (50, 99, 100)}
+    print(json.dumps({"backlog": max(backlog, len(keeper._pending)), "ms": ms}), flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"left": ls.flush(10), "queued": ls.stats().queued}), flush=True)
+    ls.shutdown(2)
+
+
+if __name__ == "__main__":
+    main()
