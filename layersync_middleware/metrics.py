@@ -54,7 +54,11 @@ COUNTERS: dict[str, tuple[str, Labels, str]] = {
         (),
         "Events not sent again: their pair was already sent or in flight (fleet-wide with dedup_url).",
     ),
-    "requests": ("{request}", ("status_class",), "Requests to the hub, by status class (2xx, 4xx, 429, 5xx, network)."),
+    "requests": (
+        "{request}",
+        ("status_class",),
+        "Requests to the hub by status class: 2xx, 4xx, 429, 5xx, network (no answer), ok (the Celery broker took it).",
+    ),
     "retries": ("{retry}", (), "Failed event deliveries scheduled for another attempt."),
 }
 GAUGES: dict[str, tuple[str, str]] = {
@@ -69,7 +73,7 @@ HISTOGRAMS: dict[str, tuple[Labels, tuple[float, ...], str]] = {
     "export.duration": (("outcome",), DURATION_BUCKETS, "One observation per request to the hub, in seconds."),
     "delivery.lag": ((), LAG_BUCKETS, "From an event's event_time to the hub's acknowledgement, in seconds."),
 }
-STATUS_CLASSES = ("2xx", "4xx", "429", "5xx", "network")
+STATUS_CLASSES = ("2xx", "4xx", "429", "5xx", "network", "ok")
 FAILED = ("rejected", "retries_exhausted", "expired")  # final drops after an export was tried
 
 
@@ -83,9 +87,12 @@ def otel_name(name: str) -> str:
     return "layersync.sender." + name
 
 
-def status_class(status: int | None) -> str:
+def status_class(outcome: Outcome) -> str:
+    """The label of a request by its answer: an HTTP status class, ``network`` (no answer),
+    or ``ok`` (a transport without HTTP took it: the Celery hand-off)."""
+    status = outcome.status
     if status is None:
-        return "network"
+        return "ok" if outcome.action == "ok" else "network"
     if status == 429:
         return "429"
     return f"{status // 100}xx"
@@ -312,7 +319,7 @@ if hasattr(os, "register_at_fork"):
 def _request_class(outcomes: Sequence[Outcome]) -> str | None:
     for outcome in outcomes:
         if outcome.action != "duplicate":
-            return status_class(outcome.status)
+            return status_class(outcome)
     return None
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +23,8 @@ from durable_apps.hubctl import until
 from helpers import SITE, LiveHub
 from servers import free_port, stop, wait_until_serving
 
-from layersync_middleware import ConfigurationError, DropReason, LayerSync, Settings, Stats
-from layersync_middleware.metrics import FAILED, prometheus_name, render
+from layersync_middleware import ConfigurationError, DropReason, Event, LayerSync, Outcome, Settings, Stats
+from layersync_middleware.metrics import FAILED, STATUS_CLASSES, prometheus_name, render
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 48
@@ -121,7 +121,7 @@ def scraped(figures: Figures, capacity: float | None = None) -> dict[str, Any]:
     def of(name: str, unit: str = "") -> str:
         return prometheus_name(name, unit)
 
-    requests = {c: get(of("requests") + "_total", status_class=c) for c in ("2xx", "4xx", "429", "5xx", "network")}
+    requests = {c: get(of("requests") + "_total", status_class=c) for c in STATUS_CLASSES}
     durations = sum(get(of("export.duration", "s") + "_count", outcome=o) for o in ("success", "failure"))
     return {
         "enqueued": get(of("events.enqueued") + "_total"),
@@ -352,7 +352,7 @@ def test_opentelemetry_in_memory_reader_reads_the_same_figures(hub: LiveHub) -> 
         "failed": value("events.exported", outcome="failure"),
         "retried": value("retries"),
         "duplicates": value("events.deduplicated"),
-        "batches": sum(value("requests", status_class=c) for c in ("2xx", "4xx", "429", "5xx", "network")),
+        "batches": sum(value("requests", status_class=c) for c in STATUS_CLASSES),
         "queued": value("queue.size"),
         "dropped": {r: value("events.dropped", reason=r) for r in get_args(DropReason)},
     }
@@ -436,3 +436,23 @@ def test_a_forked_child_counts_its_own_events(hub: LiveHub) -> None:
             said = pipe.read().decode()
         os.waitpid(pid, 0)
     assert said == "0 1 True"
+
+
+class Broker:
+    """A transport without HTTP, as the Celery hand-off is: "ok" and no status."""
+
+    def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+        return [Outcome("ok")] * len(events)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_transport_without_http_counts_its_requests_as_ok() -> None:
+    before = parse(render()[0].decode())
+    with LayerSync(site_id="s", secret_key="sk_x", sender="sync", transport=Broker(), metrics="prometheus") as ls:
+        ls.track("lead")
+        assert ls.stats().sent == 1
+        after = parse(render()[0].decode())
+    key = ("layersync_sender_requests_total", (("status_class", "ok"),))
+    assert after[key] - before.get(key, 0.0) == 1
