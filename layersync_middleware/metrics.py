@@ -46,8 +46,8 @@ COUNTERS: dict[str, tuple[str, Labels, str]] = {
     "events.exported": (
         "{event}",
         ("outcome",),
-        "Events at the end of their delivery: success (the hub took them) or failure "
-        "(rejected, retries exhausted, expired; also counted in events.dropped).",
+        "Events at the end of their delivery: success (the hub took them), failure (rejected, retries "
+        "exhausted, expired; also counted in events.dropped) or handed_off (sender=celery: the broker took them).",
     ),
     "events.deduplicated": (
         "{event}",
@@ -197,6 +197,7 @@ def _known_labels() -> Iterator[tuple[str, str]]:
         yield "events.dropped", reason
     yield "events.exported", "success"
     yield "events.exported", "failure"
+    yield "events.exported", "handed_off"
     for status in STATUS_CLASSES:
         yield "requests", status
 
@@ -233,6 +234,7 @@ class Observer:
         self._seen: dict[tuple[str, Labels], int] = {}
         self._requests: list[Request] = []
         self.capacity = sender.settings.max_queue_size
+        self._handoff = sender.settings.sender == "celery"
         self.queued = 0
         self.pid = os.getpid()
         _OBSERVERS.add(self)
@@ -253,6 +255,8 @@ class Observer:
             for item, outcome in zip(batch, outcomes)
             if outcome.action == "ok" and isinstance(item.event.get("event_time"), (int, float))
         ]
+        if self._handoff:  # the broker took them: when the hub does is the Celery workers' to know
+            lags = []
         self._requests.append((latency, _request_class(outcomes), lags))
 
     def attempt(self, outcome: Outcome, latency: float) -> None:
@@ -281,6 +285,7 @@ class Observer:
             ("events.enqueued", (), stats.enqueued),
             ("events.deduplicated", (), stats.duplicates),
             ("events.exported", ("success",), stats.sent),
+            ("events.exported", ("handed_off",), stats.handed_off),
             ("events.exported", ("failure",), failed),
             ("retries", (), stats.retried),
             *(("events.dropped", (reason,), count) for reason, count in stats.dropped.items()),

@@ -140,6 +140,12 @@ def scraped(figures: Figures, capacity: float | None = None) -> dict[str, Any]:
     }
 
 
+def moved(before: Figures, after: Figures, name: str, **labels: str) -> float:
+    """How much one series changed between two scrapes."""
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
 def parse(text: str) -> Figures:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -388,8 +394,7 @@ def test_send_counts_each_attempt_as_a_request(hub: LiveHub) -> None:
         after = parse(render()[0].decode())
 
     def change(name: str, **labels: str) -> float:
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
+        return moved(before, after, name, **labels)
 
     requests = "layersync_sender_requests_total"
     assert (change(requests, status_class="5xx"), change(requests, status_class="2xx")) == (1, 1)
@@ -448,11 +453,19 @@ class Broker:
         pass
 
 
-def test_a_transport_without_http_counts_its_requests_as_ok() -> None:
+def test_the_celery_hand_off_counts_as_handed_off_with_no_lag() -> None:
+    # sender="celery": the broker took the event; when the hub does is the workers' to know.
     before = parse(render()[0].decode())
-    with LayerSync(site_id="s", secret_key="sk_x", sender="sync", transport=Broker(), metrics="prometheus") as ls:
+    with LayerSync(site_id="s", secret_key="sk_x", sender="celery", transport=Broker(), metrics="prometheus") as ls:
         ls.track("lead")
-        assert ls.stats().sent == 1
+        assert ls.flush(5) == 0
+        assert (ls.stats().handed_off, ls.stats().sent) == (1, 0)
         after = parse(render()[0].decode())
-    key = ("layersync_sender_requests_total", (("status_class", "ok"),))
-    assert after[key] - before.get(key, 0.0) == 1
+
+    def change(name: str, **labels: str) -> float:
+        return moved(before, after, name, **labels)
+
+    assert change("layersync_sender_events_exported_total", outcome="handed_off") == 1
+    assert change("layersync_sender_events_exported_total", outcome="success") == 0
+    assert change("layersync_sender_requests_total", status_class="ok") == 1
+    assert change("layersync_sender_delivery_lag_seconds_count") == 0
