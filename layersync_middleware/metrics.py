@@ -301,7 +301,7 @@ class Observer:
                 continue
             backend.add("requests", 1, (status,))
             if latency is not None:
-                backend.observe("export.duration", latency, ("success" if status == "2xx" else "failure",))
+                backend.observe("export.duration", latency, ("success" if status in ("2xx", "ok") else "failure",))
             for lag in lags:
                 backend.observe("delivery.lag", max(lag, 0.0), ())
         self.queued = stats.queued

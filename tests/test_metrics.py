@@ -468,4 +468,5 @@ def test_the_celery_hand_off_counts_as_handed_off_with_no_lag() -> None:
     assert change("layersync_sender_events_exported_total", outcome="handed_off") == 1
     assert change("layersync_sender_events_exported_total", outcome="success") == 0
     assert change("layersync_sender_requests_total", status_class="ok") == 1
+    assert change("layersync_sender_export_duration_seconds_count", outcome="success") == 1
     assert change("layersync_sender_delivery_lag_seconds_count") == 0
