@@ -34,7 +34,7 @@ from ._event import (
     new_event_id,
 )
 from ._pii import hash_traits
-from ._request import RequestContext, attribution_url, request_context, request_user_data
+from ._request import RawScope, RequestContext, attribution_url, context, request_context, request_user_data
 from ._settings import Settings
 
 #: ``before_send(event) -> event | None``: change an event before it is queued, or
@@ -60,7 +60,7 @@ class Paired(NamedTuple):
     dropped: tuple[Dropped, ...]  # props left out of ``custom``, counted when built
     chars: int  # characters of strings and keys in ``custom`` (see event_too_large)
     traits: Mapping[str, Any] | None  # identity traits, hashed when built
-    request: RequestContext
+    request: RequestContext | RawScope  # decoded when built (see _request.context)
 
 
 class _Hooks(threading.local):
@@ -158,7 +158,7 @@ class Builder:
     def paired(self, record: Paired) -> Event | None:
         """The body of a paired request's event (on the sender), ``before_send`` applied."""
         try:
-            ctx, trust = record.request, self.settings.trust_proxy
+            ctx, trust = context(record.request), self.settings.trust_proxy
             page = ctx.page_url(trust)
             user_data = request_user_data(ctx, trust, page)
             if record.traits:

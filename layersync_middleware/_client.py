@@ -299,7 +299,7 @@ class LayerSync:
                 tuple(dropped),
                 chars,
                 dict(pending.traits) if pending.traits else None,
-                request_context(request),
+                pending.read if pending.read is not None else request_context(request),
             )
             if checked:
                 return pending.event_id if self._worker.submit_paired(record) else None

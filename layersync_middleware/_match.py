@@ -12,12 +12,15 @@ Rules (see the README's table):
   matches nothing (no real route is that long, and it bounds the work per request).
 
 Each pattern may name the event names the pairing headers may carry on it; without
-names, the name the browser SDK itself would stamp on that URL's *path* is the only
-one allowed (``/api/cart/add`` -> ``add_to_cart``), so a forged ``purchase`` header on
-a cart route is refused. The query string is never consulted: the client writes it
-freely (``/api/cart/add?x=/orders``). Endpoints the browser classifies by their query
-only (WooCommerce's ``/?wc-ajax=checkout``) therefore need their names written out:
-``{"/": ["purchase", "add_to_cart"]}``.
+names, the name the browser SDK itself stamps on that URL is the only one allowed
+(``/api/cart/add`` -> ``add_to_cart``), so a forged ``purchase`` header on a cart route
+is refused. That name is the SDK's, judged as the SDK judges it: on the URL as the
+browser sent it, mount prefix and query included (the SDK stamps
+``/cart/add?next=/orders`` as ``purchase``). Names written out never look at the query.
+
+Paths no pattern matches fall to the browser SDK's own rules (:class:`EndpointRules`,
+on by default): a matcher adds patterns in front of them, it does not replace them,
+unless the ``sdk_rules`` setting is off. See :meth:`Matcher.verdict`.
 
 How a path is matched: it is split on ``/`` and walked segment by segment through the
 pattern's steps, keeping the set of steps reachable so far (a Thompson NFA, so several
@@ -32,7 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Union
 
-from ._wire import EVENT_NAME_HEADER_RE, browser_event_name_for
+from ._wire import DEFAULT_RULES, EVENT_NAME_HEADER_RE, MAX_URL, EndpointRules
 
 ANY_NAME = "*"
 MAX_PATH = 2048
@@ -57,10 +60,11 @@ class Rule(NamedTuple):
     # None: the name the browser SDK derives from the URL; {"*"}: any valid name.
     names: frozenset[str] | None
 
-    def allows(self, event_name: str, path: str) -> bool:
-        """May a pairing header name ``event_name`` on a request to ``path`` (no query)?"""
+    def allows(self, event_name: str, url: str) -> bool:
+        """May a pairing header name ``event_name`` on a request to ``url`` (the URL as the
+        browser sent it: mount prefix and query included)?"""
         if self.names is None:
-            return len(path) <= MAX_PATH and browser_event_name_for(path) == event_name
+            return DEFAULT_RULES.name_for(url) == event_name
         return ANY_NAME in self.names or event_name in self.names
 
 
@@ -223,17 +227,38 @@ def _rules(spec: MatcherSpec) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+SDK_RULES = "the browser SDK's rules"
+_VERDICTS = 1024  # (path, url) answers remembered; a shop's cart and order URLs are few
+_VERDICT_URL_MAX = 512
+
+
+class Verdict(NamedTuple):
+    """What may pair on a request: ``decided_by`` a pattern, :data:`SDK_RULES`, or None
+    when nothing matches; ``names`` the names allowed (None: any valid name)."""
+
+    decided_by: str | None
+    names: frozenset[str] | None
+
+    def allows(self, event_name: str) -> bool:
+        return self.names is None or event_name in self.names
+
+
 class Matcher:
-    """The patterns in order; ``match(path)`` returns the first rule whose pattern matches."""
+    """The patterns in order, then the browser SDK's rules (``sdk=False``: the patterns
+    only). ``match(path)`` returns the first rule whose pattern matches the path;
+    :meth:`verdict` says which names may pair on a request."""
 
-    __slots__ = ("_compiled", "rules")
+    __slots__ = ("_compiled", "_verdicts", "endpoints", "rules", "sdk")
 
-    def __init__(self, spec: MatcherSpec = ()) -> None:
+    def __init__(self, spec: MatcherSpec = (), *, endpoints: EndpointRules = DEFAULT_RULES, sdk: bool = True) -> None:
         self.rules = _rules(spec)
         for rule in self.rules:
             if not isinstance(rule.pattern, str):
                 raise ValueError(f"matcher entries must be path patterns (strings), got {rule.pattern!r}")
         self._compiled = tuple((_Compiled(rule.pattern), rule) for rule in self.rules)
+        self.endpoints = endpoints
+        self.sdk = sdk
+        self._verdicts: dict[tuple[str, str], Verdict] = {}
 
     def match(self, path: str) -> Rule | None:
         if len(path) > MAX_PATH:
@@ -255,17 +280,63 @@ class Matcher:
                 return rule
         return None
 
+    def verdict(self, path: str, url: str) -> Verdict:
+        """Which names may pair on a request routed on ``path`` (without the mount
+        prefix) to ``url`` (as the browser sent it: prefix and query included).
+
+        The first pattern matching ``path`` decides; a pattern without names allows the
+        name the browser SDK stamps on ``url``. No pattern: the SDK's rules decide on
+        ``url``, unless ``sdk`` is off. Remembered per request line (bounded)."""
+        key = (path, url)
+        try:
+            return self._verdicts[key]
+        except KeyError:
+            pass
+        verdict = self._verdict(path, url)
+        if len(url) <= _VERDICT_URL_MAX:
+            if len(self._verdicts) >= _VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _verdict(self, path: str, url: str) -> Verdict:
+        rule = self.match(path) if self.rules else None
+        if rule is not None:
+            if rule.names is None:
+                return Verdict(rule.pattern, self._stamped(url))
+            return Verdict(rule.pattern, None if ANY_NAME in rule.names else rule.names)
+        if self.sdk:
+            stamped = self._stamped(url)
+            if stamped:
+                return Verdict(SDK_RULES, stamped)
+        return Verdict(None, frozenset())
+
+    def _stamped(self, url: str) -> frozenset[str]:
+        name = self.endpoints.name_for(url) if len(url) <= MAX_URL else None
+        return frozenset((name,)) if name else frozenset()
+
+    def with_endpoints(self, endpoints: EndpointRules, *, sdk: bool) -> Matcher:
+        """The same patterns over other browser rules."""
+        return Matcher(self.rules, endpoints=endpoints, sdk=sdk)
+
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        """Whether anything can pair at all."""
+        return bool(self.rules) or self.sdk
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Matcher) and other.rules == self.rules
+        return isinstance(other, Matcher) and (other.rules, other.sdk, other.endpoints.key) == (
+            self.rules,
+            self.sdk,
+            self.endpoints.key,
+        )
 
     def __hash__(self) -> int:
-        return hash(self.rules)
+        return hash((self.rules, self.sdk, self.endpoints.key))
 
     def __repr__(self) -> str:
         shown = [r.pattern if r.names is None else f"{r.pattern}={'|'.join(sorted(r.names))}" for r in self.rules]
+        if self.sdk:
+            shown.append("<browser SDK rules>")
         return f"Matcher({shown!r})"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
@@ -118,10 +118,26 @@ def route_path(path: str, root_path: str) -> str:
     return path[len(root_path) :] if path[len(root_path)] == "/" else path
 
 
-def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
-    headers: dict[str, list[str]] = {}
+class RawScope(NamedTuple):
+    """An ASGI request as read on the request path: the headers an event uses, raw (found
+    in the same pass that looked for the pairing headers), and the scope's fields. The
+    sender decodes it (:func:`context`), off the request."""
+
+    headers: tuple[tuple[str, bytes], ...]  # (one of _WANTED, raw value), in order
+    client: Any
+    scheme: str | None
+    server: Any
+    path: str
+    root_path: str | None
+    raw_path: bytes | None
+    query_string: bytes | None
+
+
+def scan_scope_headers(raw_headers: Any) -> list[tuple[str, bytes]]:
+    """The headers an event uses, raw, in one pass (see :data:`_WANTED`)."""
+    found: list[tuple[str, bytes]] = []
     wanted = _SCOPE_NAMES.get
-    for raw_name, raw_value in scope.get("headers") or ():
+    for raw_name, raw_value in raw_headers:
         name = wanted(raw_name)
         if name is None:
             # Servers send lower-case names; lower() only what could be one we want.
@@ -130,15 +146,37 @@ def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
             name = wanted(raw_name.lower())
             if name is None:
                 continue
+        found.append((name, raw_value))
+    return found
+
+
+def raw_scope(scope: Mapping[str, Any], headers: Sequence[tuple[str, bytes]]) -> RawScope:
+    return RawScope(
+        tuple(headers),
+        scope.get("client"),
+        scope.get("scheme"),
+        scope.get("server"),
+        scope.get("path") or "/",
+        scope.get("root_path"),
+        scope.get("raw_path"),
+        scope.get("query_string"),
+    )
+
+
+def context(read: RequestContext | RawScope) -> RequestContext:
+    """A request read on the request path, decoded for the event (on the sender)."""
+    if isinstance(read, RequestContext):
+        return read
+    headers: dict[str, list[str]] = {}
+    for name, raw_value in read.headers:
         headers.setdefault(name, []).append(raw_value.decode("latin-1"))
-    client = scope.get("client")
-    scheme = scope.get("scheme") or "http"
-    host = headers["host"][0] if "host" in headers else _server_host(scope.get("server"), scheme)
-    path = scope.get("path") or "/"
-    root = scope.get("root_path") or ""
-    raw_path = scope.get("raw_path")
-    if raw_path:
-        full_path = raw_path.decode("latin-1")
+    client = read.client
+    scheme = read.scheme or "http"
+    host = headers["host"][0] if "host" in headers else _server_host(read.server, scheme)
+    path = read.path
+    root = read.root_path or ""
+    if read.raw_path:
+        full_path = read.raw_path.decode("latin-1")
         if root and not path.startswith(root):  # servers that keep root_path out of path
             full_path = quote(root) + full_path
     else:
@@ -150,8 +188,12 @@ def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
         host=host,
         path=route_path(path, root),
         full_path=full_path,
-        query=(scope.get("query_string") or b"").decode("latin-1"),
+        query=(read.query_string or b"").decode("latin-1"),
     )
+
+
+def _from_scope(scope: Mapping[str, Any]) -> RequestContext:
+    return context(raw_scope(scope, scan_scope_headers(scope.get("headers") or ())))
 
 
 def _server_host(server: Any, scheme: str) -> str:

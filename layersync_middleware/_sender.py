@@ -45,6 +45,10 @@ DropReason = Literal[
     "invalid",  # bad input from the app, or an event that cannot be encoded
     "invalid_header",  # malformed pairing headers from the browser
     "name_not_allowed",  # a pairing name the route may not carry (a forged purchase)
+    "unmatched",  # stamped, but no pattern and none of the browser SDK's rules matches the URL
+    "read_only_method",  # stamped on a GET, HEAD or OPTIONS request (pair_read_only is off)
+    "repeated_header",  # a pairing header sent more than once: refused without joining the lines
+    "invalid_consent",  # the consent hook answered neither True nor False
     "invalid_trait",  # an identity trait that could not be normalised
     "pii_prop",  # a prop that names an identity field: never sent raw (the event goes without it)
     "invalid_prop",  # a prop JSON cannot carry or of the wrong type (the event goes without it)
@@ -388,6 +392,11 @@ class Sender:
         """Any thread: the driver should look now (an event came while it slept)."""
         with self.cond:
             self.sleeping = False
+            self._signal()
+
+    def nudge(self) -> None:
+        """Make the driver look now (to see that it must stop), saying nothing of new work."""
+        with self.cond:
             self._signal()
 
     def _signal(self) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 from . import _wire
 from ._log import log_always
 from ._match import Matcher, MatcherSpec, parse_matcher_env
+from ._wire import DEFAULT_RULES, EndpointRules, EndpointSpec, compile_endpoint
 
 SenderKind = Literal["thread", "asyncio", "sync", "celery"]
 _SENDERS: tuple[SenderKind, ...] = ("thread", "asyncio", "sync", "celery")
@@ -107,6 +108,11 @@ ENV_NAMES: dict[str, str] = {
     "timeout_ms": "LAYERSYNC_TIMEOUT_MS",
     "max_retries": "LAYERSYNC_MAX_RETRIES",
     "matcher": "LAYERSYNC_MATCHER",
+    "sdk_rules": "LAYERSYNC_SDK_RULES",
+    "cart_endpoints": "LAYERSYNC_CART_ENDPOINTS",
+    "order_endpoints": "LAYERSYNC_ORDER_ENDPOINTS",
+    "checkout_endpoints": "LAYERSYNC_CHECKOUT_ENDPOINTS",
+    "pair_read_only": "LAYERSYNC_PAIR_READ_ONLY",
     "max_queue_size": "LAYERSYNC_MAX_QUEUE_SIZE",
     "sender": "LAYERSYNC_SENDER",
     "shutdown_timeout": "LAYERSYNC_SHUTDOWN_TIMEOUT",
@@ -436,8 +442,10 @@ class Settings:
     __slots__ = (
         "allow_insecure_http",
         "api_url",
+        "cart_endpoints",
         "celery_app",
         "celery_queue",
+        "checkout_endpoints",
         "console_log",
         "dedup_url",
         "default_phone_region",
@@ -447,6 +455,9 @@ class Settings:
         "max_queue_size",
         "max_retries",
         "metrics",
+        "order_endpoints",
+        "pair_read_only",
+        "sdk_rules",
         "secret_key",
         "sender",
         "shutdown_timeout",
@@ -467,6 +478,11 @@ class Settings:
     timeout_ms: int
     max_retries: int
     matcher: Matcher
+    sdk_rules: bool
+    cart_endpoints: tuple[EndpointSpec, ...]
+    order_endpoints: tuple[EndpointSpec, ...]
+    checkout_endpoints: tuple[EndpointSpec, ...]
+    pair_read_only: bool
     max_queue_size: int
     sender: SenderKind
     shutdown_timeout: float
@@ -492,6 +508,11 @@ class Settings:
         timeout_ms: int | str = 5000,
         max_retries: int | str = 2,
         matcher: MatcherSpec | Matcher | None = None,
+        sdk_rules: bool | str = True,
+        cart_endpoints: Iterable[EndpointSpec] | str = (),
+        order_endpoints: Iterable[EndpointSpec] | str = (),
+        checkout_endpoints: Iterable[EndpointSpec] | str = (),
+        pair_read_only: bool | str = False,
         max_queue_size: int | str = 10_000,
         sender: str = "thread",
         shutdown_timeout: float | str = 2.0,
@@ -519,7 +540,8 @@ class Settings:
                 ("max_queue_size", max_queue_size),
             ):
                 set_(self, name, _check_int(name, value))
-            set_(self, "matcher", _check_matcher(matcher))
+            self._set_matcher(matcher, sdk_rules, cart_endpoints, order_endpoints, checkout_endpoints)
+            set_(self, "pair_read_only", _check_bool("pair_read_only", pair_read_only))
             if sender not in _SENDERS:
                 raise ConfigurationError("sender", f"must be one of {', '.join(_SENDERS)}, got {sender!r}")
             set_(self, "sender", sender)
@@ -548,6 +570,17 @@ class Settings:
             raise ConfigurationError(missing, f"{verb} not set ({what} from your LayerSync dashboard)", missing=True)
         set_(self, "site_id", "" if _is_blank(site_id) else _check_site_id(site_id))
         set_(self, "secret_key", SecretKey("") if _is_blank(secret_key) else _check_secret_key(secret_key))
+
+    def _set_matcher(self, matcher: object, sdk_rules: object, cart: object, order: object, checkout: object) -> None:
+        set_ = object.__setattr__
+        set_(self, "sdk_rules", _check_bool("sdk_rules", sdk_rules))
+        endpoints: dict[str, tuple[EndpointSpec, ...]] = {}
+        for name, value in (("cart_endpoints", cart), ("order_endpoints", order), ("checkout_endpoints", checkout)):
+            endpoints[name] = _check_endpoints(name, value)
+            set_(self, name, endpoints[name])
+        # Without endpoints of the app's own: one rule set, and one cache, for every client.
+        rules = EndpointRules(*endpoints.values()) if any(endpoints.values()) else DEFAULT_RULES
+        set_(self, "matcher", _check_matcher(matcher).with_endpoints(rules, sdk=self.sdk_rules))
 
     @property
     def timeout(self) -> float:
@@ -661,6 +694,24 @@ def _check_matcher(matcher: object) -> Matcher:
         return Matcher(matcher or ())  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigurationError("matcher", str(exc)) from None
+
+
+def _check_endpoints(name: str, value: object) -> tuple[EndpointSpec, ...]:
+    """Regexes, as the browser SDK's ``cartEndpoints`` (...) take them; the environment
+    separates them by whitespace (a regex rarely needs a space: write ``\\s``)."""
+    if value is None:
+        return ()
+    specs = value.split() if isinstance(value, str) else value
+    if isinstance(specs, (bytes, Mapping)) or not isinstance(specs, Iterable):
+        raise ConfigurationError(name, "must be a list of regular expressions")
+    checked: list[EndpointSpec] = []
+    for spec in specs:
+        try:
+            compile_endpoint(spec)
+        except ValueError as exc:
+            raise ConfigurationError(name, str(exc)) from None
+        checked.append(spec)
+    return tuple(checked)
 
 
 def _peek_strict(value: object) -> bool:

@@ -10,8 +10,9 @@ is a change to this file.
 
 from __future__ import annotations
 
-import functools
 import re
+from collections.abc import Iterable
+from typing import Union
 
 from ._version import __version__
 
@@ -200,36 +201,109 @@ URL_EVENT_NAMES: tuple[tuple[str, tuple[tuple[re.Pattern[str], ...], ...]], ...]
 )
 
 
-def _found_in_order(url: str, parts: tuple[re.Pattern[str], ...]) -> bool:
-    pos = 0
-    for part in parts:
-        # The earliest match of each part leaves the most room for the next ones.
-        m = part.search(url, pos)
-        if m is None:
-            return False
-        pos = m.end()
-    return True
+# URLs the browser SDK never stamps, whatever its rules say (its own ingest and config).
+NEVER_STAMPED_RE = re.compile(r"layersynchub\.com|/api/v1/(?:events|config)", _F)
+# Longer URLs are not classified: no route the browser calls is that long, and it bounds
+# the work per request (the classification is cached per URL, see EndpointRules).
+MAX_URL = 4096
+_CACHE_SIZE = 1024  # URLs remembered per rule set; a shop's cart and order URLs are few
+_CACHED_URL_MAX = 512
+EndpointSpec = Union[str, "re.Pattern[str]"]
+
+
+def _joined(rules: tuple[tuple[re.Pattern[str], ...], ...], extra: tuple[re.Pattern[str], ...]) -> re.Pattern[str]:
+    """One case-insensitive alternation of a group's one-part rules (and the app's own)."""
+    parts = [parts[0].pattern for parts in rules if len(parts) == 1]
+    parts += [p.pattern if p.flags & re.IGNORECASE else f"(?-i:{p.pattern})" for p in extra]
+    return re.compile("|".join(f"(?:{p})" for p in parts), _F)
+
+
+def compile_endpoint(spec: EndpointSpec) -> re.Pattern[str]:
+    if isinstance(spec, re.Pattern) and isinstance(spec.pattern, str):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"{spec!r} is not a regular expression (a non-empty string)")
+    try:
+        return re.compile(spec, _F)
+    except re.error as exc:
+        raise ValueError(f"{spec!r} is not a valid regular expression: {exc}") from None
+
+
+class EndpointRules:
+    """The browser SDK's URL rules: which event name it stamps on a request to a URL.
+
+    Its 15 ``autoTrack`` defaults, then the app's own ``cartEndpoints``,
+    ``orderEndpoints`` and ``checkoutEndpoints`` (given here as regexes, matched
+    case-insensitively unless they say ``(?-i:...)``). As in the SDK, the order rules
+    are tried first, then cart, then checkout, on the URL as the browser sent it, query
+    included. Each group is one compiled alternation (the SDK's ``/carts?\b.*/items?\b``
+    is searched in two steps, so no rule backtracks over the URL), and the answer is
+    remembered per URL in a small bounded dict: a shop's cart and order URLs are few.
+    """
+
+    __slots__ = ("_cache", "_carts", "_groups", "extra", "key")
+
+    def __init__(
+        self,
+        cart: Iterable[EndpointSpec] = (),
+        order: Iterable[EndpointSpec] = (),
+        checkout: Iterable[EndpointSpec] = (),
+    ) -> None:
+        extra = {
+            name: tuple(compile_endpoint(s) for s in specs)
+            for name, specs in (("add_to_cart", cart), ("purchase", order), ("begin_checkout", checkout))
+        }
+        self.extra: dict[str, tuple[re.Pattern[str], ...]] = extra
+        # What makes two rule sets the same (settings compare by value).
+        self.key = tuple((name, tuple((p.pattern, p.flags) for p in patterns)) for name, patterns in extra.items())
+        self._groups = tuple((name, _joined(rules, extra[name])) for name, rules in URL_EVENT_NAMES)
+        # The one two-part rule: /carts?\b, then further on /items?\b.
+        (self._carts,) = (parts for _, rules in URL_EVENT_NAMES for parts in rules if len(parts) == 2)
+        self._cache: dict[str, str | None] = {}
+
+    def name_for(self, url: str) -> str | None:
+        """The event name the SDK stamps on a request to ``url`` (path and query), or None."""
+        cache = self._cache
+        try:
+            return cache[url]
+        except KeyError:
+            pass
+        name = self._name_for(url)
+        if len(url) <= _CACHED_URL_MAX:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()  # crude but bounded; refilled by the few real URLs at once
+            cache[url] = name
+        return name
+
+    def _name_for(self, url: str) -> str | None:
+        if len(url) > MAX_URL or NEVER_STAMPED_RE.search(url):
+            return None
+        for name, group in self._groups:
+            if group.search(url):
+                return name
+            if name == "add_to_cart":
+                first, then = self._carts
+                found = first.search(url)
+                if found is not None and then.search(url, found.end()):
+                    return name
+        return None
+
+    def describe(self) -> list[tuple[str, str]]:
+        """``(regex, name)`` for each rule, in the SDK's order, for ``layersync check``."""
+        shown = []
+        for name, rules in URL_EVENT_NAMES:
+            shown += [(".*".join(p.pattern for p in parts), name) for parts in rules]
+            shown += [(p.pattern, name) for p in self.extra[name]]
+        return shown
+
+
+DEFAULT_RULES = EndpointRules()
 
 
 def browser_event_name_for(url: str) -> str | None:
-    """The event name the browser SDK stamps on a request to ``url``.
-
-    Give it the path only where the client must not choose the name (the query is
-    the client's to write); the query-only rules (``wc-ajax=``) then never apply."""
-    if len(url) <= _CACHED_URL_MAX:  # a shop's cart and order routes are few: remember them
-        return _cached_name_for(url)
-    return _name_for(url)
-
-
-def _name_for(url: str) -> str | None:
-    for name, rules in URL_EVENT_NAMES:
-        if any(_found_in_order(url, parts) for parts in rules):
-            return name
-    return None
-
-
-_CACHED_URL_MAX = 256
-_cached_name_for = functools.lru_cache(maxsize=1024)(_name_for)
+    """The event name the browser SDK, with its default rules, stamps on a request to
+    ``url`` (the URL as the page passed it: path and query)."""
+    return DEFAULT_RULES.name_for(url)
 
 
 def event_id_prefix(event_name: str) -> str:

@@ -334,6 +334,7 @@ class ThreadWorker(Worker):
                         if self._close_when_done:  # shutdown() could not wait for us
                             self._close_when_done = False
                             self._close()
+                        sender.sleeping = True  # no driver runs now: the next event must start one
                         return
                     step = sender.take()
                     if isinstance(step, list):
@@ -356,7 +357,7 @@ class ThreadWorker(Worker):
     def _stop(self, timeout: float) -> bool:
         thread = self._thread
         self._stopping = True
-        self.sender.wake()
+        self.sender.nudge()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if thread is not None and thread.is_alive():
@@ -408,6 +409,7 @@ class AsyncioWorker(Worker):
             running = None
         loop = self._loop
         if self.alive and loop is not None and self._wakeup is not None:
+            self.sender.sleeping = False  # woken: the next events need not wake it again
             if running is loop:
                 self._wakeup.set()
             else:
@@ -446,6 +448,12 @@ class AsyncioWorker(Worker):
     async def _run(self) -> None:
         assert self._wakeup is not None and self._progress is not None
         sender, wakeup, progress = self.sender, self._wakeup, self._progress
+        try:
+            await self._loop_until_stopped(sender, wakeup, progress)
+        finally:
+            sender.sleeping = True  # no driver runs now: the next event must start one
+
+    async def _loop_until_stopped(self, sender: Sender, wakeup: asyncio.Event, progress: asyncio.Event) -> None:
         while not self._stopping:
             try:
                 wakeup.clear()  # before looking, so that a wake-up while we send is kept

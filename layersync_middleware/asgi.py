@@ -7,8 +7,8 @@ from typing import Any
 
 from ._client import LayerSync, resolve_client
 from ._lifecycle import adrain, exit_over
-from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, reset_current, set_current
-from ._request import route_path
+from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, asgi_url, current_pending
+from ._request import RawScope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -18,12 +18,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class LayerSyncMiddleware:
-    """Pairs matched requests with the browser SDK's events.
+    """Pairs the requests the browser SDK stamps with its events.
 
-    ``app.add_middleware(LayerSyncMiddleware, matcher=["/api/cart/*"])`` reads the rest
-    from ``LAYERSYNC_*`` environment variables; pass ``client=`` to share a client you
-    made. Patterns match the path the app routes on (without ``root_path``).
-    ``consent`` and ``is_success`` may be ``async def``.
+    ``app.add_middleware(LayerSyncMiddleware)`` pairs what the SDK's default rules stamp
+    and reads the settings from ``LAYERSYNC_*`` environment variables; pass ``client=``
+    to share a client you made. The SDK's rules read the URL as the browser sent it
+    (``root_path`` + ``path`` + query); ``matcher`` patterns match the path the app
+    routes on (without ``root_path``). ``consent`` and ``is_success`` may be ``async def``.
     """
 
     def __init__(
@@ -55,29 +56,51 @@ class LayerSyncMiddleware:
         if not self._enabled or HANDLED_KEY in scope:
             await self.app(scope, receive, send)
             return
-        headers = asgi_pairing(scope["headers"])
-        if headers is None:
+        read = asgi_pairing(scope["headers"])
+        if read is None:
             await self.app(scope, receive, send)
             return
+        event_id, event_name, headers = read
         pairing = self._pairing
-        path = route_path(scope["path"], scope.get("root_path") or "")
-        pending = await pairing.astart(headers[0], headers[1], path, scope)
+        path, url = asgi_url(scope)
+        method = scope.get("method") or "GET"
+        if pairing.consent is None:  # no coroutine to create and await
+            pending = pairing.start(method, path, url, event_id, event_name, scope)
+        else:
+            pending = await pairing.astart(method, path, url, event_id, event_name, scope)
         if pending is None:
             await self.app(scope, receive, send)
             return
         scope[HANDLED_KEY] = True
+        # The request is read now, once, as it came in: the event is built from this.
+        pending.read = RawScope(
+            tuple(headers),
+            scope.get("client"),
+            scope.get("scheme"),
+            scope.get("server"),
+            scope["path"],
+            scope.get("root_path"),
+            scope.get("raw_path"),
+            scope.get("query_string"),
+        )
 
         async def send_wrapper(message: Message) -> None:
             # The status is known here: queue the event now, before any body is streamed.
             if message["type"] == "http.response.start":
-                await pairing.afinish(pending, scope, message["status"])
+                if pairing.sync_success:
+                    pairing.finish(pending, scope, message["status"])
+                else:
+                    await pairing.afinish(pending, scope, message["status"])
             await send(message)
 
-        token = set_current(pending)
+        token = current_pending.set(pending)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            reset_current(token)
+            try:
+                current_pending.reset(token)
+            except ValueError:  # reset from another context (a server that switches them): nothing to undo
+                pass
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:

@@ -116,15 +116,20 @@ def _settings() -> Settings:
 
 
 def describe_rule(rule: Rule) -> str:
-    """``/api/cart/* -> add_to_cart (browser SDK's name for the URL)``."""
+    """``/api/orders -> purchase (the browser SDK's name for this URL)``: what the
+    middleware accepts there, named as the SDK names it."""
     if rule.names is None:
+        if "*" in rule.pattern or ":" in rule.pattern:
+            # A pattern is not a URL: the SDK names each URL it matches on its own
+            # (/api/checkout/start is begin_checkout, /api/checkout/complete purchase).
+            return (
+                f"{rule.pattern} -> the name the browser SDK stamps on each URL it matches (see its rules below; "
+                f"to choose the names: {rule.pattern}=name)"
+            )
         name = _wire.browser_event_name_for(rule.pattern)
         if name is None:
-            return (
-                f"{rule.pattern} -> the browser SDK's name for each matching URL "
-                f"(the pattern itself names none; to be explicit: {rule.pattern}=name)"
-            )
-        return f"{rule.pattern} -> {name} (browser SDK's name for the URL)"
+            return f"{rule.pattern} -> nothing: the browser SDK stamps no event here (to choose: {rule.pattern}=name)"
+        return f"{rule.pattern} -> {name} (the browser SDK's name for this URL)"
     if "*" in rule.names:
         return f"{rule.pattern} -> any event name"
     return f"{rule.pattern} -> {', '.join(sorted(rule.names))}"
@@ -142,10 +147,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  enabled      {settings.enabled}")
     print(f"  trust_proxy  {settings.trust_proxy}")
     print(f"  sender       {settings.sender}, timeout {settings.timeout_ms} ms, {settings.max_retries} retries")
-    rules = settings.matcher.rules
-    print(f"  matcher      {len(rules)} pattern(s); a pairing header is forwarded only with a name its pattern allows")
+    matcher = settings.matcher
+    rules = matcher.rules
+    print(f"  matcher      {len(rules)} pattern(s), checked first; a pattern allows the names listed")
     for rule in rules:
         print(f"    {describe_rule(rule)}")
+    if matcher.sdk:
+        print("  sdk_rules    on: the browser SDK's rules pair what it stamps, on the URL as the browser sent it")
+        print("               (query included), checked in this order; the first that matches names the event:")
+        for regex, name in matcher.endpoints.describe():
+            print(f"    {name:<15} {regex}")
+    else:
+        print("  sdk_rules    off: only the patterns above pair")
+    if settings.pair_read_only:
+        print("  read-only    GET, HEAD and OPTIONS requests pair too (pair_read_only)")
+    else:
+        print("  read-only    GET, HEAD and OPTIONS requests do not pair (LAYERSYNC_PAIR_READ_ONLY=1 to pair them)")
     if settings.sender == "celery" and settings.enabled:
         return celery_round_trip(settings, "test_event")
     return 0

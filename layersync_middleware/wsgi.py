@@ -10,18 +10,29 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._client import LayerSync, resolve_client
-from ._pairing import HANDLED_KEY, WSGI_ID_KEY, WSGI_NAME_KEY, Consent, IsSuccess, Pairing, reset_current, set_current
-from ._request import wsgi_text
+from ._pairing import (
+    HANDLED_KEY,
+    WSGI_ID_KEY,
+    WSGI_NAME_KEY,
+    Consent,
+    IsSuccess,
+    Pairing,
+    reset_current,
+    set_current,
+    wsgi_url,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class LayerSyncWSGIMiddleware:
-    """``app.wsgi_app = LayerSyncWSGIMiddleware(app.wsgi_app, matcher=[...])``, or
-    ``application = LayerSyncWSGIMiddleware(application, matcher=[...])`` for any WSGI app.
+    """``application = LayerSyncWSGIMiddleware(application)`` for any WSGI app (Flask:
+    ``FlaskLayerSync(app)``): pairs what the browser SDK's default rules stamp.
 
-    Patterns match ``PATH_INFO``: the path the app routes on, without ``SCRIPT_NAME``.
+    The SDK's rules read the URL as the browser sent it (``SCRIPT_NAME`` +
+    ``PATH_INFO`` + query); ``matcher`` patterns match ``PATH_INFO``, the path the app
+    routes on, without ``SCRIPT_NAME``.
     """
 
     def __init__(
@@ -45,8 +56,9 @@ class LayerSyncWSGIMiddleware:
         event_name = environ.get(WSGI_NAME_KEY)
         if event_name is None:
             return self.app(environ, start_response)
-        path = wsgi_text(environ.get("PATH_INFO") or "/")
-        pending = self._pairing.start(environ[WSGI_ID_KEY], event_name, path, environ)
+        path, url = wsgi_url(environ)
+        method = environ.get("REQUEST_METHOD") or "GET"
+        pending = self._pairing.start(method, path, url, environ[WSGI_ID_KEY], event_name, environ)
         if pending is None:
             return self.app(environ, start_response)
         environ[HANDLED_KEY] = True

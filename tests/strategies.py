@@ -19,6 +19,35 @@ from hypothesis import strategies as st
 
 from layersync_middleware import _wire
 
+# --- the browser SDK's default rules ------------------------------------------------------------
+# One representative URL per default rule (two for O1), as the issue 20 probe called each
+# from Chromium, with the name the real SDK stamped: what pairs with no matcher configured.
+SDK_URLS: list[tuple[str, str]] = [
+    ("/cart/add", "add_to_cart"),
+    ("/cart/items", "add_to_cart"),
+    ("/add-to-cart", "add_to_cart"),
+    ("/addtocart", "add_to_cart"),
+    ("/api/cart", "add_to_cart"),
+    ("/?wc-ajax=add_to_cart", "add_to_cart"),
+    ("/carts/12/items", "add_to_cart"),
+    ("/orders", "purchase"),
+    ("/order/create", "purchase"),
+    ("/place-order", "purchase"),
+    ("/checkout/complete", "purchase"),
+    ("/api/orders", "purchase"),
+    ("/?wc-ajax=checkout", "purchase"),
+    ("/checkout/start", "begin_checkout"),
+    ("/api/checkout", "begin_checkout"),
+    ("/create-checkout", "begin_checkout"),
+]
+EVENT_ID_PREFIX = {"add_to_cart": "atc", "purchase": "pur", "begin_checkout": "bc"}
+
+
+def sdk_headers(name: str, n: int = 0) -> dict[str, str]:
+    """The pairing headers the SDK stamps for an event ``name`` (the ``n``th id)."""
+    return {"X-LayerSync-Event-Id": f"{EVENT_ID_PREFIX[name]}_{n:016x}", "X-LayerSync-Event-Name": name}
+
+
 # --- the routes under test, and the oracle ----------------------------------------------------
 Names = Union[None, str, list[str]]
 # The README's pattern kinds, its /api/*cart* example and the adversarial review's
@@ -73,23 +102,42 @@ def route_for(path: str) -> str | None:
     return next((pattern for pattern, test in _ROUTES if test(segments)), None)
 
 
-def allowed_names(path: str) -> frozenset[str] | None:
-    """The pairing names a request to ``path`` may carry; None: any valid name; an
-    empty set when the path hits no route. Decided on the path alone, never the query."""
+def sdk_name_for(url: str) -> str | None:
+    """The name the browser SDK stamps on ``url``, rule by rule as its ``autoTrack.ts``
+    loops (the middleware compiles the rules into one alternation per group)."""
+    if len(url) > _wire.MAX_URL or re.search(r"layersynchub\.com|/api/v1/(?:events|config)", url, re.I):
+        return None
+    for name, rules in _wire.URL_EVENT_NAMES:
+        for parts in rules:  # a rule is regexes found one after the other
+            pos = 0
+            for part in parts:
+                found = part.search(url, pos)
+                if found is None:
+                    break
+                pos = found.end()
+            else:
+                return name
+    return None
+
+
+def allowed_names(path: str, url: str | None = None) -> frozenset[str] | None:
+    """The pairing names a request routed on ``path`` to ``url`` (as the browser sent
+    it: mount prefix and query included) may carry; None: any valid name; an empty set
+    when nothing matches. The first pattern matching the path decides (without names:
+    the SDK's name for the URL); no pattern: the SDK's rules on the URL."""
+    url = path if url is None else url
     pattern = route_for(path)
-    if pattern is None:
-        return frozenset()
-    names = MATCHER[pattern]
+    names = MATCHER[pattern] if pattern is not None else None
     if names == "*":
         return None
-    if names is None:  # the name the browser SDK stamps on that path
-        derived = _wire.browser_event_name_for(path)
+    if names is None:  # the name the browser SDK stamps on that URL
+        derived = sdk_name_for(url)
         return frozenset({derived} if derived else ())
     return frozenset([names] if isinstance(names, str) else names)
 
 
-def may_carry(path: str, name: str) -> bool:
-    allowed = allowed_names(path)
+def may_carry(path: str, url: str, name: str) -> bool:
+    allowed = allowed_names(path, url)
     return NAME_RE.fullmatch(name) is not None if allowed is None else name in allowed
 
 
@@ -122,13 +170,17 @@ class Expected:
     pair: tuple[str, str] | None
 
 
-def expected_pair(path: str, ids: list[str], names: list[str]) -> Expected:
-    """Repeated header lines are one value joined with ", " (RFC 9110), as servers do."""
-    if not ids or not names:
+READ_ONLY = ("GET", "HEAD", "OPTIONS")  # the README: these never pair unless pair_read_only
+
+
+def expected_pair(method: str, path: str, url: str, ids: list[str], names: list[str]) -> Expected:
+    """A header sent more than once never pairs (a server that joins the lines gives a
+    comma, which no valid id or name has); nor does a read-only method."""
+    if len(ids) != 1 or len(names) != 1 or method in READ_ONLY:
         return Expected(path, None)
-    event_id, name = ", ".join(ids).strip(), ", ".join(names).strip()
-    ok = ID_RE.fullmatch(event_id) is not None and NAME_RE.fullmatch(name) is not None and may_carry(path, name)
-    return Expected(path, (event_id, name) if ok else None)
+    event_id, name = ids[0].strip(), names[0].strip()
+    valid = ID_RE.fullmatch(event_id) is not None and NAME_RE.fullmatch(name) is not None
+    return Expected(path, (event_id, name) if valid and may_carry(path, url, name) else None)
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -209,7 +261,9 @@ VALID_IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{7,63}", fullmatch=True)
 def event_ids() -> st.SearchStrategy[str]:
     valid = VALID_IDS
     odd = st.sampled_from(["pur_0123456789abcdef", " pur_0123456789abcdef\t", "-abcdefgh", "short", "a" * 65])
-    return st.one_of(valid, valid, valid, odd, _text())
+    # Oversized: in the id's own charset (a scan that trusts the charset walks it all), up to 70 KB.
+    huge = st.builds(lambda chunk, n: chunk * n, st.sampled_from(["a", "atc_0", "-", ", "]), st.integers(13, 14_000))
+    return st.one_of(valid, valid, valid, odd, _text(), huge)
 
 
 def event_names() -> st.SearchStrategy[str]:
@@ -227,9 +281,11 @@ def header_values() -> st.SearchStrategy[bytes]:
 
 
 def header_lines(values: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
-    """Zero, one or several lines of one header (a repeated header)."""
+    """Zero, one or several lines of one header (a repeated header), up to 20,000 lines:
+    joining them one by one was quadratic (issue 22.1)."""
     one = st.lists(values, min_size=1, max_size=1)
-    return st.one_of(one, one, one, st.lists(values, max_size=3))
+    many = st.builds(lambda value, n: [value] * n, values, st.integers(2, 20_000))
+    return st.one_of(one, one, one, st.lists(values, max_size=3), many)
 
 
 def fitting_names(path: str) -> st.SearchStrategy[str]:
@@ -260,7 +316,12 @@ class AsgiRequest:
 
     @property
     def expected(self) -> Expected:
-        return expected_pair(asgi_route_path(self.scope), self.ids, self.names)
+        scope = self.scope
+        path, root = scope.get("path") or "/", scope.get("root_path") or ""
+        url = path if path.startswith(root) else root + path
+        query = scope.get("query_string") or b""
+        url += "?" + query.decode("latin-1") if query else ""
+        return expected_pair(scope.get("method") or "GET", asgi_route_path(scope), url, self.ids, self.names)
 
 
 @st.composite
@@ -291,7 +352,7 @@ def asgi_requests(draw: st.DrawFn) -> AsgiRequest:
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": draw(st.sampled_from(["1.0", "1.1", "2"])),
-        "method": draw(st.sampled_from(["GET", "POST", "PUT", "OPTIONS"])),
+        "method": draw(st.sampled_from(["POST", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"])),
         "path": path,
         "headers": tuple(headers) if draw(st.booleans()) else headers,
     }
@@ -328,17 +389,22 @@ class WsgiRequest:
 
     @property
     def expected(self) -> Expected:
-        # The server has already joined repeated lines into one value.
-        ids = [self.environ[WSGI_ID]] if WSGI_ID in self.environ else []
-        names = [self.environ[WSGI_NAME]] if WSGI_NAME in self.environ else []
-        return expected_pair(wsgi_route_path(self.environ), ids, names)
+        # The server has already joined repeated lines into one value, with commas.
+        environ = self.environ
+        ids = [environ[WSGI_ID]] if WSGI_ID in environ else []
+        names = [environ[WSGI_NAME]] if WSGI_NAME in environ else []
+        url = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
+        url += "?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""
+        method = environ.get("REQUEST_METHOD") or "GET"
+        return expected_pair(method, wsgi_route_path(environ), url, ids, names)
 
 
 @st.composite
 def wsgi_requests(draw: st.DrawFn) -> WsgiRequest:
     # Mostly what PEP 3333 servers give (latin-1 native strings); sometimes raw text.
     path = draw(st.one_of(_route_like(), paths().map(_native), st.text(max_size=20)))
-    environ: dict[str, Any] = {"REQUEST_METHOD": draw(st.sampled_from(["GET", "POST", "HEAD"])), "PATH_INFO": path}
+    method = draw(st.sampled_from(["POST", "POST", "PUT", "GET", "HEAD"]))
+    environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
     fitting = fitting_names(wsgi_route_path(environ))
     if draw(st.booleans()):  # plausible headers
         environ[WSGI_ID], environ[WSGI_NAME] = draw(VALID_IDS), draw(fitting)

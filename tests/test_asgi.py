@@ -2,19 +2,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from helpers import settings
+from servers import ROOT, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
+from strategies import SDK_URLS, sdk_headers
 
 from layersync_middleware import ConfigurationError, LayerSync, LayerSyncMiddleware, current_event
+from layersync_middleware._pairing import REPEATED, asgi_pairing
 from layersync_middleware.testing import MemoryTransport
 
 ATC = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
@@ -74,7 +82,7 @@ def make_app(memory: MemoryTransport, state: dict[str, Any] | None = None, **kwa
         Route("/api/cart/add", cart, methods=["POST"]),
         Route("/api/cart/sync", sync_cart, methods=["POST"]),
         Route("/api/orders", orders, methods=["POST"]),
-        Route("/api/cart/stream", stream),
+        Route("/api/cart/stream", stream, methods=["POST"]),
         Route("/api/orders/boom", boom, methods=["POST"]),
         Route("/elsewhere", cart, methods=["POST"]),
         WebSocketRoute("/ws", ws),
@@ -195,7 +203,7 @@ def test_streaming_response_event_is_queued_at_response_start(memory: MemoryTran
     state: dict[str, Any] = {}
     app, _ = make_app(memory, state)
     with TestClient(app) as c:
-        r = c.get("/api/cart/stream", headers=ATC)
+        r = c.post("/api/cart/stream", headers=ATC)
     assert r.text == "first second"
     assert state["seen_while_streaming"] == 1
 
@@ -383,3 +391,167 @@ def test_async_hooks_are_awaited(memory: MemoryTransport) -> None:
     assert memory.events == []  # is_success said no to a 201
     post(LayerSyncMiddleware(inner, client=client, is_success=is_success), "/api/cart/add", ATC)
     assert [e["event_name"] for e in memory.events] == ["add_to_cart"]
+
+
+# -- what the browser SDK stamps pairs by default (issue 20) ------------------------------------
+def raw_call(client: LayerSync, method: str, url: str, headers: dict[str, str], root: str = "") -> int:
+    """One request through the middleware to a bare ASGI app; the status it answered."""
+    path, _, query = url.partition("?")
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": root + path,
+        "root_path": root,
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(LayerSyncMiddleware(app, client=client)(scope, receive, send))
+    return int(sent[0]["status"])
+
+
+def sdk_client(memory: MemoryTransport, **options: Any) -> LayerSync:
+    return LayerSync(settings(sender="sync", **options), transport=memory)
+
+
+@pytest.mark.parametrize("root", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(memory: MemoryTransport, root: str) -> None:
+    client = sdk_client(memory)
+    for n, (url, name) in enumerate(SDK_URLS):
+        assert raw_call(client, "POST", url, sdk_headers(name, n), root) == 200
+        assert raw_call(client, "POST", url, sdk_headers(name, n), root) == 200  # the SDK re-sends a stale id
+    assert [(e["event_name"], e["event_id"]) for e in memory.events] == [
+        (name, sdk_headers(name, n)["X-LayerSync-Event-Id"]) for n, (_, name) in enumerate(SDK_URLS)
+    ]
+    assert client.stats().dropped == {} and client.stats().duplicates == len(SDK_URLS)
+
+
+def test_a_mounted_app_accepts_the_sdks_name_for_the_full_url(memory: MemoryTransport) -> None:
+    # Mounted at /api, the app routes on /cart; the browser called /api/cart (issue 20, B1).
+    client = sdk_client(memory, matcher=["/**"])
+    for n, (path, name) in enumerate(
+        [("/cart", "add_to_cart"), ("/checkout", "begin_checkout"), ("/order-status", "purchase")]
+    ):
+        raw_call(client, "POST", path, sdk_headers(name, n), root="/api")
+    assert [e["event_name"] for e in memory.events] == ["add_to_cart", "begin_checkout", "purchase"]
+    assert client.stats().dropped == {}
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_read_only_methods_do_not_pair_unless_asked(memory: MemoryTransport, method: str) -> None:
+    client = sdk_client(memory)
+    assert raw_call(client, method, "/cart/items", sdk_headers("add_to_cart")) == 200
+    assert memory.events == [] and client.stats().dropped == {"read_only_method": 1}
+    asked = sdk_client(memory, pair_read_only=True)
+    raw_call(asked, method, "/cart/items", sdk_headers("add_to_cart"))
+    assert [e["event_name"] for e in memory.events] == ["add_to_cart"]
+
+
+def test_a_get_after_a_cart_post_pairs_nothing(memory: MemoryTransport) -> None:
+    # After a cart POST the SDK fires its own add_to_cart; a GET that carries its id
+    # would have paired it too: two paired add-to-carts for one click (issue 20, 4.2).
+    client = sdk_client(memory)
+    raw_call(client, "POST", "/cart/add", sdk_headers("add_to_cart", 1))
+    raw_call(client, "GET", "/cart/items?x=1", sdk_headers("add_to_cart", 2))
+    assert [e["event_id"] for e in memory.events] == [sdk_headers("add_to_cart", 1)["X-LayerSync-Event-Id"]]
+
+
+def test_a_stamped_request_that_does_not_pair_is_counted_and_logged_with_what_to_change(
+    memory: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "layersync")
+    client = sdk_client(memory, matcher=["/api/cart/*"], sdk_rules=False)
+    raw_call(client, "POST", "/cart/add", sdk_headers("add_to_cart"))  # the README's old example missed it
+    raw_call(client, "GET", "/api/cart/add", sdk_headers("add_to_cart"))
+    raw_call(client, "POST", "/api/cart/add?next=/orders", sdk_headers("add_to_cart"))  # the SDK says purchase
+    assert memory.events == []
+    assert client.stats().dropped == {"unmatched": 1, "read_only_method": 1, "name_not_allowed": 1}
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("POST /cart/add" in m and "add it to the matcher setting" in m for m in lines), lines
+    assert any("GET /api/cart/add" in m and "set pair_read_only" in m for m in lines), lines
+    assert any("the pattern /api/cart/* allows purchase here" in m for m in lines), lines
+    for m in lines:  # English, not Python: no "allows None", no "a add_to_cart"
+        assert "None" not in m and " a add_to_cart" not in m and " a purchase" not in m, m
+
+
+def test_repeated_pairing_headers_are_refused_without_joining(memory: MemoryTransport) -> None:
+    client = sdk_client(memory)
+    lines = [("x-layersync-event-id", f"atc_{n:016x}") for n in range(50_000)]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/cart/add",
+        "headers": [(k.encode(), v.encode()) for k, v in [*lines, ("x-layersync-event-name", "add_to_cart")]],
+    }
+    started = time.perf_counter()
+    assert asgi_pairing(scope["headers"])[:2] == REPEATED  # type: ignore[index]
+    assert time.perf_counter() - started < 0.5  # joining them was quadratic: seconds
+    raw_call(client, "POST", "/cart/add", {**sdk_headers("add_to_cart"), "x-layersync-event-name": "add_to_cart"})
+    assert raw_call(client, "POST", "/cart/add", sdk_headers("add_to_cart")) == 200
+    assert len(memory.events) == 1
+
+
+@pytest.mark.parametrize("answer", ["false", "0", "no", 1, None, {"ok": True}])
+def test_only_true_consents(memory: MemoryTransport, answer: object, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "layersync")
+    client = sdk_client(memory)
+    consent: Any = lambda request: answer  # noqa: E731  (a hook typed bool, answering otherwise)
+    app = LayerSyncMiddleware(
+        Starlette(routes=[Route("/cart/add", cart, methods=["POST"])]), client=client, consent=consent
+    )
+    for _ in range(3):
+        assert post(app, "/cart/add", ATC).status_code == 200
+    assert memory.events == [] and client.stats().dropped == {"invalid_consent": 3}
+    [line] = [r.getMessage() for r in caplog.records if "consent returned" in r.getMessage()]  # logged once
+    assert f"consent returned {type(answer).__name__}, not True or False" in line
+    yes = LayerSyncMiddleware(
+        Starlette(routes=[Route("/cart/add", cart, methods=["POST"])]), client=client, consent=lambda r: True
+    )
+    post(yes, "/cart/add", ATC)
+    assert len(memory.events) == 1
+
+
+def flood(url: str, path: str, lines: int) -> tuple[float, bytes]:
+    """One request with ``lines`` X-LayerSync-Event-Id lines, over a raw socket (no
+    client library refuses or merges them); the seconds until the answer and its status line."""
+    host, port = url.removeprefix("http://").split(":")
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    head += "X-LayerSync-Event-Id: atc_0123456789abcdef\r\n" * lines + "X-LayerSync-Event-Name: add_to_cart\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        started = time.perf_counter()
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return time.perf_counter() - started, answer.split(b"\r\n", 1)[0]
+
+
+def test_a_header_flood_costs_under_uvicorn_what_it_costs_without_the_middleware() -> None:
+    # Issue 22.1: 60,000 id lines froze a uvicorn + httptools worker for 13.6 s (0.08 s
+    # without the middleware), joined one by one. Refused now, in one linear scan.
+    import httptools  # noqa: F401  (what uvicorn's "auto" picks: it parses a flood this size)
+
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "LAYERSYNC_SITE_ID": "site_test",
+        "LAYERSYNC_SECRET": "sk_test_secret_key",
+        "LAYERSYNC_API_URL": "http://127.0.0.1:9",  # nothing is sent
+    }
+    with serve("uvicorn", "e2e.sdk_apps:raw", env) as url:
+        bare = min(flood(url, "/bare/cart/add", 60_000)[0] for _ in range(2))
+        timed = [flood(url, "/cart/add", 60_000) for _ in range(2)]
+        stats = httpx.get(url + "/_stats", timeout=5).json()
+    assert all(status == b"HTTP/1.1 200 OK" for _, status in timed)
+    assert min(t for t, _ in timed) < 2 * bare + 0.2, (bare, timed)
+    assert stats["dropped"] == {"repeated_header": 2} and stats["sent"] == 0

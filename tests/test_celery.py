@@ -28,7 +28,7 @@ from fleet.redis_server import RedisServer, free_port
 from helpers import SECRET, SITE, settings
 
 import layersync_middleware.celery as ls_celery
-from layersync_middleware import ConfigurationError, LayerSync, cli
+from layersync_middleware import ConfigurationError, LayerSync, _wire, cli
 from layersync_middleware._event import Event, build_event, new_event_id
 from layersync_middleware._log import RateLimitedLog
 from layersync_middleware._transport import Outcome, encode_event
@@ -240,16 +240,18 @@ def worker_settings(fleet_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def test_the_task_sends_again_only_the_events_the_hub_did_not_take(hub_store: Hub, worker_settings: None) -> None:
-    events = [event() for _ in range(60)]  # two hub requests: 50 and 10 events
+    full = _wire.SERVER_BATCH_MAX_EVENTS
+    events = [event() for _ in range(full + 10)]  # two hub requests: a full batch and 10 events
     hub_store.faults(mode="500", count=1)  # the first request fails
     before = ls_celery.delivery_stats()
     result = ls_celery.deliver.apply(args=[ls_celery.pack([encode_event(e) for e in events]), time.time()])
     assert result.successful(), result.traceback
     assert hub_store.server_counts() == {e["event_id"]: 1 for e in events}
     attempts = hub_store.attempts()
-    assert [attempts[e["event_id"]] for e in events] == [1] * 50 + [0] * 10  # ids kept, tries counted
+    assert [attempts[e["event_id"]] for e in events] == [1] * full + [0] * 10  # ids kept, tries counted
     after = ls_celery.delivery_stats()
-    assert (after.sent - before.sent, after.retried - before.retried, after.batches - before.batches) == (60, 50, 3)
+    done = (after.sent - before.sent, after.retried - before.retried, after.batches - before.batches)
+    assert done == (full + 10, full, 3)
 
 
 def test_the_task_gives_up_on_rejected_and_expired_events(hub_store: Hub, worker_settings: None) -> None:

@@ -247,10 +247,15 @@ def test_check_prints_the_names_each_pattern_allows() -> None:
     result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
     assert result.returncode == 0, result.stderr
     lines = [line.strip() for line in result.stdout.splitlines()]
-    assert "/api/cart/* -> add_to_cart (browser SDK's name for the URL)" in lines
-    assert "/api/orders -> purchase (browser SDK's name for the URL)" in lines
+    # A wildcard pattern is not a URL: the SDK names /api/checkout/complete purchase,
+    # /api/checkout/start begin_checkout (issue 20, B3).
+    assert any(line.startswith("/api/cart/* -> the name the browser SDK stamps on each URL") for line in lines)
+    assert "/api/orders -> purchase (the browser SDK's name for this URL)" in lines
     assert "/api/refunds/* -> purchase, refund" in lines and "/hooks/* -> any event name" in lines
-    assert any(line.startswith("/api/* -> the browser SDK's name for each matching") for line in lines)
+    # Then the SDK's own rules, each named as the SDK names it, in its order.
+    rules = [line.split()[0] for line in lines[lines.index("/hooks/* -> any event name") + 3 :][:15]]
+    assert rules == ["purchase"] * 5 + ["add_to_cart"] * 7 + ["begin_checkout"] * 3, lines
+    assert "\\bwc-ajax=checkout\\b" in result.stdout and "do not pair" in result.stdout
 
 
 def test_cli_and_demo_credentials_work_without_the_hub_extra() -> None:

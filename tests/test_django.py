@@ -8,6 +8,7 @@ import django
 import pytest
 from django.conf import settings as dj
 from helpers import SITE, LiveHub, StartResponse, settings
+from strategies import SDK_URLS
 
 if not dj.configured:
     dj.configure(
@@ -26,7 +27,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
-from django.urls import path
+from django.urls import path, re_path
 
 from layersync_middleware import ConfigurationError, LayerSync, LayerSyncWSGIMiddleware, current_event
 from layersync_middleware._event import new_event_id
@@ -65,7 +66,13 @@ async def orders(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"order_id": "O-DJ"}, status=201)
 
 
-urlpatterns = [path("api/cart/add", cart_add), path("api/orders", orders)]
+# "cart" and "checkout" as routed by an app mounted at /api (SCRIPT_NAME), issue 20's B1.
+urlpatterns = [
+    path("api/cart/add", cart_add),
+    path("api/orders", orders),
+    path("cart", cart_add),
+    path("checkout", cart_add),
+]
 
 
 def layersync(hub: LiveHub, **extra: Any) -> dict[str, Any]:
@@ -160,6 +167,8 @@ def test_system_checks_name_the_setting() -> None:
         [error] = layersync_messages()
     assert "LAYERSYNC['TIMEOUT']:" in error.msg and "did you mean LAYERSYNC['TIMEOUT_MS']" in error.msg
     with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x"}):
+        assert layersync_ids() == []  # no matcher: the browser SDK's rules pair
+    with override_settings(LAYERSYNC={"SITE_ID": "s", "SECRET_KEY": "sk_x", "SDK_RULES": False}):
         ids = layersync_ids()
     assert ids == ["layersync.W001"]
     with override_settings(LAYERSYNC="nope"):
@@ -323,6 +332,41 @@ def test_capture_events_reaches_the_django_middleware_client(
         Client().post("/api/orders", headers=PUR)  # restored on exit: to the hub again
     assert [e["event"]["event_id"] for e in hub.events("server")] == [PUR["X-LayerSync-Event-Id"]]
     assert len(captured.events) == 1
+
+
+@pytest.mark.parametrize("matcher", [None, ["/**"]], ids=["no-matcher", "catch-all"])
+def test_a_mounted_app_pairs_the_sdks_name_and_a_get_pairs_nothing(hub: LiveHub, matcher: list[str] | None) -> None:
+    config = {k: v for k, v in layersync(hub).items() if k != "MATCHER"}
+    if matcher is not None:
+        config["MATCHER"] = matcher
+    atc = {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
+    bc = {"X-LayerSync-Event-Id": new_event_id("begin_checkout"), "X-LayerSync-Event-Name": "begin_checkout"}
+    with override_settings(LAYERSYNC=config):
+        # The browser called /api/cart and /api/checkout: the app routes on /cart and /checkout.
+        assert Client().post("/cart", headers=atc, SCRIPT_NAME="/api").status_code == 200
+        assert Client().post("/checkout?step=1", headers=bc, SCRIPT_NAME="/api").status_code == 200
+        assert Client().get("/cart", headers=atc, SCRIPT_NAME="/api").status_code == 200
+    ids = [e["event"]["event_id"] for e in hub.events("server")]
+    assert sorted(ids) == sorted([atc["X-LayerSync-Event-Id"], bc["X-LayerSync-Event-Id"]])
+
+
+class CatchAll:
+    """A URLconf that answers every path, as a shop's routes would."""
+
+    urlpatterns = [re_path(r"^.*$", cart_add)]
+
+
+@pytest.mark.parametrize("script_name", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, script_name: str) -> None:
+    config = {k: v for k, v in layersync(hub).items() if k != "MATCHER"}
+    sent = []
+    with override_settings(LAYERSYNC=config, ROOT_URLCONF=CatchAll):
+        for url, name in SDK_URLS:
+            headers = {"X-LayerSync-Event-Id": new_event_id(name), "X-LayerSync-Event-Name": name}
+            sent.append((headers["X-LayerSync-Event-Id"], name))
+            for _ in range(2):  # the SDK re-sends a stale id: forwarded once
+                assert Client().post(url, headers=headers, SCRIPT_NAME=script_name).status_code == 200
+    assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)
 
 
 def test_celery_sender_checks_name_the_app_setting_and_the_worker_command_line() -> None:

@@ -5,6 +5,7 @@ import logging
 import pytest
 from flask import Flask, jsonify
 from helpers import SITE, LiveHub
+from strategies import SDK_URLS
 
 from layersync_middleware import ConfigurationError, current_event
 from layersync_middleware._event import new_event_id
@@ -24,16 +25,19 @@ def PUR() -> dict[str, str]:
     return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
 
 
+def hub_config(hub: LiveHub) -> dict[str, object]:
+    return {
+        "LAYERSYNC_SITE_ID": SITE.site_id,
+        "LAYERSYNC_SECRET": SITE.secret_key,
+        "LAYERSYNC_API_URL": hub.url,
+        "LAYERSYNC_SENDER": "sync",
+    }
+
+
 def make_app(hub: LiveHub, **config: object) -> tuple[Flask, FlaskLayerSync]:
     app = Flask(__name__)
-    app.config.update(
-        LAYERSYNC_SITE_ID=SITE.site_id,
-        LAYERSYNC_SECRET=SITE.secret_key,
-        LAYERSYNC_API_URL=hub.url,
-        LAYERSYNC_SENDER="sync",
-        LAYERSYNC_MATCHER=["/api/cart/*", "/api/orders"],
-        **config,
-    )
+    app.config.update(hub_config(hub), LAYERSYNC_MATCHER=["/api/cart/*", "/api/orders"])
+    app.config.update(config)
 
     @app.post("/api/cart/add")
     def cart_add():  # type: ignore[no-untyped-def]
@@ -147,6 +151,7 @@ def test_two_apps_from_one_factory_each_get_their_own_client(
             LAYERSYNC_API_URL=hub.url,
             LAYERSYNC_SENDER="sync",
             LAYERSYNC_MATCHER=matcher,
+            LAYERSYNC_SDK_RULES=False,  # the patterns only
             LAYERSYNC_TIMEOUT_MS=timeout_ms,
         )
         app.post("/api/cart/add")(lambda: jsonify(ok=True))
@@ -176,3 +181,34 @@ def test_capture_events_reaches_the_extension_client(hub: LiveHub, ATC: dict[str
     assert hub.events() == []
     app.test_client().post("/api/cart/add", headers=ATC)  # restored on exit: to the hub again
     assert [e["event"]["event_id"] for e in hub.events("server")] == [ATC["X-LayerSync-Event-Id"]]
+
+
+def test_no_matcher_pairs_what_the_sdk_stamps_under_a_mount_and_not_on_a_get(hub: LiveHub) -> None:
+    app = Flask(__name__)
+    app.config.update(hub_config(hub))
+    app.route("/cart", methods=["GET", "POST"])(lambda: jsonify(ok=True))
+    ext = FlaskLayerSync(app)
+    atc = {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
+    c = app.test_client()
+    # Mounted at /api (SCRIPT_NAME): the browser called /api/cart, which the SDK stamps.
+    assert c.post("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
+    assert c.get("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [atc["X-LayerSync-Event-Id"]]
+    assert ext.client.stats().dropped == {"read_only_method": 1}
+
+
+@pytest.mark.parametrize("mount", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, mount: str) -> None:
+    app = Flask(__name__)
+    app.config.update(hub_config(hub))
+    app.route("/", defaults={"rest": ""}, methods=["POST"])(
+        app.route("/<path:rest>", methods=["POST"])(lambda rest: "ok")
+    )
+    FlaskLayerSync(app)
+    c, sent = app.test_client(), []
+    for url, name in SDK_URLS:
+        headers = {"X-LayerSync-Event-Id": new_event_id(name), "X-LayerSync-Event-Name": name}
+        sent.append((headers["X-LayerSync-Event-Id"], name))
+        for _ in range(2):  # the SDK re-sends a stale id: forwarded once
+            assert c.post(url, headers=headers, base_url=f"http://localhost{mount}").status_code == 200
+    assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)

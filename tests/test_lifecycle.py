@@ -204,7 +204,8 @@ def new_exit() -> Iterator[None]:
 def test_creating_clients_changes_no_global(sigterm_restored: None) -> None:
     lifecycle.uninstall_sigterm_drain()  # an earlier test's Django middleware under ASGI may have asked
     before = (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM))
-    clients = [LayerSync(settings(sender=kind)) for kind in _SENDERS]
+    celery = {"celery_app": "fleet.memory_celery:app"}  # the hand-off needs an app; it sends nothing here
+    clients = [LayerSync(settings(sender=kind, **(celery if kind == "celery" else {}))) for kind in _SENDERS]
     assert (signal.signal, signal.getsignal, signal.getsignal(signal.SIGTERM)) == before  # wrapped before
     for client in clients:
         client.shutdown(0)

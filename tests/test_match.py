@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import inspect
 import random
 import re
 import time
@@ -8,7 +7,8 @@ import time
 import pytest
 
 from layersync_middleware import Matcher, Rule
-from layersync_middleware._match import MAX_PATH
+from layersync_middleware._match import MAX_PATH, SDK_RULES, Verdict
+from layersync_middleware._wire import MAX_URL
 
 # The README's table: pattern, path, matches?
 TABLE = [
@@ -83,7 +83,8 @@ def test_equality_and_repr() -> None:
     assert Matcher(["/a/*"]) == Matcher(["/a/*"])
     assert hash(Matcher(["/a/*"])) == hash(Matcher(["/a/*"]))
     assert "purchase" in repr(Matcher({"/o": ["purchase"]}))
-    assert not Matcher([])
+    assert Matcher([]) and not Matcher([], sdk=False)  # the browser SDK's rules, unless turned off
+    assert Matcher([]) != Matcher([], sdk=False)
 
 
 def test_first_matching_pattern_wins() -> None:
@@ -184,20 +185,49 @@ def test_paths_longer_than_the_limit_are_not_matched() -> None:
     assert matcher.match("/api/" + "a" * (MAX_PATH - 4)) is None
 
 
-def test_the_query_string_has_no_say_in_the_name() -> None:
-    # A client appending ?x=/orders must not turn a cart route into a purchase route:
-    # the rule sees the path only.
-    assert list(inspect.signature(Rule.allows).parameters) == ["self", "event_name", "path"]
-    rule = Matcher(["/api/cart/*"]).match("/api/cart/add")
-    assert rule is not None and not rule.allows("purchase", "/api/cart/add")
-    # Query-only browser rules (WooCommerce's ?wc-ajax=checkout) need the names written out.
-    assert not Rule("/", None).allows("purchase", "/")
-    named = Matcher({"/": ["purchase", "add_to_cart"]}).match("/")
-    assert named is not None and named.allows("purchase", "/")
+def test_names_written_out_ignore_the_query_and_the_sdks_name_reads_it() -> None:
+    # The browser SDK names a request from its whole URL: /cart/add?next=/orders is
+    # stamped purchase, and only that name pairs there (issue 20). A route that must
+    # never carry a purchase, whatever the query, writes its names out.
+    sdk = Matcher([])
+    assert sdk.verdict("/cart/add", "/cart/add?next=/orders") == Verdict(SDK_RULES, frozenset({"purchase"}))
+    assert sdk.verdict("/", "/?wc-ajax=checkout").allows("purchase")
+    pattern = Matcher(["/cart/*"])
+    assert pattern.verdict("/cart/add", "/cart/add?next=/orders").names == frozenset({"purchase"})
+    named = Matcher({"/cart/*": ["add_to_cart"]})
+    verdict = named.verdict("/cart/add", "/cart/add?next=/orders")
+    assert verdict.allows("add_to_cart") and not verdict.allows("purchase")
+    assert Rule("/", None).allows("purchase", "/?wc-ajax=checkout")
 
 
-def test_browser_names_are_not_derived_from_overlong_paths() -> None:
-    assert not Rule("/api/**", None).allows("add_to_cart", "/api/cart/add/" + "a" * MAX_PATH)
+def test_the_sdks_name_reads_the_url_with_its_mount_prefix() -> None:
+    # Mounted at /api, the app routes on /cart, the browser called /api/cart (issue 20, B1).
+    for matcher in (Matcher([]), Matcher(["/**"]), Matcher(["/cart"])):
+        assert matcher.verdict("/cart", "/api/cart").names == frozenset({"add_to_cart"}), matcher
+    assert Matcher(["/**"]).verdict("/x", "/api/x").names == frozenset()  # stamped nowhere
+    assert Matcher([], sdk=False).verdict("/cart", "/api/cart") == Verdict(None, frozenset())
+
+
+def test_patterns_come_first_then_the_sdks_rules() -> None:
+    matcher = Matcher({"/api/cart/**": ["add_to_cart"], "/hooks/*": "*"})
+    assert matcher.verdict("/api/cart/x", "/api/cart/x?x=/orders").decided_by == "/api/cart/**"
+    assert matcher.verdict("/hooks/x", "/hooks/x").names is None
+    assert matcher.verdict("/checkout/start", "/checkout/start") == Verdict(SDK_RULES, frozenset({"begin_checkout"}))
+    assert matcher.verdict("/nothing", "/nothing") == Verdict(None, frozenset())
+    only = Matcher({"/api/cart/**": ["add_to_cart"]}, sdk=False)
+    assert only.verdict("/checkout/start", "/checkout/start").decided_by is None
+
+
+def test_verdicts_are_remembered_in_a_bounded_dict() -> None:
+    matcher = Matcher(["/api/**"])
+    for n in range(3000):
+        matcher.verdict(f"/api/cart/{n}", f"/api/cart/{n}")
+    assert 0 < len(matcher._verdicts) <= 1024
+
+
+def test_browser_names_are_not_derived_from_overlong_urls() -> None:
+    assert not Rule("/api/**", None).allows("add_to_cart", "/api/cart/add/" + "a" * MAX_URL)
+    assert Matcher(["/api/**"]).verdict("/api/cart/add", "/api/cart/add/" + "a" * MAX_URL).names == frozenset()
 
 
 def test_names_follow_the_pairing_header_rule() -> None:

@@ -408,3 +408,23 @@ def test_secret_key_in_the_url_is_never_echoed(url: str) -> None:
     with pytest.raises(ConfigurationError, match="^LAYERSYNC_API_URL: ") as info:
         Settings.from_env({"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": KEY, "LAYERSYNC_API_URL": url})
     assert "0123456789abcdef" not in str(info.value)
+
+
+# -- issue 20: the browser SDK's rules and the server's copy of its endpoint options
+
+
+def test_sdk_rule_settings_from_the_environment_flask_and_django_checked_at_start_up() -> None:
+    from layersync_middleware.flask import settings_from_config
+
+    env = {**CREDS, "LAYERSYNC_CART_ENDPOINTS": r"/api/v1/basket\b  /bag/add", "LAYERSYNC_PAIR_READ_ONLY": "1"}
+    s = Settings.from_env(env)
+    assert s.cart_endpoints == (r"/api/v1/basket\b", "/bag/add") and s.pair_read_only and s.sdk_rules
+    assert s.matcher.verdict("/api/v1/BASKET", "/api/v1/BASKET").names == frozenset({"add_to_cart"})
+    assert s == Settings.from_env(env) and s != make()  # compared by value, rules included
+    assert not Settings.from_env({**CREDS, "LAYERSYNC_SDK_RULES": "off"}).matcher  # nothing can pair
+    with pytest.raises(ConfigurationError, match=r"^LAYERSYNC_ORDER_ENDPOINTS: '/orders\(' is not a valid regular"):
+        Settings.from_env({**CREDS, "LAYERSYNC_ORDER_ENDPOINTS": "/orders("})
+    with pytest.raises(ConfigurationError, match=r'^app.config\["LAYERSYNC_CHECKOUT_ENDPOINTS"\]: must be a list'):
+        settings_from_config({"LAYERSYNC_CHECKOUT_ENDPOINTS": 3}, environ=CREDS)
+    with pytest.raises(ConfigurationError, match=r"^LAYERSYNC\['sdk_rules'\]: must be true or false"):
+        Settings.from_mapping({"sdk_rules": "maybe"}, spell=lambda f: f"LAYERSYNC[{f!r}]", environ=CREDS)

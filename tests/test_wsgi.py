@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from helpers import StartResponse, settings
+from strategies import SDK_URLS, sdk_headers
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
@@ -216,3 +217,57 @@ def test_a_hook_returning_an_awaitable_never_counts_as_yes(memory: MemoryTranspo
     app, _ = make(memory, consent=consent)
     assert call(app, "/api/cart/add", ATC).status_code == 200
     assert memory.events == []
+
+
+# -- what the browser SDK stamps pairs by default (issue 20) ------------------------------------
+def environ_for(method: str, url: str, headers: dict[str, str], script_name: str = "") -> dict[str, Any]:
+    path, _, query = url.partition("?")
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": script_name, "PATH_INFO": path, "QUERY_STRING": query}
+    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    return environ
+
+
+def plain(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize("script_name", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_once_with_no_matcher(memory: MemoryTransport, script_name: str) -> None:
+    client = LayerSync(settings(sender="sync"), transport=memory)
+    app = LayerSyncWSGIMiddleware(plain, client=client)
+    for n, (url, name) in enumerate(SDK_URLS):
+        for _ in range(2):  # the SDK re-sends a stale id: forwarded once
+            assert list(app(environ_for("POST", url, sdk_headers(name, n), script_name), StartResponse())) == [b"ok"]
+    assert [e["event_name"] for e in memory.events] == [name for _, name in SDK_URLS]
+    assert client.stats().dropped == {}
+
+
+def test_read_only_repeated_and_unmatched_requests_are_counted(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync"), transport=memory)
+    app = LayerSyncWSGIMiddleware(plain, client=client)
+    atc = sdk_headers("add_to_cart")
+    list(app(environ_for("GET", "/cart/items", atc), StartResponse()))
+    list(app(environ_for("HEAD", "/api/cart", atc), StartResponse()))
+    # gunicorn and the other servers join a repeated header with a comma
+    repeated = {**atc, "X-LayerSync-Event-Id": ",".join([atc["X-LayerSync-Event-Id"]] * 60_000)}
+    list(app(environ_for("POST", "/cart/add", repeated), StartResponse()))
+    list(app(environ_for("POST", "/products/1", atc), StartResponse()))
+    assert memory.events == []
+    assert client.stats().dropped == {"read_only_method": 2, "repeated_header": 1, "unmatched": 1}
+
+
+def test_a_mounted_app_pairs_the_sdks_name_for_script_name_and_path(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync", matcher=["/**"]), transport=memory)
+    app = LayerSyncWSGIMiddleware(plain, client=client)
+    list(app(environ_for("POST", "/cart", sdk_headers("add_to_cart"), "/api"), StartResponse()))
+    assert [e["event_name"] for e in memory.events] == ["add_to_cart"] and client.stats().dropped == {}
+
+
+def test_consent_must_answer_true(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(sender="sync"), transport=memory)
+    answers: list[Any] = ["false", 0, None, True]
+    for answer in answers:
+        app = LayerSyncWSGIMiddleware(plain, client=client, consent=lambda environ, a=answer: a)  # type: ignore[misc]
+        list(app(environ_for("POST", "/cart/add", sdk_headers("add_to_cart")), StartResponse()))
+    assert len(memory.events) == 1 and client.stats().dropped == {"invalid_consent": 3}

@@ -1,7 +1,8 @@
 """Django system checks: LayerSync settings show up in ``manage.py check``.
 
 - layersync.E001 (error): a setting is invalid (or, with ``strict``, missing).
-- layersync.W001: the middleware is installed but the matcher is empty.
+- layersync.W001: the middleware is installed but can pair nothing (``sdk_rules`` off
+  and no ``matcher``).
 - layersync.W002: LayerSync is configured but the middleware is not in ``MIDDLEWARE``.
 - layersync.W003: the site id or secret key is not set, so tracking is disabled. A
   warning, not an error: a checkout without credentials (CI, a new developer's
@@ -45,8 +46,10 @@ def check_layersync(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     if installed and settings.enabled and not settings.matcher:
         messages.append(
             Warning(
-                "LayerSyncMiddleware is installed but LAYERSYNC['matcher'] is empty, so it pairs nothing.",
-                hint="Set LAYERSYNC['matcher'], e.g. ['/api/cart/*', '/api/orders/*'].",
+                "LayerSyncMiddleware is installed but LAYERSYNC['sdk_rules'] is off and LAYERSYNC['matcher'] "
+                "is empty, so it pairs nothing.",
+                hint="Remove LAYERSYNC['sdk_rules'] to pair what the browser SDK stamps, "
+                "or set LAYERSYNC['matcher'], e.g. {'/api/cart/*': ['add_to_cart']}.",
                 id="layersync.W001",
             )
         )

@@ -18,8 +18,9 @@ GetResponse = Callable[[HttpRequest], Any]
 
 
 class LayerSyncMiddleware:
-    """Pairs matched requests with the browser SDK's events. Patterns match
-    ``request.path_info`` (without ``SCRIPT_NAME``), as the other adapters do.
+    """Pairs the requests the browser SDK stamps with its events. The SDK's rules read
+    the URL as the browser sent it (``request.path``, ``SCRIPT_NAME`` included, and the
+    query); ``matcher`` patterns match ``request.path_info``, as the other adapters do.
     Its place in ``MIDDLEWARE`` does not matter: a request that CSRF refuses answers
     403, and a 403 never pairs."""
 
@@ -29,7 +30,7 @@ class LayerSyncMiddleware:
     def __init__(self, get_response: GetResponse) -> None:
         settings, consent, is_success = conf.load()
         if not settings.enabled or not settings.matcher:
-            raise MiddlewareNotUsed("LayerSync is disabled or LAYERSYNC['matcher'] is empty")
+            raise MiddlewareNotUsed("LayerSync is disabled, or LAYERSYNC['sdk_rules'] is off with no matcher")
         self.get_response = get_response
         self.client = shared_client(settings)
         self.async_mode = iscoroutinefunction(get_response)
@@ -39,20 +40,23 @@ class LayerSyncMiddleware:
             # Django has no lifespan to drain on, and uvicorn ends with SIGTERM's default action.
             install_sigterm_drain()
 
-    def _headers(self, request: HttpRequest) -> tuple[str, str] | None:
+    def _headers(self, request: HttpRequest) -> tuple[str, str, str, str, str] | None:
+        """``(method, route path, URL, id, name)`` of a request with pairing headers."""
         meta = request.META
         if WSGI_ID_KEY not in meta or HANDLED_KEY in meta or WSGI_NAME_KEY not in meta:
             return None
         scope = getattr(request, "scope", None)
         if isinstance(scope, dict) and HANDLED_KEY in scope:  # the ASGI middleware got it first
             return None
-        return meta[WSGI_ID_KEY], meta[WSGI_NAME_KEY]
+        query = meta.get("QUERY_STRING")
+        url = f"{request.path}?{query}" if query else request.path
+        return request.method or "GET", request.path_info, url, meta[WSGI_ID_KEY], meta[WSGI_NAME_KEY]
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
         headers = self._headers(request)
-        pending = None if headers is None else self._pairing.start(*headers, request.path_info, request)
+        pending = None if headers is None else self._pairing.start(*headers, request)
         if pending is None:
             return self.get_response(request)
         request.META[HANDLED_KEY] = True
@@ -69,7 +73,7 @@ class LayerSyncMiddleware:
         headers = self._headers(request)
         pending: PendingEvent | None = None
         if headers is not None:
-            pending = await self._pairing.astart(*headers, request.path_info, request)
+            pending = await self._pairing.astart(*headers, request)
         if pending is None:
             return await get_response(request)
         request.META[HANDLED_KEY] = True

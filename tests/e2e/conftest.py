@@ -53,6 +53,6 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sdk_path() -> Path:
     return SDK

@@ -4,14 +4,19 @@ example apps under real servers and the local hub."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from helpers import SITE, LiveHub
-from servers import serve
+from servers import ROOT, serve
+from strategies import SDK_URLS
+
+from layersync_middleware.hub import HubServer
 
 pytestmark = pytest.mark.e2e
 
@@ -74,17 +79,21 @@ class Shop:
         return self.server_event(event_id)
 
 
-@pytest.fixture(params=APPS, ids=["fastapi-uvicorn", "flask-gunicorn"])
-def shop_url(request: pytest.FixtureRequest, hub: LiveHub, sdk_path: Path) -> Iterator[str]:
-    server, target = request.param
-    env = {
+def app_env(hub_url: str, sdk_path: Path) -> dict[str, str]:
+    """What a shop under test reads: the test site's keys, the hub, the SDK's file."""
+    return {
         "LAYERSYNC_SITE_ID": SITE.site_id,
         "LAYERSYNC_SECRET": SITE.secret_key,
-        "LAYERSYNC_API_URL": hub.url,
+        "LAYERSYNC_API_URL": hub_url,
         "LAYERSYNC_PUBLISHABLE_KEY": SITE.publishable_key,
         "LAYERSYNC_BROWSER_SDK": str(sdk_path),
     }
-    with serve(server, target, env) as url:
+
+
+@pytest.fixture(params=APPS, ids=["fastapi-uvicorn", "flask-gunicorn"])
+def shop_url(request: pytest.FixtureRequest, hub: LiveHub, sdk_path: Path) -> Iterator[str]:
+    server, target = request.param
+    with serve(server, target, app_env(hub.url, sdk_path)) as url:
         yield url
 
 
@@ -178,3 +187,119 @@ def test_page_requests_never_wait_on_a_hanging_hub(browser: Any, hub: LiveHub, s
     # The hub holds every server request for 20 s; the page never notices.
     assert max(paired) < baseline + 500, (baseline, paired)
     page.close()
+
+
+# --- issue 20: what the SDK stamps pairs with no matcher, on every stack --------------------
+SDK_STACKS = {
+    "starlette-uvicorn": ("uvicorn", "e2e.sdk_apps:starlette_app"),
+    "flask-gunicorn": ("gunicorn-gthread", "e2e.sdk_apps:flask_app"),
+    "django-asgi-uvicorn": ("uvicorn", "e2e.sdk_django:asgi_app"),
+    "django-wsgi-gunicorn": ("gunicorn-gthread", "e2e.sdk_django:wsgi_app"),
+}
+RUN_STEPS = "async steps => { const out = []; for (const s of steps) out.push(await probe.step(...s)); return out; }"
+
+
+@pytest.fixture(scope="module", params=list(SDK_STACKS), ids=list(SDK_STACKS))
+def sdk_stack(request: pytest.FixtureRequest, _hub_server: HubServer, sdk_path: Path) -> Iterator[str]:
+    """One server per stack for the whole module, with no matcher configured."""
+    server, target = SDK_STACKS[request.param]
+    env = {**app_env(_hub_server.url, sdk_path), "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    with serve(server, target, env) as url:
+        yield url
+
+
+class Probe:
+    """One page of the SDK probe, and the pairing headers each of its requests carried."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.url = url
+        self.page = browser.new_page()
+        self.carried: list[tuple[str, str, str | None, str | None]] = []  # method, path, id, name
+        self.page.on("request", self._record)
+        self.page.goto(url + "/_page")
+        self.page.wait_for_function("window.probe !== undefined")
+
+    def _record(self, request: Any) -> None:
+        if request.url.startswith(self.url) and "/_" not in request.url and "favicon" not in request.url:
+            h = request.headers
+            path = request.url[len(self.url) :]
+            self.carried.append((request.method, path, h.get(PAIRING_HEADERS[0]), h.get(PAIRING_HEADERS[1])))
+
+    def run(self, steps: list[list[Any]]) -> list[dict[str, Any]]:
+        done: list[dict[str, Any]] = self.page.evaluate(RUN_STEPS, steps)
+        self.page.evaluate("probe.ls.flush()")
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(self.url + "/_stats", timeout=5).json()
+        return answer
+
+
+def wait_for_groups(hub: LiveHub, ids: set[str], server: bool = True) -> dict[str, dict[str, Any]]:
+    def arrived() -> dict[str, dict[str, Any]] | None:
+        groups = {g["event_id"]: g for g in hub.groups() if g["event_id"] in ids}
+        ok = len(groups) == len(ids) and all(g["browser"] and (g["server"] or not server) for g in groups.values())
+        return groups if ok else None
+
+    groups: dict[str, dict[str, Any]] = wait_for(f"{len(ids)} groups", arrived, hub)
+    return groups
+
+
+@pytest.mark.parametrize("prefix", ["", "/api"], ids=["root", "mounted"])
+def test_every_default_rule_pairs_exactly_once_by_fetch_and_by_xhr(
+    browser: Any, hub: LiveHub, sdk_stack: str, prefix: str
+) -> None:
+    probe = Probe(browser, sdk_stack)
+    before = probe.stats()
+    calls = [(name, via, prefix + url) for url, name in SDK_URLS for via in ("fetch", "xhr")]
+    steps = [[n, name, via, "POST", url] for n, (name, via, url) in enumerate(calls)]
+    done = probe.run(steps)
+    assert [d["status"] for d in done] == [200] * len(steps), done
+    # The SDK stamped each request with the id of the event just tracked, named as its rules say.
+    carried = [c for c in probe.carried if c[0] == "POST"]
+    assert [(path, eid, name) for _, path, eid, name in carried] == [
+        (step[4], d["tracked"], step[1]) for step, d in zip(steps, done)
+    ]
+    ids = {d["tracked"] for d in done}
+    assert len(ids) == len(steps)  # a fresh event per step
+    # The middleware paired each (its handler saw current_event), and the hub has each pair once.
+    seen = [(url, pair) for method, url, pair in probe.stats()["seen"][len(before["seen"]) :] if method == "POST"]
+    assert seen == [(s[4], [d["tracked"], s[1]]) for s, d in zip(steps, done)]
+    groups = wait_for_groups(hub, ids)
+    names = {d["tracked"]: d["name"] for d in done}
+    # Exactly one server event per pair (the browser side is the SDK's: it may resend a batch).
+    got = {i: (g["event_name"], g["server"], g["browser"] >= 1) for i, g in groups.items()}
+    assert got == {i: (names[i], 1, True) for i in ids}
+    after = probe.stats()
+    assert after["dropped"] == before["dropped"] and after["sent"] - before["sent"] == len(steps)
+    probe.page.close()
+
+
+def test_a_get_after_a_cart_post_and_an_unknown_endpoint_are_counted_not_paired(
+    browser: Any, hub: LiveHub, sdk_stack: str
+) -> None:
+    probe = Probe(browser, sdk_stack)
+    before = probe.stats()["dropped"]
+    done = probe.run(
+        [
+            [100, "add_to_cart", "fetch", "POST", "/cart/add"],
+            [101, None, "fetch", "GET", "/cart/items"],  # stamped with the SDK's own follow-up id
+            [102, None, "xhr", "GET", "/api/cart"],
+            [103, "add_to_cart", "fetch", "POST", "/basket"],  # the page's own cartEndpoints
+        ]
+    )
+    assert [d["status"] for d in done] == [200] * 4
+    [post, get, get_xhr, basket] = probe.carried
+    assert all(c[2] and c[3] == "add_to_cart" for c in (post, get, get_xhr, basket)), probe.carried
+    paired, follow_up = str(post[2]), str(get[2])
+    assert paired == done[0]["tracked"] and follow_up != paired  # the SDK fired its own add_to_cart
+    seen = [pair for _, url, pair in probe.stats()["seen"] if "favicon" not in url]
+    assert seen[-4:] == [[paired, "add_to_cart"], None, None, None]
+    dropped = probe.stats()["dropped"]
+    delta = {k: v - before.get(k, 0) for k, v in dropped.items() if v != before.get(k, 0)}
+    assert delta == {"read_only_method": 2, "unmatched": 1}
+    # Only the POST reached the hub from the server; the follow-up event stays browser-only.
+    groups = wait_for_groups(hub, {paired, follow_up}, server=False)
+    assert (groups[paired]["server"], groups[follow_up]["server"]) == (1, 0)
+    assert [e["event"]["event_id"] for e in hub.events("server")] == [paired]
+    probe.page.close()
