@@ -137,7 +137,7 @@ def asgi_app() -> Any:
 def flask_app() -> Any:
     from flask import Flask, jsonify
 
-    app = Flask("bench")
+    app = Flask(__name__)  # not "bench": a namespace package spread over checkouts confuses its root lookup
 
     def add_to_cart(sku: str = "") -> Any:
         return jsonify(ok=True, cart_items=1)

@@ -1,8 +1,9 @@
 """Sender and request-path micro-benchmarks, one per process; each prints one JSON line.
 
-    python bench/micro.py track --transport memory|http --n 100000 --sink URL
+    python bench/micro.py track --transport discard|memory|http --n 100000 --sink URL
     python bench/micro.py segment-track --n 100000 --sink URL
     python bench/micro.py deliver --lib layersync|segment --n 200000 --sink URL
+    python bench/micro.py memory --n 1000000 --sink URL     # RSS sampled while the sender delivers
     python bench/micro.py request-path --n 20000 --sink URL
     python bench/micro.py idle-memory --lib none|layersync|segment --sink URL
 
@@ -19,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from procstat import rss_kib
@@ -31,17 +32,42 @@ PROPS: dict[str, Any] = {
 }
 SITE_ID, SECRET = "site_bench", "sk_bench_0123456789"
 MATCHER = ["/api/cart/*", "/api/checkout/*", "/api/orders/**"]
+BLOCK = 500  # memory run: events tracked between looks at the queue
+BACKLOG = 5_000  # memory run: the feeder waits while more than this many are queued
+SAMPLE_EVERY = 0.1  # seconds between RSS samples
+FLAT_MIB = 4  # "flat": peak and end within this many MiB of the steady state
 
 
-def layersync_client(sink: str, n: int, memory: bool = False) -> Any:
+class Discard:
+    """A transport that answers ``ok`` and keeps nothing: the events die once sent. A
+    ``MemoryTransport`` keeps every event alive, and the garbage collector's passes over that
+    growing list would be what a timing of ``track()`` measures."""
+
+    def send(self, events: Sequence[Any], bodies: Sequence[bytes], timeout: float) -> list[Any]:
+        from layersync_middleware import Outcome
+
+        return [Outcome("ok", 200)] * len(events)
+
+    async def asend(self, events: Sequence[Any], bodies: Sequence[bytes], timeout: float) -> list[Any]:
+        return self.send(events, bodies, timeout)
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def layersync_client(sink: str, n: int, transport: str = "http") -> Any:
+    """``transport``: "http" (to the sink), "discard" or "memory". A queue that holds the
+    whole run: the calls measure track(), not the drop path."""
     from layersync_middleware import LayerSync
     from layersync_middleware.testing import MemoryTransport
 
-    transport = MemoryTransport() if memory else None
-    # A queue that holds the whole run: the calls measure track(), not the drop path.
+    plugged = {"http": None, "discard": Discard(), "memory": MemoryTransport()}[transport]
     size = max(1000, min(n, 1_000_000))
     return LayerSync(
-        site_id=SITE_ID, secret_key=SECRET, api_url=sink, matcher=MATCHER, max_queue_size=size, transport=transport
+        site_id=SITE_ID, secret_key=SECRET, api_url=sink, matcher=MATCHER, max_queue_size=size, transport=plugged
     )
 
 
@@ -75,7 +101,7 @@ def timing(call: Callable[[], object], n: int) -> dict[str, float]:
 
 
 def cmd_track(args: argparse.Namespace) -> dict[str, Any]:
-    client = layersync_client(args.sink, args.n, memory=args.transport == "memory")
+    client = layersync_client(args.sink, args.n, args.transport)
     client.track("add_to_cart", PROPS)  # the worker and the HTTP client start here, not in the timing
     client.flush(30)
     result = timing(lambda: client.track("add_to_cart", PROPS), args.n)
@@ -124,6 +150,63 @@ def cmd_deliver(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_us_per_event": cpu / args.n * 1e6,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_kib(os.getpid()),
+    }
+
+
+def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """The sender delivers ``n`` events to the sink, default settings, while RSS is sampled.
+
+    Events are tracked in blocks of ``BLOCK``; the feeder sleeps while more than ``BACKLOG``
+    (at most half the queue's bound) wait in the queue, so the run goes at the rate the
+    sender sustains and the queue never drops: what RSS shows is the sender's own footprint over time, not a
+    queue filling up. Steady state is the median of the samples after the first tenth of the
+    events (connections, caches and the queue at their working size); flat means neither the
+    peak nor the end is more than ``FLAT_MIB`` above it."""
+    from layersync_middleware import LayerSync
+
+    client = LayerSync(site_id=SITE_ID, secret_key=SECRET, api_url=args.sink, matcher=MATCHER)
+    backlog = min(BACKLOG, client.settings.max_queue_size // 2)  # well inside the queue: nothing dropped
+    track = client.track
+    track("add_to_cart", PROPS)  # warm: the worker and the connection up before the clock starts
+    client.flush(30)
+    pid = os.getpid()
+    rss_start = rss_kib(pid)
+    samples: list[tuple[float, int, int]] = []  # (seconds, events tracked, RSS KiB)
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    last = t0
+    for done in range(0, args.n, BLOCK):
+        for _ in range(min(BLOCK, args.n - done)):
+            track("add_to_cart", PROPS)
+        while client.stats().queued > backlog:
+            time.sleep(0.001)
+        now = time.perf_counter()
+        if now - last >= SAMPLE_EVERY:
+            samples.append((now - t0, done + BLOCK, rss_kib(pid)))
+            last = now
+    client.flush(300)
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    rss_end = rss_kib(pid)
+    samples.append((elapsed, args.n, rss_end))
+    settled = [rss for _, tracked, rss in samples if tracked >= args.n // 10] or [rss_end]
+    steady = int(statistics.median(settled))
+    peak = max(rss for _, _, rss in samples)
+    stats = client.stats()
+    return {
+        "events": args.n + 1,  # with the warm-up event
+        "sent": stats.sent,
+        "dropped": sum(stats.dropped.values()),
+        "seconds": elapsed,
+        "events_per_s": args.n / elapsed,
+        "cpu_us_per_event": cpu / args.n * 1e6,
+        "rss_start_kib": rss_start,
+        "rss_steady_kib": steady,
+        "rss_peak_kib": peak,
+        "rss_end_kib": rss_end,
+        "peak_over_steady_mib": (peak - steady) / 1024,
+        "end_over_steady_mib": (rss_end - steady) / 1024,
+        "flat": max(peak, rss_end) - steady <= FLAT_MIB * 1024,
+        "flat_mib": FLAT_MIB,
+        "samples": samples,
     }
 
 
@@ -224,7 +307,7 @@ def cmd_request_path(args: argparse.Namespace) -> dict[str, Any]:
 
     from layersync_middleware import LayerSyncMiddleware, LayerSyncWSGIMiddleware
 
-    client = layersync_client(args.sink, args.n * (args.repeat + 1) * 3, memory=True)
+    client = layersync_client(args.sink, args.n * (args.repeat + 1) * 3, "discard")
     bare = starlette_app()
     ours = starlette_app([Middleware(LayerSyncMiddleware, client=client)])
     reference = starlette_app([Middleware(ReferenceLayer, shipper=Shipper(args.sink, SECRET, SITE_ID))])
@@ -284,6 +367,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "track": cmd_track,
     "segment-track": cmd_segment_track,
     "deliver": cmd_deliver,
+    "memory": cmd_memory,
     "request-path": cmd_request_path,
     "idle-memory": cmd_idle_memory,
 }
@@ -295,7 +379,7 @@ def main() -> None:
     parser.add_argument("--sink", default="http://127.0.0.1:9")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--transport", choices=["memory", "http"], default="memory")
+    parser.add_argument("--transport", choices=["discard", "memory", "http"], default="discard")
     parser.add_argument("--lib", choices=["none", "layersync", "segment"], default="layersync")
     args = parser.parse_args()
     print(json.dumps(COMMANDS[args.command](args)), flush=True)

@@ -1,13 +1,18 @@
-"""Summaries, the printed tables, the JSON file and the PNG plot of a benchmark run."""
+"""Summaries, the printed tables, the JSON file and the PNG plot of a benchmark run.
+
+python bench/report.py [bench/results/latest.json]   # the split and the gates again, from a saved run
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
+from split import table
 from variants import Variant
 
 Run = dict[str, Any]
@@ -93,7 +98,7 @@ def variant_table(summaries: dict[str, dict[str, Any]]) -> str:
 def sender_table(sender: dict[str, Any]) -> str:
     rows = []
     for key, title in (
-        ("track_memory", "LayerSync track(), in-memory transport"),
+        ("track_discard", "LayerSync track(), discarding transport"),
         ("track_http", "LayerSync track(), HTTP to the sink"),
         ("segment_track", "segment track(), HTTP to the sink"),
     ):
@@ -107,10 +112,13 @@ def sender_table(sender: dict[str, Any]) -> str:
                 f"{title:44} {r['events_per_s']:9.0f} events/s  {r['cpu_us_per_event']:6.1f} us CPU/event  "
                 f"delivered {r['sink_events']}/{r['events']}  RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB"
             )
+    if "memory" in sender:
+        r = sender["memory"]
+        rows.append(memory_line(r))
     if "request_path" in sender:
         r = sender["request_path"]
         rows.append(
-            "request path (ASGI, in-process, thread CPU):  "
+            "request path (in-process, thread CPU, discarding transport):  "
             + "  ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us"))
             + "  (us/request)"
         )
@@ -124,6 +132,32 @@ def sender_table(sender: dict[str, Any]) -> str:
         r = sender["idle_memory"]
         rows.append("idle RSS (KiB): " + ", ".join(f"{k} {v}" for k, v in r.items()))
     return "\n".join(rows)
+
+
+def memory_line(r: dict[str, Any]) -> str:
+    mib = {k: r[f"rss_{k}_kib"] / 1024 for k in ("start", "steady", "peak", "end")}
+    verdict = "flat" if r["flat"] else "NOT FLAT"
+    return (
+        f"{'LayerSync memory run (' + format(r['events'] - 1, ',') + ' events)':44} {r['events_per_s']:9.0f} events/s  "
+        f"{r['cpu_us_per_event']:6.1f} us CPU/event  delivered {r['sink_events']}/{r['events']}  "
+        f"RSS MiB start {mib['start']:.1f} steady {mib['steady']:.1f} peak {mib['peak']:.1f} end {mib['end']:.1f}: "
+        f"{verdict} (peak - steady {r['peak_over_steady_mib']:+.1f}, end - steady {r['end_over_steady_mib']:+.1f} MiB, "
+        f"bound {r['flat_mib']} MiB)"
+    )
+
+
+def split_tables(split: dict[str, Any]) -> str:
+    """The per-thread split, paced and at the highest rate, as split.py prints it."""
+    blocks = []
+    for key, title in (
+        ("paced", "paced at 2,000 paired requests/s"),
+        ("max_rate", "at the highest rate one core sustains (no pacing)"),
+    ):
+        if key in split:
+            r = split[key]
+            head = f"per-thread CPU split, in-process, {title}: {r['n']:,} events, lowest total of {r['runs']} run(s)"
+            blocks.append(head + "\n" + table(r["best"]))
+    return "\n\n".join(blocks)
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -158,7 +192,47 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     return True
 
 
-# -- issue 12's targets ------------------------------------------------------------------------
+# -- issue 21's gates ---------------------------------------------------------------------------
+Gate = dict[str, Any]
+
+
+def _get(tree: dict[str, Any], *keys: str) -> float | None:
+    node: Any = tree
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _quotient(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return format(value, ",.0f") if abs(value) >= 1000 else format(value, ".3g")
+
+
+def spread(runs: list[Run], key: str) -> float | None:
+    """The noise of one variant: (max - min) / median of ``key`` over its rounds; None with
+    fewer than two rounds (one round says nothing about how much a round moves)."""
+    values: list[float] = [r[key] for r in runs if r.get(key) is not None]
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def _versus_reference(split: dict[str, Any], key: str) -> float | None:
+    """LayerSync's ``key`` minus the reference layer's, from one mode of the split."""
+    return _difference(_get(split, "best", "layersync", key), _get(split, "best", "reference", key))
+
+
 def _paired_over_reference(report: dict[str, Any]) -> float | None:
     """Median over rounds of LayerSync's throughput / the reference layer's, same round."""
     variants = report["variants"]
@@ -170,76 +244,138 @@ def _paired_over_reference(report: dict[str, Any]) -> float | None:
     return statistics.median(ratios) if ratios else None
 
 
-def _get(tree: dict[str, Any], *keys: str) -> float | None:
-    node: Any = tree
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node if isinstance(node, (int, float)) else None
+def _gate(name: str, value: float | None, op: str, bound: float | None, unit: str, note: str = "") -> Gate:
+    """``bound`` None: the threshold itself was not measured (a noise from one round)."""
+    measured = value is not None and bound is not None
+    passed = None if not measured else (value <= bound if op == "<=" else value >= bound)  # type: ignore[operator]
+    threshold = f"{op} {_num(bound)} {unit}".strip() if bound is not None else f"{op} noise (n/a)"
+    return {"gate": name, "threshold": threshold, "value": value, "unit": unit, "pass": passed, "note": note}
 
 
-def _hub_trouble(report: dict[str, Any], variant: str) -> float | None:
-    """p99 of a hub-down/hanging variant over the healthy paired one (1.0: unchanged)."""
-    bad = _get(report["variants"], variant, "p99_ms_median")
-    good = _get(report["variants"], "asgi-layersync", "p99_ms_median")
-    return bad / good if bad is not None and good else None
-
-
-def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 12 with the measured value; ``met`` is None when not measured."""
-    v, s = report["variants"], report.get("sender", {})
-    rows: list[tuple[str, float | None, str, float]] = [
-        (
-            "paired request path over unmatched, in-process (us)",
-            _get(s, "request_path", "paired_minus_unmatched_us"),
-            "<=",
-            10,
+def _within_noise(report: dict[str, Any], name: str, baseline: str, cpu_too: bool) -> list[Gate]:
+    """``name`` against ``baseline`` from the same run: throughput and p99 against the
+    baseline's own spread over rounds, CPU per request (``cpu_too``) against its max - min."""
+    runs = report["variants"].get(name, {}).get("runs", [])
+    base = report["variants"].get(baseline, {}).get("runs", [])
+    rps, p99 = spread(base, "rps"), spread(base, "p99_ms")
+    cpu = [r["cpu_us_per_req"] for r in base if r.get("cpu_us_per_req") is not None]
+    note = f"noise: {len(base)} rounds of {baseline}"
+    rows = [
+        _gate(
+            f"{name}: req/s / {baseline}'s",
+            _quotient(_median(runs, "rps"), _median(base, "rps")),
+            ">=",
+            None if rps is None else 1 - rps,
+            "",
+            note,
         ),
-        (
-            "WSGI paired request path over unmatched, in-process (us)",
-            _get(s, "request_path", "wsgi_paired_minus_unmatched_us"),
+        _gate(
+            f"{name}: p99 / {baseline}'s",
+            _quotient(_median(runs, "p99_ms"), _median(base, "p99_ms")),
             "<=",
-            10,
+            None if p99 is None else 1 + p99,
+            "",
+            note,
         ),
-        (
-            "server CPU per paired request over bare, delivery included (us)",
-            _get(v, "asgi-layersync", "extra_cpu_us_per_req_median"),
-            "<=",
-            30,
-        ),
-        ("paired throughput / reference layer's, same round", _paired_over_reference(report), ">=", 1.0),
-        ("track() median, in-memory transport (us)", _get(s, "track_memory", "median_us"), "<=", 5),
-        ("track() median, HTTP to the sink (us)", _get(s, "track_http", "median_us"), "<=", 5),
-        ("sender delivery (events/s per process)", _get(s, "deliver", "events_per_s"), ">=", 50_000),
-        ("unmatched request over bare, in-process (us)", _get(s, "request_path", "unmatched_minus_bare_us"), "<=", 2),
-        (
-            "unmatched request, server CPU over bare (us)",
-            _get(v, "asgi-layersync-unmatched", "extra_cpu_us_per_req_median"),
-            "<=",
-            2,
-        ),
-        ("hub down: throughput / healthy paired", _ratio(v, "asgi-layersync-hub-down"), ">=", 0.95),
-        ("hub hanging: throughput / healthy paired", _ratio(v, "asgi-layersync-hub-hang"), ">=", 0.95),
-        ("hub down: p99 / healthy paired", _hub_trouble(report, "asgi-layersync-hub-down"), "<=", 1.10),
-        ("hub hanging: p99 / healthy paired", _hub_trouble(report, "asgi-layersync-hub-hang"), "<=", 1.10),
     ]
-    out = []
-    for name, value, op, bound in rows:
-        met = None if value is None else (value <= bound if op == "<=" else value >= bound)
-        out.append({"target": name, "value": value, "bound": f"{op} {bound:g}", "met": met})
-    return out
+    if cpu_too:
+        rows.append(
+            _gate(
+                f"{name}: CPU per request - {baseline}'s",
+                _difference(_median(runs, "cpu_us_per_req"), _median(base, "cpu_us_per_req")),
+                "<=",
+                max(cpu) - min(cpu) if len(cpu) >= 2 else None,
+                "us",
+                note,
+            )
+        )
+    return rows
 
 
-def _ratio(variants: dict[str, Any], name: str) -> float | None:
-    bad = _get(variants, name, "ratio_median")
-    good = _get(variants, "asgi-layersync", "ratio_median")
-    return bad / good if bad is not None and good else None
+def gates(report: dict[str, Any]) -> list[Gate]:
+    """Each gate of issue 21 with what this run measured; ``pass`` None: not measured."""
+    split, s = report.get("split", {}), report.get("sender", {})
+    paced, top = split.get("paced", {}), split.get("max_rate", {})
+    memory = s.get("memory", {})
+    events = memory.get("events", 0) - 1 if memory else 0
+    size_note = "" if events >= 1_000_000 else f"{events:,} events, not 1,000,000: a smoke check"
+    rows = [
+        _gate(
+            "request thread CPU/paired request, ours - reference (split, 2,000/s)",
+            _versus_reference(paced, "request_us"),
+            "<=",
+            3,
+            "us",
+        ),
+        _gate(
+            "request path CPU/paired request, ours - reference (micro, discarding)",
+            _difference(_get(s, "request_path", "paired_us"), _get(s, "request_path", "reference_paired_us")),
+            "<=",
+            3,
+            "us",
+        ),
+        _gate(
+            "process CPU/delivered event, ours - reference (split, 2,000/s)",
+            _versus_reference(paced, "total_us"),
+            "<=",
+            0,
+            "us",
+        ),
+        _gate(
+            "process CPU/delivered event, ours - reference (split, highest rate)",
+            _versus_reference(top, "total_us"),
+            "<=",
+            0,
+            "us",
+        ),
+        _gate(
+            "paired throughput (uvicorn + wrk): ours / reference, same round",
+            _paired_over_reference(report),
+            ">=",
+            1.0,
+            "",
+        ),
+        _gate("track() median, discarding transport", _get(s, "track_discard", "median_us"), "<=", 5, "us"),
+        _gate("sender: events/s per process (memory run)", _get(memory, "events_per_s"), ">=", 50_000, "/s", size_note),
+        _gate(
+            "memory run: RSS max(peak, end) - steady state",
+            None if not memory else max(memory["peak_over_steady_mib"], memory["end_over_steady_mib"]),
+            "<=",
+            memory.get("flat_mib", 4),
+            "MiB",
+            size_note,
+        ),
+    ]
+    for name in ("asgi-layersync-unmatched", "asgi-layersync-noheaders"):
+        rows += _within_noise(report, name, "asgi-bare", cpu_too=True)
+    for name in ("asgi-layersync-hub-down", "asgi-layersync-hub-hang"):
+        rows += _within_noise(report, name, "asgi-layersync", cpu_too=False)
+    return rows
 
 
-def targets_table(rows: list[dict[str, Any]]) -> str:
-    lines = []
+def gates_table(rows: list[Gate]) -> str:
+    header = f"{'gate':72} {'threshold':>14} {'measured':>10}  verdict"
+    lines = [header, "-" * len(header)]
     for row in rows:
-        verdict = "not measured" if row["met"] is None else ("met" if row["met"] else "MISSED")
-        lines.append(f"{row['target']:64} {_fmt(row['value'], '10.2f')} {row['bound']:>10}  {verdict}")
+        verdict = "not measured" if row["pass"] is None else ("pass" if row["pass"] else "FAIL")
+        value = _num(row["value"]).rjust(10)
+        note = f"  ({row['note']})" if row["note"] and row["pass"] is not None else ""
+        lines.append(f"{row['gate']:72} {row['threshold']:>14} {value}  {verdict}{note}")
     return "\n".join(lines)
+
+
+GATES_TITLE = "issue 21 gates (noise: the baseline's own spread over this run's rounds)"
+
+
+def main(argv: list[str]) -> int:
+    """Print the split and the gates of a saved run: the gates need nothing but its JSON."""
+    path = Path(argv[0]) if argv else Path(__file__).resolve().parent / "results" / "latest.json"
+    report = json.loads(path.read_text())
+    if report.get("split"):
+        print(split_tables(report["split"]) + "\n")
+    print(GATES_TITLE + "\n" + gates_table(gates(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,13 +1,16 @@
-"""The benchmark suite of issue 12: one command, a table, a JSON file and a plot.
+"""The benchmark suite of issues 12 and 21: one command, tables, a JSON file and a plot.
 
-    .venv/bin/python bench/run.py                 # the full run, about 7 minutes on 2 cores
+    .venv/bin/python bench/run.py                 # the full run, about 11 minutes on 2 cores
     .venv/bin/python bench/run.py --quick         # 1 round of 1 s per variant, small sender runs
     .venv/bin/python bench/run.py --variants asgi-bare,asgi-layersync --rounds 3
 
 Each variant runs under a real server on 127.0.0.1 (uvicorn + uvloop + httptools for ASGI,
 gunicorn sync and gthread for WSGI), pinned to one core; ``wrk`` and a counting sink that
 plays the hub share the other. Variants are interleaved over rounds with the order rotated,
-and each is compared with its server's bare app from the same round. See bench/README.md.
+and each is compared with its server's bare app from the same round. The same run splits
+a paired event's CPU by thread in-process (``split.py``: paced, and at the highest rate one
+core sustains), delivers 1,000,000 events while sampling RSS, and checks issue 21's gates
+from what it measured. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -34,7 +37,22 @@ from typing import Any
 from loadgen import ensure_wrk, run_wrk, wrk_command
 from procs import BENCH, Blackhole, ServerProcess, Sink, down_url, pin, start_servers
 from procstat import core_busy_seconds, cpu_seconds_between, tree_cpu
-from report import Run, fill_ratios, plot, sender_table, summarise, targets, targets_table, variant_table, write_json
+from report import (
+    GATES_TITLE,
+    Run,
+    fill_ratios,
+    gates,
+    gates_table,
+    plot,
+    sender_table,
+    split_tables,
+    summarise,
+    variant_table,
+    write_json,
+)
+from split import VARIANTS as SPLIT_VARIANTS
+from split import measure as split_measure
+from split import summarise as split_summarise
 from variants import Variant, select
 
 ROOT = BENCH.parent
@@ -71,6 +89,9 @@ class Setup:
     micro_n: int  # track() calls
     deliver_n: int  # events per delivery run
     request_path_n: int
+    split_n: int  # events per in-process split run (0: no split)
+    split_runs: int  # interleaved runs of each split variant; the lowest total counts
+    memory_n: int  # events of the memory run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-micro", action="store_true", help="skip the sender micro-benchmarks")
     parser.add_argument("--micro-n", type=int, help="track() calls timed (default 100000)")
     parser.add_argument("--deliver-n", type=int, help="events per delivery run (default 100000)")
+    parser.add_argument("--split-n", type=int, help="events per in-process split run (default 20000; 0: none)")
+    parser.add_argument("--split-runs", type=int, help="runs of each split variant (default 2)")
+    parser.add_argument("--memory-n", type=int, help="events of the memory run (default 1000000)")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where latest.json and ratios.png go")
@@ -110,6 +134,9 @@ def make_setup(args: argparse.Namespace) -> Setup:
         micro_n=pick(args.micro_n, 100_000, 2_000),
         deliver_n=pick(args.deliver_n, 100_000, 5_000),
         request_path_n=2_000 if quick else 10_000,
+        split_n=pick(args.split_n, 20_000, 2_000),
+        split_runs=pick(args.split_runs, 2, 1),
+        memory_n=pick(args.memory_n, 1_000_000, 20_000),
     )
 
 
@@ -273,13 +300,23 @@ def import_ms(module: str, runs: int = 5) -> tuple[float, float]:
     return statistics.median(cumulative), (statistics.median(wall) - statistics.median(bare)) * 1000
 
 
+def memory_run(setup: Setup, sink: Sink) -> dict[str, Any]:
+    print(f"sender: memory run, {setup.memory_n:,} events", flush=True)
+    sink.settle()
+    sink.reset()
+    result = micro(setup, sink, "memory", "--n", str(setup.memory_n))
+    result["sink_events"] = sink.settle(expect=result["events"])["unique_events"]
+    return result
+
+
 def run_micro(setup: Setup, sink: Sink, skipped: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     n = str(setup.micro_n)
-    print("sender: track() in-memory, track() over HTTP, delivery, request path, import, memory", flush=True)
-    out["track_memory"] = micro(setup, sink, "track", "--transport", "memory", "--n", n)
+    print("sender: track() discarding, track() over HTTP, delivery, request path, import, memory", flush=True)
+    out["track_discard"] = micro(setup, sink, "track", "--transport", "discard", "--n", n)
     out["track_http"] = micro(setup, sink, "track", "--transport", "http", "--n", n)
     out["deliver"] = deliver(setup, sink, "layersync")
+    out["memory"] = memory_run(setup, sink)
     if has("segment.analytics"):
         out["segment_track"] = micro(setup, sink, "segment-track", "--n", n)
         out["segment_deliver"] = deliver(setup, sink, "segment")
@@ -291,6 +328,22 @@ def run_micro(setup: Setup, sink: Sink, skipped: dict[str, str]) -> dict[str, An
     out["import"] = {"layersync_importtime_ms": cumulative, "layersync_wall_ms": wall}
     libs = ["none", "layersync"] + (["segment"] if has("segment.analytics") else [])
     out["idle_memory"] = {lib: micro(setup, sink, "idle-memory", "--lib", lib)["rss_kib"] for lib in libs}
+    return out
+
+
+# -- the per-thread split, in-process ---------------------------------------------------------
+def run_split(setup: Setup, sink: Sink) -> dict[str, Any]:
+    """split.py's variants, paced at 2,000 requests/s and unpaced, each child pinned to the
+    server's core, the sink shared with the rest of the run."""
+    out: dict[str, Any] = {}
+    for key, paced, what in (("paced", True, "paced 2,000/s"), ("max_rate", False, "highest rate one core sustains")):
+        print(f"split: {what}, {setup.split_n:,} events x {setup.split_runs} run(s) per variant", flush=True)
+        sink.settle()
+        results = split_measure(
+            sink.url, list(SPLIT_VARIANTS), setup.split_n, setup.split_runs, setup.server_core, paced
+        )
+        out[key] = {"n": setup.split_n, "runs": setup.split_runs, "paced": paced}
+        out[key].update(results=results, best=split_summarise(results))
     return out
 
 
@@ -329,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 for server in servers.values():
                     server.stop()
         report["variants"] = {v.name: {**summarise(v, runs[v.name]), "runs": runs[v.name]} for v in variants}
+        report["split"] = run_split(setup, sink) if setup.split_n else {}
         report["sender"] = {} if args.no_micro else run_micro(setup, sink, skipped)
     finally:
         sink.close()
@@ -344,16 +398,25 @@ def finish(report: dict[str, Any], out: Path) -> int:
     m = report["machine"]
     title = f"{report['date']}  {report['commit']}  nproc={m['nproc']}  {m['cpu_model']}"
     print(f"\n{title}\n")
+    if report["split"]:
+        print(split_tables(report["split"]) + "\n")
     print(variant_table(summaries))
     if report["sender"]:
         print()
         print(sender_table(report["sender"]))
-    report["targets"] = targets(report)
-    print("\nissue 12 targets\n" + targets_table(report["targets"]))
+    report["gates"] = gates(report)
+    print(f"\n{GATES_TITLE}\n" + gates_table(report["gates"]))
     write_json(report, out / "latest.json")
     plotted = plot(summaries, out / "ratios.png", title)
     print(f"\nwrote {out / 'latest.json'}" + (f" and {out / 'ratios.png'}" if plotted else " (no matplotlib: no plot)"))
     lost = [n for n, s in summaries.items() if s["sends_events"] and not s["all_delivered"]]
+    for key, split in report["split"].items():
+        lost += [
+            f"split {key} {r['variant']}" for r in split["results"] if r["variant"] != "bare" and r["arrived"] < r["n"]
+        ]
+    memory = report["sender"].get("memory")
+    if memory and memory["sink_events"] < memory["events"]:
+        lost.append("memory run")
     if lost:
         print(f"events missing or duplicated at the sink: {', '.join(lost)}")
         return 3

@@ -3,14 +3,15 @@ with server events, and fire events whose authority is the server."""
 
 from __future__ import annotations
 
-from ._client import BeforeSend, Delivery, LayerSync, shared_client
+from ._client import BeforeSend, Delivery, LayerSync
+from ._clients import shared_client
+from ._delivery.core import DropReason, OnDrop, Stats
+from ._delivery.lifecycle import drain, drain_on_sigterm
+from ._delivery.transport import AsyncTransport, Outcome, Transport
 from ._event import Event
-from ._lifecycle import drain, drain_on_sigterm
 from ._match import Matcher, Rule
 from ._pairing import Consent, IsSuccess, PendingEvent, current_event
-from ._sender import DropReason, OnDrop, Stats
 from ._settings import ConfigurationError, SecretKey, Settings
-from ._transport import AsyncTransport, Outcome, Transport
 from ._version import __version__
 from .asgi import LayerSyncMiddleware
 from .wsgi import LayerSyncWSGIMiddleware

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ._build import MAX_HOOK_DEPTH, BeforeSend, Builder, Paired, in_hook
+from ._delivery import make_worker
+from ._delivery.core import DropReason, OnDrop, Stats
+from ._delivery.transport import AsyncTransport, Outcome, Transport
 from ._event import Event, map_props_sized
 from ._log import RateLimitedLog, client_logger
 from ._pairing import PendingEvent, read_pairing
 from ._request import request_context
-from ._sender import DropReason, OnDrop, Sender, Stats
-from ._settings import Settings, check_unknown, settings_or_disabled
-from ._transport import AsyncHTTPTransport, AsyncTransport, HTTPTransport, Outcome, Transport, threaded_async
-from ._worker import AsyncioWorker, InlineWorker, ThreadWorker, Worker
+from ._settings import Settings, check_unknown
 
 __all__ = ["BeforeSend", "Delivery", "LayerSync"]
 
@@ -66,9 +62,8 @@ class LayerSync:
         self._log = RateLimitedLog(log)
         self._builder = Builder(settings, self._refuse, before_send)
         self._transport = transport
-        self._worker = _make_worker(settings, lambda: _OVERRIDE.transport or transport, on_drop, log)
+        self._worker = make_worker(settings, transport, on_drop, log)
         self._worker.sender.build = self._builder.paired
-        _CLIENTS.add(self)
 
     @classmethod
     def from_env(
@@ -326,115 +321,3 @@ class LayerSync:
         except Exception as exc:
             self._refuse("internal_error", "could not queue an event: %s", type(exc).__name__)
             return None
-
-
-def _make_worker(
-    settings: Settings,
-    chosen: Callable[[], Transport | AsyncTransport | None],
-    on_drop: OnDrop | None,
-    log: logging.Logger,
-) -> Worker:
-    sender = Sender(settings, on_drop=on_drop, log=log)
-    if settings.sender == "celery" and settings.enabled and chosen() is None:
-        from .celery import bind_app  # an optional extra: imported only when chosen
-
-        bind_app(settings)  # finds the app on this thread (Celery's current app is per thread); fails at start-up
-
-    def sync_transport() -> Transport:
-        transport = chosen()
-        if transport is None:
-            transport = default_transport(settings)
-        if not isinstance(transport, Transport):
-            raise TypeError(f"{type(transport).__name__} has no send(); sender={settings.sender!r} needs one")
-        return fleet_wide(transport, settings)
-
-    if settings.sender == "sync":
-        return InlineWorker(sender, sync_transport)
-    if settings.sender == "asyncio":
-
-        def async_transport() -> AsyncTransport:
-            transport = chosen()
-            if transport is None and not settings.dedup_url:
-                return AsyncHTTPTransport(settings)
-            if isinstance(transport, AsyncTransport) and not settings.dedup_url:
-                return transport
-            return threaded_async(sync_transport())
-
-        return AsyncioWorker(sender, sync_transport, async_transport)
-    return ThreadWorker(sender, sync_transport)  # "thread", and "celery": a thread hands batches to the broker
-
-
-def default_transport(settings: Settings) -> Transport:
-    """HTTP to the hub, or, with ``sender="celery"``, a hand-off to the Celery task."""
-    if settings.sender == "celery":
-        from .celery import handoff_transport  # an optional extra: imported only when chosen
-
-        return handoff_transport(settings)
-    return HTTPTransport(settings)
-
-
-def fleet_wide(transport: Transport, settings: Settings) -> Transport:
-    """With ``dedup_url``, each pair is claimed in Redis before it is sent: across every
-    process of the fleet, the first claimer sends and the others count a duplicate."""
-    if not settings.dedup_url:
-        return transport
-    from ._dedup import claiming_transport  # an optional extra: imported only when chosen
-
-    return claiming_transport(transport, settings)
-
-
-# -- the process's clients ----------------------------------------------------------------------
-_shared: dict[Settings, LayerSync] = {}
-_shared_lock = threading.Lock()
-_CLIENTS: weakref.WeakSet[LayerSync] = weakref.WeakSet()
-
-
-def shared_client(settings: Settings) -> LayerSync:
-    """One client per distinct settings in this process: every adapter configured alike
-    shares one sender, one connection pool and one de-duplication memory."""
-    with _shared_lock:
-        client = _shared.get(settings)
-        if client is None:
-            client = _shared[settings] = LayerSync(settings)
-        return client
-
-
-def resolve_client(client: LayerSync | None, options: dict[str, Any], *, raise_invalid: bool = False) -> LayerSync:
-    """The client an adapter uses: the one given, or the process's one for the settings
-    from the environment with ``options`` on top.
-
-    Missing credentials disable tracking with one error log instead of breaking the
-    app. Invalid settings raise when ``raise_invalid`` (the adapter is built at start-up)
-    and disable otherwise (Starlette builds middleware lazily, inside the lifespan or
-    the first request, where an exception answers 500 on every route). ``strict=True``
-    (or ``LAYERSYNC_STRICT``) always raises."""
-    if client is None:
-        strict = options.get("strict") is True
-        build = lambda: Settings.from_env(**options)  # noqa: E731
-        return shared_client(settings_or_disabled(build, strict=strict, raise_invalid=raise_invalid))
-    if options:
-        raise TypeError(f"pass settings either in client= or as options, not both (got {', '.join(options)})")
-    return client
-
-
-class _Override:
-    transport: Transport | AsyncTransport | None = None
-
-
-_OVERRIDE = _Override()
-
-
-@contextlib.contextmanager
-def override_transport(transport: Transport | AsyncTransport) -> Iterator[None]:
-    """Every client in the process (existing and new) delivers through ``transport``
-    while the block runs; for tests (see :func:`layersync_middleware.testing.capture_events`)."""
-    previous = _OVERRIDE.transport
-    _OVERRIDE.transport = transport
-    for client in list(_CLIENTS):
-        client._worker._drop_transports()
-    try:
-        yield
-    finally:
-        _OVERRIDE.transport = previous
-        for client in list(_CLIENTS):
-            client._worker._drop_transports()

@@ -37,13 +37,14 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import json
 import math
 import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from . import _wire
@@ -154,7 +155,6 @@ def event_too_large(event: Event, chars: int = _SURE_CHARS + 1) -> int | None:
         return None
     if chars > MAX_EVENT_BYTES:
         return chars
-    from ._transport import encode_event  # _transport imports this module
 
     try:
         size = len(encode_event(event))
@@ -508,3 +508,39 @@ def build_event(
         event_source_url=event_source_url,
         event_time=event_time,
     ).event
+
+
+# -- encoding: the bytes on the wire ---------------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} in the event cannot be sent as JSON")
+
+
+def _encode_stdlib(event: Event) -> bytes:
+    return json.dumps(event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _encode_orjson(event: Event) -> bytes:
+    # orjson writes NaN and infinities as null where json refuses them; events built by
+    # the client never hold them (props are checked), hand-made ones are the caller's.
+    return _orjson.dumps(event, default=_json_default)
+
+
+try:  # the [fast] extra: 10-20x faster encoding, the sender's main cost per event
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the tests run both encoders
+    _encoders: list[Callable[[Event], bytes]] = [_encode_stdlib]
+else:
+    _encoders = [_encode_orjson, _encode_stdlib]
+
+#: Compact UTF-8 JSON of one event. Raises TypeError/ValueError for values JSON cannot carry.
+encode_event: Callable[[Event], bytes] = _encoders[0]

@@ -13,16 +13,27 @@ import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Protocol, Union
 
 from . import _wire
 from ._event import EVENT_ID_RE, HEADER_NAME_RE, as_mapping
 from ._log import RateLimitedLog
 from ._match import SDK_RULES, Verdict
 from ._request import _SCOPE_NAME_LENGTHS, _SCOPE_NAMES, RawScope, RequestContext, route_path, wsgi_text
+from ._settings import Settings
 
-if TYPE_CHECKING:
-    from ._client import LayerSync
+
+class Tracker(Protocol):
+    """What pairing needs of the client (:class:`~layersync_middleware.Tracker`): its
+    settings, a way to count a refusal, and the hand-off of a paired request."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def _refuse(self, reason: Any, message: str | None = None, *args: object) -> None: ...
+
+    def _track_paired(self, pending: PendingEvent, request: object, *, checked: bool = False) -> str | None: ...
+
 
 # Set in the ASGI scope / WSGI environ of a request whose pairing is already handled,
 # so that two layers installed (say ASGI and Django) send one event.
@@ -168,7 +179,7 @@ def wsgi_url(environ: Any) -> tuple[str, str]:
     return wsgi_text(path), (url + "?" + query if query else url)
 
 
-def read_pairing(client: LayerSync, ctx: RequestContext, *, matched_only: bool = False) -> tuple[str, str] | None:
+def read_pairing(client: Tracker, ctx: RequestContext, *, matched_only: bool = False) -> tuple[str, str] | None:
     """The validated pairing of a request already read into a context (for
     ``track_from_headers``: the app asked, so any method pairs). ``matched_only`` is
     kept for callers: paths outside the patterns fall to the SDK's rules anyway."""
@@ -182,7 +193,7 @@ def read_pairing(client: LayerSync, ctx: RequestContext, *, matched_only: bool =
 
 
 def check_pairing(
-    client: LayerSync, method: str, path: str, url: str, event_id: str, event_name: str, *, read_only: bool = False
+    client: Tracker, method: str, path: str, url: str, event_id: str, event_name: str, *, read_only: bool = False
 ) -> tuple[str, str] | None:
     """The validated ``(event_id, event_name)`` of a request's pairing headers, or None.
 
@@ -204,7 +215,7 @@ def check_pairing(
     if "," in event_id or "," in event_name:
         client._refuse(
             "repeated_header",
-            "refused the pairing headers of %s %s: X-LayerSync-Event-Id or X-LayerSync-Event-Name came "
+            "refused the pairing headers of %s %s: X-Tracker-Event-Id or X-Tracker-Event-Name came "
             "more than once, or with a comma (the browser SDK sends each once)",
             method,
             url,
@@ -278,7 +289,7 @@ class Pairing:
 
     def __init__(
         self,
-        client: LayerSync,
+        client: Tracker,
         *,
         consent: Consent | None = None,
         is_success: IsSuccess | None = None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._client import LayerSync, resolve_client
-from ._lifecycle import adrain, exit_over
+from ._client import LayerSync
+from ._clients import resolve_client
+from ._delivery.lifecycle import adrain, exit_over
 from ._pairing import HANDLED_KEY, Consent, IsSuccess, Pairing, asgi_pairing, asgi_url, current_pending
 from ._request import RawScope
 

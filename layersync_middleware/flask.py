@@ -14,7 +14,8 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from ._client import LayerSync, shared_client
+from ._client import LayerSync
+from ._clients import shared_client
 from ._pairing import Consent, IsSuccess
 from ._settings import Settings, env_field, env_name, settings_or_disabled
 from .wsgi import LayerSyncWSGIMiddleware

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol, get_args
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._queue import Queued
-    from ._sender import Sender, Stats
-    from ._transport import Outcome
+    from ._delivery.core import Sender, Stats
+    from ._delivery.queue import Queued
+    from ._delivery.transport import Outcome
 
 __all__ = ["child_exit", "registry", "render"]
 
@@ -191,7 +191,7 @@ class OpenTelemetry:
 
 def _known_labels() -> Iterator[tuple[str, str]]:
     """(counter, label value) for every label value known in advance."""
-    from ._sender import DropReason
+    from ._delivery.core import DropReason
 
     for reason in get_args(DropReason):
         yield "events.dropped", reason
@@ -223,7 +223,7 @@ def _live(kind: str) -> list[Observer]:
 
 
 class Observer:
-    """What one :class:`~._sender.Sender` tells the metrics. ``batch`` and ``attempt``
+    """What one :class:`~._delivery.core.Sender` tells the metrics. ``batch`` and ``attempt``
     note a request; ``sync`` adds the counters' changes since the last look."""
 
     def __init__(self, sender: Sender, kind: str) -> None:

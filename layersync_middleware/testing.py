@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ._delivery.transport import Outcome
 from ._event import Event
-from ._transport import Outcome
 
 Responder = Callable[[Sequence[Event]], "list[Outcome] | None"]
 
@@ -84,7 +84,7 @@ def capture_events(transport: MemoryTransport | None = None) -> Iterator[MemoryT
     """Every LayerSync client in the process, existing or created meanwhile, delivers
     into ``transport`` (a fresh :class:`MemoryTransport` by default) until the block
     ends; then each goes back to its own transport."""
-    from ._client import override_transport
+    from ._delivery import override_transport
 
     captured = transport if transport is not None else MemoryTransport()
     with override_transport(captured):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._client import LayerSync, resolve_client
+from ._client import LayerSync
+from ._clients import resolve_client
 from ._pairing import (
     HANDLED_KEY,
     WSGI_ID_KEY,

@@ -39,11 +39,12 @@ HOME = ROOT / ".venv-matrix"
 EXTRAS = "hub,django,flask,phone,fast"
 TEST_TOOLS = ("pytest", "pydantic", "fastapi")
 # The fast tests that meet a framework's or a dependency's API.
-TESTS = tuple(
-    f"tests/test_{name}.py"
-    for name in (
-        "asgi wsgi client flask django transport settings match request event pii ip log wire queue sender"
-    ).split()
+TESTS = (
+    *(
+        f"tests/test_{name}.py"
+        for name in "asgi wsgi client flask django settings match request event pii ip log wire".split()
+    ),
+    *(f"tests/delivery/test_{name}.py" for name in "transport queue core".split()),
 )
 PYTEST_ARGS = ("-m", "not e2e and not slow", "-q", "-p", "no:cacheprovider")
 # The summary names the versions each job actually tested.

@@ -29,9 +29,9 @@ from helpers import SECRET, SITE, settings
 
 import layersync_middleware.celery as ls_celery
 from layersync_middleware import ConfigurationError, LayerSync, _wire, cli
-from layersync_middleware._event import Event, build_event, new_event_id
+from layersync_middleware._delivery.transport import Outcome
+from layersync_middleware._event import Event, build_event, encode_event, new_event_id
 from layersync_middleware._log import RateLimitedLog
-from layersync_middleware._transport import Outcome, encode_event
 from layersync_middleware.hub import HubServer, create_hub
 from layersync_middleware.hub.app import HubApp
 

@@ -21,8 +21,8 @@ from durable_apps.hubctl import ROOT, SwitchableHub, env, spool_rows, until
 from helpers import LiveHub
 from servers import command, free_port
 
+from layersync_middleware._delivery.spool import PERSIST_WINDOW
 from layersync_middleware._event import new_event_id
-from layersync_middleware._spool import PERSIST_WINDOW
 
 ONE_SHOT = httpx.Limits(max_keepalive_connections=0)  # each request may go to another worker
 

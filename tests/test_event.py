@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from layersync_middleware import LayerSync
+from layersync_middleware import LayerSync, _event
 from layersync_middleware._event import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -514,3 +514,20 @@ def test_build_event_is_build_checked_without_the_report() -> None:
     assert isinstance(built, Built) and built.dropped == [Dropped("email", "pii_prop")]
     assert event["custom_data"] == built.event["custom_data"] == {"value": 1.5}
     assert custom_data(kwargs["props"]) == {"value": 1.5}
+
+
+# -- encoding -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("encode", _event._encoders, ids=lambda f: f.__name__)
+def test_encoding_handles_python_values(encode: Any) -> None:
+    body = encode({"v": Decimal("1.5"), "t": dt.datetime(2026, 1, 1), "s": {1}, "u": "café"})
+    assert json.loads(body) == {"v": 1.5, "t": "2026-01-01T00:00:00", "s": [1], "u": "café"}
+    assert b" " not in body and "café".encode() in body  # compact UTF-8, as the browser sends
+    with pytest.raises(TypeError):
+        encode({"x": object()})
+
+
+def test_orjson_is_used_when_installed_and_json_refuses_nan() -> None:
+    assert [f.__name__ for f in _event._encoders] == ["_encode_orjson", "_encode_stdlib"]
+    assert _event.encode_event is _event._encoders[0]
+    with pytest.raises(ValueError):
+        _event._encode_stdlib({"x": float("nan")})

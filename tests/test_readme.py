@@ -261,7 +261,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "tests/test_cli.py::test_demo_shows_a_group_of_each_verdict_and_exits_0",
     ),
     "python3 dev.py test": (HERE + "test_dev_py_runs_what_the_readme_says",),  # and CI runs it as written: .ci/run
-    "python3 dev.py test tests/test_sender.py -q": (HERE + "test_dev_py_runs_what_the_readme_says",),
+    "python3 dev.py test tests/delivery/test_core.py -q": (HERE + "test_dev_py_runs_what_the_readme_says",),
     "python3 dev.py lint": (HERE + "test_dev_py_runs_what_the_readme_says",),
     "git clone <this repository> layersync-middleware": (HERE + "test_install_lines_resolve",),  # the clone: a symlink
     "pip install ./layersync-middleware": (HERE + "test_install_lines_resolve",),
@@ -425,9 +425,9 @@ def test_dev_py_runs_what_the_readme_says(monkeypatch: pytest.MonkeyPatch) -> No
     ]
     assert dev_py("python3 dev.py demo") == [["layersync", "demo"]] and venvs == ["hub"]
     assert dev_py("python3 dev.py lint") == lint and venvs == ["dev"]
-    assert dev_py("python3 dev.py test tests/test_sender.py -q") == [
+    assert dev_py("python3 dev.py test tests/delivery/test_core.py -q") == [
         *lint,
-        ["python", "-m", "pytest", "tests/test_sender.py", "-q"],
+        ["python", "-m", "pytest", "tests/delivery/test_core.py", "-q"],
     ]
     assert dev_py("python3 dev.py test")[len(lint) :] == [
         ["python", "-m", "coverage", "run", "-m", "pytest"],

@@ -9,8 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
-from .._client import shared_client
-from .._lifecycle import install_sigterm_drain
+from .._clients import shared_client
+from .._delivery.lifecycle import install_sigterm_drain
 from .._pairing import HANDLED_KEY, WSGI_ID_KEY, WSGI_NAME_KEY, Pairing, PendingEvent, reset_current, set_current
 from . import conf
 

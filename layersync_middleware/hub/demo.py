@@ -161,6 +161,7 @@ def run_demo(say: Callable[[str], None] = print, wait: Callable[[], object] | No
 
             say("8. checkout: the browser fires purchase; the payment webhook for it comes 6 minutes later (late pair)")
             late = browser_fires("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"})
+            client.flush(5.0)  # what the steps above queued arrives before the hub's clock moves on
             with hub_app.hub.store.later(6 * 60 + 5):  # the hub's clock plays the 6 minutes
                 client.send("purchase", {"order_id": "ORD-LATE", "value": 42.0, "currency": "USD"}, event_id=late)
 

@@ -8,7 +8,7 @@ import os
 from celery import Celery  # type: ignore[import-untyped]
 
 from layersync_middleware import LayerSync
-from layersync_middleware._lifecycle import drain_on_celery_shutdown
+from layersync_middleware._delivery.lifecycle import drain_on_celery_shutdown
 
 folder = os.environ["BROKER_DIR"]
 app = Celery("durable", broker="filesystem://")

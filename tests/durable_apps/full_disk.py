@@ -11,7 +11,8 @@ import json
 import sys
 import time
 
-from layersync_middleware import LayerSync, _spool
+from layersync_middleware import LayerSync
+from layersync_middleware._delivery import spool as _spool
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 from e2e.sdk_apps import MOUNT, page, record, sdk_source, stats  # noqa: E402
 from werkzeug.middleware.dispatcher import DispatcherMiddleware  # noqa: E402
 
-from layersync_middleware._client import shared_client  # noqa: E402
+from layersync_middleware._clients import shared_client  # noqa: E402
 from layersync_middleware.django import conf  # noqa: E402
 
 

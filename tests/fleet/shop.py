@@ -6,7 +6,8 @@ import dataclasses
 import os
 from typing import Any
 
-from layersync_middleware import LayerSync, _dedup
+from layersync_middleware import LayerSync
+from layersync_middleware._delivery import dedup as _dedup
 
 MATCHER = ["/api/cart/*"]
 

@@ -28,8 +28,7 @@ from helpers import SECRET, SITE, settings  # noqa: E402
 
 from fleet.processes import celery_worker  # noqa: E402
 from fleet.redis_server import RedisServer  # noqa: E402
-from layersync_middleware._event import build_event, new_event_id  # noqa: E402
-from layersync_middleware._transport import encode_event  # noqa: E402
+from layersync_middleware._event import build_event, encode_event, new_event_id  # noqa: E402
 from layersync_middleware.celery import HandoffTransport  # noqa: E402
 
 

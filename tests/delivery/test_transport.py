@@ -3,22 +3,20 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import datetime, timezone
-from decimal import Decimal
-from typing import Any
 
 import pytest
 from helpers import LiveHub, settings
 
-from layersync_middleware import _transport, _wire
-from layersync_middleware._transport import (
+from layersync_middleware import _wire
+from layersync_middleware._delivery.transport import (
     HTTPTransport,
     Outcome,
     base_headers,
     classify,
-    encode_event,
     parse_retry_after,
     request_body,
 )
+from layersync_middleware._event import encode_event
 
 EVENTS = [{"event_id": "a_0123456789", "event_name": "lead"}, {"event_id": "b_0123456789", "event_name": "lead"}]
 
@@ -64,22 +62,6 @@ def test_retry_after_seconds_dates_and_cap() -> None:
     when = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
     assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now=when.timestamp() - 30) == pytest.approx(30)
     assert classify(429, "3", b"", EVENTS[:1]) == [Outcome("retry", 429, 3.0, "HTTP 429")]
-
-
-@pytest.mark.parametrize("encode", _transport._encoders, ids=lambda f: f.__name__)
-def test_encoding_handles_python_values(encode: Any) -> None:
-    body = encode({"v": Decimal("1.5"), "t": datetime(2026, 1, 1), "s": {1}, "u": "café"})
-    assert json.loads(body) == {"v": 1.5, "t": "2026-01-01T00:00:00", "s": [1], "u": "café"}
-    assert b" " not in body and "café".encode() in body  # compact UTF-8, as the browser sends
-    with pytest.raises(TypeError):
-        encode({"x": object()})
-
-
-def test_orjson_is_used_when_installed_and_json_refuses_nan() -> None:
-    assert [f.__name__ for f in _transport._encoders] == ["_encode_orjson", "_encode_stdlib"]
-    assert _transport.encode_event is _transport._encoders[0]
-    with pytest.raises(ValueError):
-        _transport._encode_stdlib({"x": float("nan")})
 
 
 def test_single_and_batch_paths_and_gzip() -> None:

@@ -10,10 +10,10 @@ import pytest
 from helpers import make_event, settings
 
 from layersync_middleware import _wire
+from layersync_middleware._delivery.core import QUEUED, REFUSED, WAKE, Sender, backoff
+from layersync_middleware._delivery.queue import Queued
+from layersync_middleware._delivery.transport import Outcome
 from layersync_middleware._event import Event
-from layersync_middleware._queue import Queued
-from layersync_middleware._sender import QUEUED, REFUSED, WAKE, Sender, backoff
-from layersync_middleware._transport import Outcome
 
 event = make_event
 

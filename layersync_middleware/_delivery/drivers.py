@@ -15,33 +15,28 @@ With ``spool_path``, each worker has a :class:`~._spool.SpoolKeeper` next to it:
 adopts what processes gone for good left in the spool when the worker is made, writes
 the sender's journal while the worker runs, and on shutdown writes what is left and
 lets go of it. How the process ends (SIGTERM, Celery, multiprocessing) is
-:mod:`._lifecycle`'s business; they all end in :func:`drain_all`.
+:mod:`.lifecycle`'s business; they all end in its :func:`~.lifecycle.drain_all`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import dataclasses
-import logging
 import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _lifecycle
-from ._build import Paired, in_hook
-from ._event import Event
-from ._log import RateLimitedLog, log_always, logger
-from ._queue import Queued
-from ._sender import REFUSED, WAKE, Sender, SpoolingSender, Stats
-from ._spool import SpoolKeeper
-from ._transport import AsyncTransport, Outcome, Transport, encode_event
-
-_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
+from .._build import Paired, in_hook
+from .._event import Event, encode_event
+from .._log import RateLimitedLog, logger
+from . import lifecycle as _lifecycle
+from .core import REFUSED, WAKE, Sender, SpoolingSender, Stats
+from .queue import Queued
+from .spool import SpoolKeeper
+from .transport import AsyncTransport, Outcome, Transport
 
 
 def _failed(batch: Sequence[object], exc: BaseException) -> list[Outcome]:
@@ -63,7 +58,7 @@ class Worker:
         if isinstance(sender, SpoolingSender) and self.settings.spool_path is not None:
             self._keeper = SpoolKeeper(sender, self.settings.spool_path, self.wake)
         self._reset()
-        _WORKERS.add(self)
+        _lifecycle.WORKERS.add(self)
         _lifecycle.watch_multiprocessing()
         if self._keeper is not None:
             self._keeper.start()  # send what processes gone for good left in the spool
@@ -132,7 +127,7 @@ class Worker:
     def stats(self) -> Stats:
         stats = self.sender.stats(worker_alive=self.alive)
         if self.settings.dedup_url:
-            from ._dedup import fallbacks  # imports no redis: cheap
+            from .dedup import fallbacks  # imports no redis: cheap
 
             stats = dataclasses.replace(stats, dedup_fallbacks=fallbacks())
         return stats
@@ -429,7 +424,7 @@ class AsyncioWorker(Worker):
         if fallback is None:
             self.sender.log.info("sender='asyncio' has no event loop yet: delivering from a thread until one runs")
             fallback = self._fallback = ThreadWorker(self.sender, self._make_transport)
-            _WORKERS.discard(fallback)  # this worker drains and stops it
+            _lifecycle.WORKERS.discard(fallback)  # this worker drains and stops it
         return fallback
 
     def _start_if_needed(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -527,7 +522,10 @@ class AsyncioWorker(Worker):
                     pass
         else:
             await asyncio.to_thread(self._drain_inline, deadline)
-        return sender.end_flush()
+        left = sender.end_flush()
+        if self._keeper is not None:  # what is left is on disk when aflush() returns, as with flush()
+            await asyncio.to_thread(self._keeper.persist)
+        return left
 
     async def ashutdown(self, timeout: float | None = None) -> int:
         deadline = self._deadline(timeout, self.settings.shutdown_timeout)
@@ -594,95 +592,3 @@ def _warn_if_uwsgi_without_threads() -> None:
             "uWSGI runs without --enable-threads: LayerSync's sender thread cannot run. "
             "Start uWSGI with --enable-threads (and --py-call-uwsgi-fork-hooks), or use sender='sync'."
         )
-
-
-def _after_fork_in_child() -> None:
-    for worker in list(_WORKERS):
-        worker._after_fork()
-    _lifecycle.watch_multiprocessing(forked=True)
-
-
-def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
-    """Shut down every worker of this process within what is left of this exit's budget
-    (:func:`._lifecycle.exit_deadline`: the longest ``shutdown_timeout``, or ``timeout``);
-    with a spool, what is left is kept there. Logs once per exit how many events were not
-    delivered; returns that number."""
-    workers = _here()
-    if not workers:
-        return 0
-    asked = _asked(workers, timeout)
-    deadline, budget = _lifecycle.exit_deadline(asked)
-    deadline = min(deadline, time.monotonic() + asked)
-    left = kept = 0
-    # Idle workers first (they take no time), then each an equal share of what is left: a
-    # client whose hub hangs cannot starve the others.
-    workers.sort(key=lambda w: not w.sender.idle)
-    for i, worker in enumerate(workers):
-        if at_exit:
-            worker._finalizing = True  # no thread may start during interpreter shutdown
-        share = max(deadline - time.monotonic(), 0.0) / (len(workers) - i)
-        try:
-            worker_left, worker_kept = worker._shutdown(share)
-        except Exception:
-            continue
-        left += worker_left
-        kept += worker_kept
-    if not _lifecycle.first_to_say(left):  # a drain before this one in this exit said so
-        return left
-    # Events lost (or left for the next start) are said even in an app without logging.
-    if kept:
-        log_always(
-            logger,
-            logging.WARNING,
-            "exiting with %d undelivered event(s) after %.1fs; %d kept in the spool for the next start",
-            left,
-            budget,
-            kept,
-        )
-    else:
-        log_always(logger, logging.WARNING, "exiting with %d undelivered event(s) after %.1fs", left, budget)
-    return left
-
-
-async def adrain_all(timeout: float | None, first: Worker) -> int:
-    """:func:`drain_all` from ``first``'s event loop (the ASGI lifespan): ``first`` shuts
-    down on the loop, so that an asyncio sender delivers and closes its client there; then
-    the others, and whatever ``first`` still holds, from a thread, within the same budget."""
-    asked = _asked(_here(), timeout)
-    deadline = min(_lifecycle.exit_deadline(asked)[0], time.monotonic() + asked)
-    try:
-        await first.ashutdown(max(deadline - time.monotonic(), 0.0))
-    except Exception:
-        pass  # drain_all tries again
-    return await asyncio.to_thread(drain_all, timeout)
-
-
-def _here() -> list[Worker]:
-    """The workers of this process (a forked child's copies of its parent's are not)."""
-    pid = os.getpid()
-    return [w for w in list(_WORKERS) if w._pid == pid]
-
-
-def _asked(workers: Sequence[Worker], timeout: float | None) -> float:
-    if timeout is not None:
-        return max(timeout, 0.0)
-    return max((w.settings.shutdown_timeout for w in workers), default=0.0)
-
-
-def exit_budget() -> float:
-    """Seconds the exit drain may take: 0 when no client of this process has anything
-    queued or a spool to write (the drain would do nothing)."""
-    busy = [w for w in _here() if w._keeper is not None or not w.sender.idle]
-    return max((w.settings.shutdown_timeout for w in busy), default=0.0)
-
-
-def _drain_all_at_exit() -> None:
-    try:
-        drain_all(at_exit=True)
-    except Exception:
-        pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_drain_all_at_exit)

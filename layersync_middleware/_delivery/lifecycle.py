@@ -1,6 +1,6 @@
 """Draining the sender however the process ends, within one budget.
 
-Every way a process ends has its hook, and every hook ends in :func:`._worker.drain_all`:
+Every way a process ends has its hook, and every hook ends in :func:`drain_all`:
 
 * **A normal exit**: the ``atexit`` drain.
 * **An ASGI server's lifespan shutdown**: the ASGI middleware drains every client of the
@@ -24,18 +24,52 @@ deadline (a ``drain()`` at the end of each job of a long-lived worker gets a bud
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ._log import logger
+from .._log import log_always, logger
+from .._settings import Settings
+from .core import Sender
 
-if TYPE_CHECKING:
-    from ._worker import Worker
+
+class Drained(Protocol):
+    """What the exit drain needs of a driver (:mod:`.drivers` registers each in :data:`WORKERS`)."""
+
+    _finalizing: bool
+
+    @property
+    def _pid(self) -> int: ...
+
+    @property
+    def _keeper(self) -> object | None: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sender(self) -> Sender: ...
+
+    def _after_fork(self) -> None: ...
+
+    def _drop_transports(self) -> None: ...
+
+    def _shutdown(self, timeout: float | None) -> tuple[int, int]: ...
+
+    async def ashutdown(self, timeout: float | None = None) -> int: ...
+
+
+#: Every driver of the process, drained at exit (weakly held: a client that is gone is not).
+WORKERS: weakref.WeakSet[Drained] = weakref.WeakSet()
 
 _SUPPORTED = sys.platform != "win32" and hasattr(signal, "SIGTERM")
 _SIGTERM: int = getattr(signal, "SIGTERM", 15)
@@ -99,8 +133,6 @@ def drain(timeout: float | None = None) -> int:
 
     For processes that end without running ``atexit``: an RQ job (call it last in the
     job), a child that leaves with ``os._exit``."""
-    from ._worker import drain_all  # _worker imports this module
-
     try:
         return drain_all(timeout)
     except Exception:
@@ -108,10 +140,8 @@ def drain(timeout: float | None = None) -> int:
         return 0
 
 
-async def adrain(timeout: float | None, first: Worker) -> int:
+async def adrain(timeout: float | None, first: Drained) -> int:
     """:func:`drain` from an event loop, ``first`` (the ASGI middleware's client) on it."""
-    from ._worker import adrain_all
-
     try:
         return await adrain_all(timeout, first)
     except Exception:
@@ -266,8 +296,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _drain_in_thread() -> None:
     """Drain from another thread and wait for it: this handler runs between two bytecodes
     of the main thread, which may hold the sender's lock (in the middle of a ``track()``)."""
-    from ._worker import exit_budget
-
     budget = exit_budget()
     if budget <= 0:
         return
@@ -277,3 +305,96 @@ def _drain_in_thread() -> None:
     except RuntimeError:
         return
     thread.join(budget + 1.0)  # the drain keeps its own deadline; this is the backstop
+
+
+# -- draining every driver of the process -------------------------------------------------------
+def _after_fork_in_child() -> None:
+    for worker in list(WORKERS):
+        worker._after_fork()
+    watch_multiprocessing(forked=True)
+
+
+def drain_all(timeout: float | None = None, *, at_exit: bool = False) -> int:
+    """Shut down every worker of this process within what is left of this exit's budget
+    (:func:`exit_deadline`: the longest ``shutdown_timeout``, or ``timeout``);
+    with a spool, what is left is kept there. Logs once per exit how many events were not
+    delivered; returns that number."""
+    workers = _here()
+    if not workers:
+        return 0
+    asked = _asked(workers, timeout)
+    deadline, budget = exit_deadline(asked)
+    deadline = min(deadline, time.monotonic() + asked)
+    left = kept = 0
+    # Idle workers first (they take no time), then each an equal share of what is left: a
+    # client whose hub hangs cannot starve the others.
+    workers.sort(key=lambda w: not w.sender.idle)
+    for i, worker in enumerate(workers):
+        if at_exit:
+            worker._finalizing = True  # no thread may start during interpreter shutdown
+        share = max(deadline - time.monotonic(), 0.0) / (len(workers) - i)
+        try:
+            worker_left, worker_kept = worker._shutdown(share)
+        except Exception:
+            continue
+        left += worker_left
+        kept += worker_kept
+    if not first_to_say(left):  # a drain before this one in this exit said so
+        return left
+    # Events lost (or left for the next start) are said even in an app without logging.
+    if kept:
+        log_always(
+            logger,
+            logging.WARNING,
+            "exiting with %d undelivered event(s) after %.1fs; %d kept in the spool for the next start",
+            left,
+            budget,
+            kept,
+        )
+    else:
+        log_always(logger, logging.WARNING, "exiting with %d undelivered event(s) after %.1fs", left, budget)
+    return left
+
+
+async def adrain_all(timeout: float | None, first: Drained) -> int:
+    """:func:`drain_all` from ``first``'s event loop (the ASGI lifespan): ``first`` shuts
+    down on the loop, so that an asyncio sender delivers and closes its client there; then
+    the others, and whatever ``first`` still holds, from a thread, within the same budget."""
+    asked = _asked(_here(), timeout)
+    deadline = min(exit_deadline(asked)[0], time.monotonic() + asked)
+    try:
+        await first.ashutdown(max(deadline - time.monotonic(), 0.0))
+    except Exception:
+        pass  # drain_all tries again
+    return await asyncio.to_thread(drain_all, timeout)
+
+
+def _here() -> list[Drained]:
+    """The workers of this process (a forked child's copies of its parent's are not)."""
+    pid = os.getpid()
+    return [w for w in list(WORKERS) if w._pid == pid]
+
+
+def _asked(workers: Sequence[Drained], timeout: float | None) -> float:
+    if timeout is not None:
+        return max(timeout, 0.0)
+    return max((w.settings.shutdown_timeout for w in workers), default=0.0)
+
+
+def exit_budget() -> float:
+    """Seconds the exit drain may take: 0 when no client of this process has anything
+    queued or a spool to write (the drain would do nothing)."""
+    busy = [w for w in _here() if w._keeper is not None or not w.sender.idle]
+    return max((w.settings.shutdown_timeout for w in busy), default=0.0)
+
+
+def _drain_all_at_exit() -> None:
+    try:
+        drain_all(at_exit=True)
+    except Exception:
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_drain_all_at_exit)

@@ -64,10 +64,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-from ._log import RateLimitedLog
-from ._queue import Queued
-from ._sender import ADD, Restored, SpoolingSender
-from ._transport import encode_event
+from .._event import encode_event
+from .._log import RateLimitedLog
+from .core import ADD, Restored, SpoolingSender
+from .queue import Queued
 
 PERSIST_INTERVAL = 0.05  # the writer gathers the journal this long, then writes it at once
 PERSIST_WINDOW = 0.1  # the promise: an event is on disk this long after it was queued

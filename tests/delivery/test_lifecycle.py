@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 import layersync_middleware
 from layersync_middleware import LayerSync, LayerSyncMiddleware
-from layersync_middleware import _lifecycle as lifecycle
+from layersync_middleware._delivery import lifecycle
 from layersync_middleware._settings import _SENDERS
 from layersync_middleware.testing import MemoryTransport
 
@@ -173,7 +173,7 @@ def test_drain_before_os_exit_delivers(hub: LiveHub) -> None:
     hub.faults(mode="429", retry_after=30, count=1)
     body = HELD + textwrap.dedent("""
         import os
-        from layersync_middleware._lifecycle import drain
+        from layersync_middleware._delivery.lifecycle import drain
         left = drain()
         print(left, flush=True)
         os._exit(0)

@@ -17,11 +17,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from . import _wire
-from ._event import Event
+from .. import _wire
+from .._event import Event
 
 if TYPE_CHECKING:
-    from ._build import Paired
+    from .._build import Paired
 
 READY, PARKED, IN_FLIGHT, GONE = 0, 1, 2, 3
 

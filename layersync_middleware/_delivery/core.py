@@ -25,16 +25,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from . import _wire
-from ._event import Event, HeaderEvent
-from ._log import RateLimitedLog, logger
-from ._queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
-from ._settings import Settings
-from ._transport import Outcome, encode_event
+from .. import _wire
+from .._event import Event, HeaderEvent, encode_event
+from .._log import RateLimitedLog, logger
+from .._settings import Settings
+from .queue import GONE, IN_FLIGHT, PARKED, READY, EventQueue, Queued
+from .transport import Outcome
 
 if TYPE_CHECKING:
-    from ._build import Paired
-    from .metrics import Observer
+    from .._build import Paired
+    from ..metrics import Observer
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
@@ -209,7 +209,7 @@ class Sender:
         self.reset()
         self._observer: Observer | None = None
         if settings.metrics is not None:  # only then is prometheus_client or opentelemetry imported
-            from .metrics import Observer
+            from ..metrics import Observer
 
             self._observer = Observer(self, settings.metrics)
 
@@ -235,6 +235,7 @@ class Sender:
         self._failing_since: float | None = None  # the first failure of an outage
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
+        self._reporting = 0  # report_drops() calls under way (a flush waits for their on_drop)
         self._sent = self._retried = self._duplicates = self._batches = self._enqueued = 0
         # sender="celery": an "ok" means the broker has the event, not the hub.
         self._handoff = self.settings.sender == "celery"
@@ -431,7 +432,7 @@ class Sender:
         return wait, wait <= linger
 
     def _batch(self, *, flush_only: bool) -> list[Queued]:
-        queue = self._queue
+        queue, now = self._queue, self._clock()
         batch: list[Queued] = []
         skipped: list[Queued] = []
         while len(batch) < _wire.SERVER_BATCH_MAX_EVENTS:
@@ -441,11 +442,16 @@ class Sender:
             if flush_only and not item.flush:  # during a Retry-After pause only a flush sends
                 skipped.append(item)
                 continue
+            if now - item.born >= _wire.retry_policy(item.name)[0]:
+                # Past its maximum age (its retry came due while nothing sent: the next event
+                # of a sync sender hours later, a loop that ended): never sent, as restore().
+                self._drop(item, "expired")
+                continue
             batch.append(item)
         for item in reversed(skipped):
             queue.unpop(item)
         self._in_flight += len(batch)
-        self._ready_since = self._clock() if queue.ready else None
+        self._ready_since = now if queue.ready else None
         return batch
 
     def prepare(self, batch: list[Queued]) -> list[Queued]:
@@ -624,15 +630,23 @@ class Sender:
 
     def report_drops(self) -> None:
         """Log and call ``on_drop`` for the drops found so far (user code: never under the lock)."""
+        if self._observer is not None:  # after every batch, drops or not
+            self._observer.sync()
         with self.lock:
             drops, self._drops = self._drops, []
             notes, self._notes = self._notes, []
-        for level, message, args in notes:
-            self.log.log(level, message, *args)
-        for drop in drops:
-            self._report(drop)
-        if self._observer is not None:
-            self._observer.sync()
+            if not drops and not notes:
+                return
+            self._reporting += 1
+        try:
+            for level, message, args in notes:
+                self.log.log(level, message, *args)
+            for drop in drops:
+                self._report(drop)
+        finally:
+            with self.cond:
+                self._reporting -= 1
+                self.cond.notify_all()  # a flush waiting for these reports (wait_flush)
 
     def _report(self, drop: Drop) -> None:
         outcome = drop.outcome
@@ -710,11 +724,16 @@ class Sender:
         with self.lock:
             return self._flushing <= 0 and self._in_flight == 0
 
+    def _flushed(self) -> bool:
+        return self._flushing <= 0 and self._in_flight == 0 and not self._drops and not self._reporting
+
     def wait_flush(self, deadline: float, still: Callable[[], bool]) -> None:
-        """Wait until :meth:`flush_done`, the ``deadline`` (this sender's clock) or ``still()``
-        is False (the driver that makes progress is gone), looking every 100 ms."""
+        """Wait until :meth:`flush_done` and the drops found meanwhile were reported (the
+        driver's thread calls ``on_drop`` after it records: flush() returns after that, as
+        an inline or asyncio driver's does), the ``deadline`` (this sender's clock) or
+        ``still()`` is False (the driver that makes progress is gone), looking every 100 ms."""
         with self.cond:
-            while not (self._flushing <= 0 and self._in_flight == 0) and still():
+            while not self._flushed() and still():
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return

@@ -36,10 +36,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._event import Event, HeaderEvent
-from ._log import RateLimitedLog
-from ._settings import Settings, mask_url
-from ._transport import Outcome, Transport
+from .._event import Event, HeaderEvent
+from .._log import RateLimitedLog
+from .._settings import Settings, mask_url
+from .transport import Outcome, Transport
 
 CLAIM_TTL = 120  # seconds: the browser SDK re-sends a stale id for up to 30 s
 REDIS_TIMEOUT = 0.5  # each connect and each read; at most a quarter of the send timeout

@@ -4,7 +4,7 @@ import time
 
 from helpers import make_event
 
-from layersync_middleware._queue import IN_FLIGHT, READY, EventQueue, Queued
+from layersync_middleware._delivery.queue import IN_FLIGHT, READY, EventQueue, Queued
 
 event = make_event
 

@@ -15,11 +15,12 @@ import pytest
 from durable_apps.hubctl import SwitchableHub, spool_rows, until
 from helpers import SITE, queued, settings
 
-from layersync_middleware import LayerSync, _spool
+from layersync_middleware import LayerSync
+from layersync_middleware._delivery import spool as _spool
+from layersync_middleware._delivery.core import Sender, SpoolingSender
+from layersync_middleware._delivery.spool import PERSIST_WINDOW, key_fingerprint
 from layersync_middleware._event import Event
 from layersync_middleware._pairing import PendingEvent
-from layersync_middleware._sender import Sender, SpoolingSender
-from layersync_middleware._spool import PERSIST_WINDOW, key_fingerprint
 from layersync_middleware.hub import HubServer, HubSite, create_hub
 
 

@@ -16,10 +16,10 @@ import pytest
 from helpers import SITE, LiveHub, queued, settings
 
 from layersync_middleware import LayerSync
-from layersync_middleware import _worker as worker_module
+from layersync_middleware._delivery import drivers as worker_module
+from layersync_middleware._delivery.drivers import AsyncioWorker, ThreadWorker
+from layersync_middleware._delivery.transport import AsyncHTTPTransport, HTTPTransport, Transport
 from layersync_middleware._event import Event
-from layersync_middleware._transport import AsyncHTTPTransport, HTTPTransport, Transport
-from layersync_middleware._worker import AsyncioWorker, ThreadWorker
 from layersync_middleware.testing import MemoryTransport
 
 SLACK = 1.5  # seconds a bounded call may overrun its deadline on a loaded CI machine

@@ -18,7 +18,8 @@ import pytest
 from fleet.redis_server import RedisServer, free_port
 from helpers import SITE, LiveHub, settings
 
-from layersync_middleware import LayerSync, _dedup
+from layersync_middleware import LayerSync
+from layersync_middleware._delivery import dedup as _dedup
 from layersync_middleware._event import new_event_id
 from layersync_middleware._log import RateLimitedLog
 

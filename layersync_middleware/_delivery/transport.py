@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import decimal
 import email.utils
-import enum
 import gzip
 import json
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import httpcore
 import httpx
 
-from . import _wire
-from ._event import Event
-from ._settings import Settings
+from .. import _wire
+from .._event import Event
+from .._settings import Settings
 
 # ok: the hub took it. retry: try again later. drop: final, never retry. duplicate: another
 # process of the fleet already sent this pair (see dedup_url): not sent, not an error.
@@ -75,42 +72,6 @@ class _ThreadedAsync:
 def threaded_async(transport: Transport) -> AsyncTransport:
     """``transport`` for the asyncio sender."""
     return _ThreadedAsync(transport)
-
-
-# -- encoding ---------------------------------------------------------------------------
-def _json_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"a {type(value).__name__} in the event cannot be sent as JSON")
-
-
-def _encode_stdlib(event: Event) -> bytes:
-    return json.dumps(event, default=_json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def _encode_orjson(event: Event) -> bytes:
-    # orjson writes NaN and infinities as null where json refuses them; events built by
-    # the client never hold them (props are checked), hand-made ones are the caller's.
-    return _orjson.dumps(event, default=_json_default)
-
-
-try:  # the [fast] extra: 10-20x faster encoding, the sender's main cost per event
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the tests run both encoders
-    _encoders: list[Callable[[Event], bytes]] = [_encode_stdlib]
-else:
-    _encoders = [_encode_orjson, _encode_stdlib]
-
-#: Compact UTF-8 JSON of one event. Raises TypeError/ValueError for values JSON cannot carry.
-encode_event: Callable[[Event], bytes] = _encoders[0]
 
 
 def request_body(bodies: Sequence[bytes]) -> tuple[str, bytes, dict[str, str]]:
@@ -324,7 +285,7 @@ class HTTPTransport(_HTTPBase):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._deadline = _Deadline()
-        # tests/test_transport.py proves a dripping hub cannot outlast the deadline.
+        # tests/delivery/test_transport.py proves a dripping hub cannot outlast the deadline.
         self._pool = httpcore.ConnectionPool(
             ssl_context=self._ssl,
             max_connections=_MAX_CONNECTIONS,
