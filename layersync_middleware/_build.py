@@ -167,7 +167,7 @@ class Builder:
                 self.settings.site_id,
                 record.event_name,
                 record.event_id,
-                dict(record.custom),
+                record.custom,  # made for this record on the request path: the event may own it
                 user_data,
                 bounded_url(attribution_url(page, self.settings.kept_query_params)),
                 int(record.at),

@@ -181,15 +181,9 @@ def context(read: RequestContext | RawScope) -> RequestContext:
             full_path = quote(root) + full_path
     else:
         full_path = quote(path if path.startswith(root) else root + path)
-    return RequestContext(
-        peer=client[0] if client else None,
-        headers=headers,
-        scheme=scheme,
-        host=host,
-        path=route_path(path, root),
-        full_path=full_path,
-        query=(read.query_string or b"").decode("latin-1"),
-    )
+    query = (read.query_string or b"").decode("latin-1")
+    # Positionally: keywords cost a NamedTuple a third of its construction.
+    return RequestContext(client[0] if client else None, headers, scheme, host, route_path(path, root), full_path, query)
 
 
 def _from_scope(scope: Mapping[str, Any]) -> RequestContext:

@@ -69,6 +69,12 @@ SPREAD_FILL = 0.95  # the last attempt lands at 95 % of the maximum age, jitter 
 REFUSED, QUEUED, WAKE = 0, 1, 2  # what submit() did
 OUTAGE_PROBE_CAP = 30.0  # while the hub fails, new events wait at most this long for a probe
 LINGER = 0.05  # a lone event waits this long for company before it is sent
+# Under a steady flow (the last batch held BUSY_BATCH events or more) the wait stretches to
+# LINGER_BUSY: a hub request costs far more than an event, so one request carries hundreds
+# of events instead of a few dozen (bench/split.py: the sender's CPU per event), and a full
+# batch still goes at once.
+LINGER_BUSY = 0.25
+BUSY_BATCH = 100
 # Paired events are handed over without a lock (a deque append); the sender takes them in
 # when it looks. Past this many waiting (or an eighth of the queue's cap), the request that
 # adds one takes them in itself, so that the queue's bound and priorities hold while the
@@ -231,6 +237,7 @@ class Sender:
         self._flushing = 0  # events a flush waits for
         self._flushes = 0  # flushes under way
         self._ready_since: float | None = None  # when the ready list last became non-empty
+        self._last_batch = 0  # events in the last batch taken (see LINGER_BUSY)
         self._hold_until = 0.0  # the hub asked for a pause (Retry-After)
         self._failing_since: float | None = None  # the first failure of an outage
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
@@ -417,6 +424,8 @@ class Sender:
         if queue.ready and not flushing:
             if held:  # a pause the hub asked for, or an outage: new events wait for the probe
                 return self._hold_until - now, True
+            if linger and self._last_batch >= BUSY_BATCH:
+                linger = max(linger, LINGER_BUSY)
             wait = (self._ready_since or now) + linger - now
             if wait > 0 and queue.ready < _wire.SERVER_BATCH_MAX_EVENTS:
                 return wait, True
@@ -450,6 +459,7 @@ class Sender:
             batch.append(item)
         for item in reversed(skipped):
             queue.unpop(item)
+        self._last_batch = len(batch)
         self._in_flight += len(batch)
         self._ready_since = now if queue.ready else None
         return batch

@@ -10,7 +10,7 @@ import pytest
 from helpers import make_event, settings
 
 from layersync_middleware import _wire
-from layersync_middleware._delivery.core import QUEUED, REFUSED, WAKE, Sender, backoff
+from layersync_middleware._delivery.core import BUSY_BATCH, LINGER_BUSY, QUEUED, REFUSED, WAKE, Sender, backoff
 from layersync_middleware._delivery.queue import Queued
 from layersync_middleware._delivery.transport import Outcome
 from layersync_middleware._event import Event
@@ -103,6 +103,25 @@ def test_a_lone_event_lingers_for_company_and_a_full_batch_does_not() -> None:
         h.sender.submit(event())
     batch = h.take(linger=0.05)
     assert isinstance(batch, list) and len(batch) == _wire.SERVER_BATCH_MAX_EVENTS
+
+
+def test_under_a_steady_flow_the_wait_stretches_so_a_request_carries_hundreds() -> None:
+    h = Harness(max_queue_size=2000)
+    for _ in range(BUSY_BATCH):
+        h.sender.submit(event())
+    h.clock.now += 0.05
+    busy = h.take(linger=0.05)
+    assert isinstance(busy, list) and len(busy) == BUSY_BATCH
+    h.sender.record(busy, [OK] * len(busy), 0.01)
+    h.sender.submit(event())  # the flow goes on: the next batch waits longer for company
+    assert h.take(linger=0.05) == pytest.approx(LINGER_BUSY)
+    h.clock.now += LINGER_BUSY
+    lone = h.take(linger=0.05)
+    assert isinstance(lone, list) and len(lone) == 1
+    h.sender.record(lone, [OK], 0.01)
+    h.sender.submit(event())  # a lone event after a small batch waits the short linger again
+    assert h.take(linger=0.05) == pytest.approx(0.05)
+    assert h.take(linger=0.0) != pytest.approx(LINGER_BUSY)  # a flush or the inline sender never waits
 
 
 def test_a_dropped_or_refused_pair_may_come_again() -> None:
