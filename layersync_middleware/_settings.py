@@ -8,6 +8,7 @@ source spells it, and the secret key is never echoed.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -24,6 +25,12 @@ from ._wire import DEFAULT_RULES, EndpointRules, EndpointSpec, compile_endpoint
 
 SenderKind = Literal["thread", "asyncio", "sync", "celery"]
 _SENDERS: tuple[SenderKind, ...] = ("thread", "asyncio", "sync", "celery")
+MetricsKind = Literal["prometheus", "otel"]
+# metrics backend -> (the module it needs, the extra that installs it)
+_METRICS: dict[str, tuple[str, str]] = {
+    "prometheus": ("prometheus_client", "prometheus"),
+    "otel": ("opentelemetry.metrics", "otel"),
+}
 
 
 class ConfigurationError(ValueError):
@@ -115,6 +122,7 @@ ENV_NAMES: dict[str, str] = {
     "celery_queue": "LAYERSYNC_CELERY_QUEUE",
     "celery_app": "LAYERSYNC_CELERY_APP",
     "default_phone_region": "LAYERSYNC_DEFAULT_PHONE_REGION",
+    "metrics": "LAYERSYNC_METRICS",
     "kept_query_params": "LAYERSYNC_KEPT_QUERY_PARAMS",
 }
 # Accepted too, for people who name the variable after the setting. The one place
@@ -368,6 +376,27 @@ def _check_region(value: object) -> str | None:
     raise ConfigurationError("default_phone_region", "must be a two-letter ISO 3166 country code, like 'US' or 'FR'")
 
 
+def _check_metrics(value: object) -> MetricsKind | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    kind = value.strip().lower() if isinstance(value, str) else value
+    if kind not in _METRICS:
+        raise ConfigurationError("metrics", f"must be prometheus or otel (or off), got {_short(value)}")
+    module, extra = _METRICS[kind]
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        raise ConfigurationError(
+            "metrics",
+            f"is {kind}, but {module} is not installed: install the [{extra}] extra "
+            f'(pip install "./layersync-middleware[{extra}]")',
+        )
+    return kind  # type: ignore[return-value]
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 #: The query parameters an event's page URL keeps: the ones ad platforms attribute with.
 #: Any other (``?email=``, a reset token, a session id) is cut before the event leaves memory.
 KEPT_QUERY_PARAMS: tuple[str, ...] = (
@@ -425,6 +454,7 @@ class Settings:
         "matcher",
         "max_queue_size",
         "max_retries",
+        "metrics",
         "order_endpoints",
         "pair_read_only",
         "sdk_rules",
@@ -462,6 +492,7 @@ class Settings:
     celery_queue: str
     celery_app: str | None
     default_phone_region: str | None
+    metrics: MetricsKind | None
     kept_query_params: tuple[str, ...]
 
     def __init__(
@@ -491,6 +522,7 @@ class Settings:
         celery_queue: str = "",
         celery_app: str | None = None,
         default_phone_region: str | None = None,
+        metrics: str | None = None,
         kept_query_params: str | Iterable[str] = KEPT_QUERY_PARAMS,
     ) -> None:
         set_ = object.__setattr__
@@ -519,6 +551,7 @@ class Settings:
             set_(self, "celery_queue", _check_celery_queue(celery_queue))
             set_(self, "celery_app", _check_celery_app(celery_app))
             set_(self, "default_phone_region", _check_region(default_phone_region))
+            set_(self, "metrics", _check_metrics(metrics))
             set_(self, "kept_query_params", _check_kept_query_params(kept_query_params))
         except ConfigurationError as exc:
             exc.strict = self.strict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from layersync_middleware import Matcher
+from layersync_middleware import LayerSync, Matcher
 from layersync_middleware._ip import client_ip
 from layersync_middleware._pii import normalize
 
@@ -212,12 +213,18 @@ def hub_site() -> Any:
     return SITE
 
 
+def pip_lines() -> list[str]:
+    """Every `pip install` of the README: in its sh blocks and in its prose."""
+    blocks = [line for command in command_lines() for line in [command] if line.startswith("pip install")]
+    inline = re.findall(r"`(pip install [^`]+)`", README)
+    return blocks + [line for line in inline if line not in blocks]
+
+
 @pytest.mark.slow
 def test_install_lines_resolve(tmp_path: Path) -> None:
     # Every `pip install` line of the README, as written from the folder above a clone.
-    block = section("Install").split("```sh\n", 1)[1].split("```", 1)[0]
-    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("pip install")]
-    assert len(lines) >= 5
+    lines = pip_lines()
+    assert len(lines) >= 8 and all("./layersync-middleware" in line for line in lines), lines
     clone = tmp_path / "layersync-middleware"
     clone.symlink_to(ROOT)
     for line in lines:
@@ -230,6 +237,290 @@ def test_install_lines_resolve(tmp_path: Path) -> None:
             timeout=300,
         )
         assert result.returncode == 0, (line, result.stderr[-2000:])
+
+
+# -- every command line of the README is run by a test ----------------------------------------------------
+def command_lines() -> list[str]:
+    """The commands of the README's sh blocks, continuations joined, comments cut."""
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.split(r"\s+# ", line, maxsplit=1)[0].strip()
+            if command and not command.startswith("#"):  # a comment line says what follows
+                lines.append(" ".join(command.split()))
+    return lines
+
+
+# Each command line of the README and the tests that run it as written (or, for a line that
+# builds a venv in the checkout or needs a tool CI does not install, the part that can run).
+# A line added to the README without a row here fails; so does a row whose line is gone.
+HERE = "tests/test_readme.py::"
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "python3 dev.py demo": (
+        HERE + "test_dev_py_runs_what_the_readme_says",
+        "tests/test_cli.py::test_demo_shows_a_group_of_each_verdict_and_exits_0",
+    ),
+    "python3 dev.py test": (HERE + "test_dev_py_runs_what_the_readme_says",),  # and CI runs it as written: .ci/run
+    "python3 dev.py test tests/delivery/test_core.py -q": (HERE + "test_dev_py_runs_what_the_readme_says",),
+    "python3 dev.py lint": (HERE + "test_dev_py_runs_what_the_readme_says",),
+    "git clone <this repository> layersync-middleware": (HERE + "test_install_lines_resolve",),  # the clone: a symlink
+    "pip install ./layersync-middleware": (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[flask]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[django]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[hub]"': (
+        HERE + "test_install_lines_resolve",
+        HERE + "test_a_fresh_venv_runs_the_layersync_commands",
+    ),
+    'pip install "./layersync-middleware[phone]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[celery,redis]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[prometheus]"': (HERE + "test_install_lines_resolve",),
+    'pip install "./layersync-middleware[otel]"': (HERE + "test_install_lines_resolve",),
+    "curl -X POST http://127.0.0.1:8000/api/cart/add -H 'X-LayerSync-Event-Id: atc_0123456789abcdef' "
+    "-H 'X-LayerSync-Event-Name: add_to_cart' -H 'Content-Type: application/json' -d '{\"item_id\": \"SKU-A\"}'": (
+        HERE + "test_curl_recipe_pairs",
+    ),
+    "LAYERSYNC_METRICS=prometheus uvicorn shop.main:app": (
+        "tests/test_metrics.py::test_scrape_from_fastapi_under_uvicorn_equals_stats",
+    ),
+    "rm -rf /tmp/layersync-metrics && mkdir /tmp/layersync-metrics": (
+        "tests/test_metrics.py::test_scrape_from_flask_under_gunicorn_with_two_workers_equals_the_sum_of_their_stats",
+    ),
+    "PROMETHEUS_MULTIPROC_DIR=/tmp/layersync-metrics LAYERSYNC_METRICS=prometheus "
+    "gunicorn -w 2 -c gunicorn.conf.py shop.wsgi:app": (
+        "tests/test_metrics.py::test_scrape_from_flask_under_gunicorn_with_two_workers_equals_the_sum_of_their_stats",
+        HERE + "test_the_gunicorn_conf_is_the_tested_one",
+    ),
+    # The fleet: Celery's own Django layout and worker command, and a FastAPI app with its Celery app in code.
+    "celery -A proj worker -l INFO": (
+        "tests/test_celery.py::test_a_django_project_made_as_celerys_guide_delivers_every_event_with_the_guides_worker",
+    ),
+    "celery -A shop.celery worker -l INFO": (
+        FLEET := "tests/test_celery.py::"
+        "test_a_fastapi_app_with_the_broker_in_code_delivers_every_event_and_shows_the_workers_counts",
+    ),
+    "LAYERSYNC_SENDER=celery uvicorn shop.web:app": (FLEET,),
+    "curl -s 'http://127.0.0.1:8787/api/hub/events?limit=1000'": (HERE + "test_hub_curl_lines_answer",),
+    "curl -s 'http://127.0.0.1:8787/api/hub/events?limit=1000&before=8123'": (HERE + "test_hub_curl_lines_answer",),
+    "curl -s 'http://127.0.0.1:8787/api/hub/groups?verdict=name_mismatch&name=purchase'": (
+        HERE + "test_hub_curl_lines_answer",
+    ),
+    "layersync hub": ("tests/test_cli.py::test_hub_command_serves_ingest_and_the_page",),
+    "layersync demo": ("tests/test_cli.py::test_demo_shows_a_group_of_each_verdict_and_exits_0",),
+    "layersync check": (
+        HERE + "test_a_fresh_venv_runs_the_layersync_commands",
+        "tests/test_cli.py::test_check_reports_one_clear_line_without_the_key",
+    ),
+    "layersync send-test-event": (
+        HERE + "test_a_fresh_venv_runs_the_layersync_commands",
+        "tests/test_cli.py::test_send_test_event",
+    ),
+    "layersync --version": (
+        HERE + "test_a_fresh_venv_runs_the_layersync_commands",
+        "tests/test_cli.py::test_version_and_python_dash_m",
+    ),
+    "python scripts/matrix.py": (
+        HERE + "test_dev_py_runs_what_the_readme_says",
+        "tests/test_matrix.py::test_unknown_jobs_are_refused",
+    ),
+    "tox": (HERE + "test_tox_runs_what_the_readme_says",),
+    "HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/test_properties.py": (
+        HERE + "test_the_long_hypothesis_profile_is_20000_examples",
+    ),
+}
+
+
+def test_every_command_line_is_tested() -> None:
+    lines = command_lines()
+    assert sorted(set(lines)) == sorted(COMMANDS)
+    missing = []
+    for tests in COMMANDS.values():
+        for test in tests:
+            file, _, name = test.partition("::")
+            if f"def {name}(" not in (ROOT / file).read_text():
+                missing.append(test)
+    assert missing == []
+
+
+@pytest.mark.slow
+def test_a_fresh_venv_runs_the_layersync_commands(tmp_path: Path, hub: Any) -> None:
+    # The Install line for the hub, installed for real (not --dry-run) into a new venv from
+    # the folder above a clone, then the README's `layersync` lines with that venv's script.
+    import venv
+
+    venv.EnvBuilder(with_pip=True).create(tmp_path / "venv")
+    bin_dir = tmp_path / "venv" / "bin"
+    (tmp_path / "layersync-middleware").symlink_to(ROOT)
+    [line] = [line for line in pip_lines() if "[hub]" in line]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSYNC_", "PYTHON"))}
+    install = [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *shlex.split(line)[2:]]
+    result = subprocess.run(install, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    env |= {
+        "LAYERSYNC_SITE_ID": hub_site().site_id,
+        "LAYERSYNC_SECRET": hub_site().secret_key,
+        "LAYERSYNC_API_URL": hub.url,
+    }
+    said = {}
+    for command in ("layersync check", "layersync send-test-event", "layersync --version"):
+        args = [str(bin_dir / "layersync"), *shlex.split(command)[1:]]
+        result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (command, result.stdout, result.stderr[-2000:])
+        said[command] = result.stdout
+    from layersync_middleware import __version__
+
+    assert __version__ in said["layersync --version"]
+    assert "sk_" not in said["layersync check"] + said["layersync send-test-event"]
+    [stored] = hub.events("server")
+    assert stored["source"] == "server"
+
+
+def test_hub_curl_lines_answer(hub: Any) -> None:
+    # The hub's curl lines, as written, against a live hub (its address for 127.0.0.1:8787).
+    lines = [line for line in command_lines() if line.startswith("curl -s 'http://127.0.0.1:8787/")]
+    assert len(lines) >= 3 and shutil.which("curl"), "curl is needed (CI installs it)"
+    for line in lines:
+        command = [part.replace("http://127.0.0.1:8787", hub.url) for part in shlex.split(line)]
+        result = subprocess.run([*command, "--fail"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, (line, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "truncated" in answer and ("events" in answer or "groups" in answer), (line, answer)
+
+
+def test_dev_py_runs_what_the_readme_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    # dev.py builds ./.venv in the checkout, so a test cannot run it as written: it runs its
+    # commands with `run` recorded, and checks they are what the README says each line does.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
+    assert spec is not None and spec.loader is not None
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    ran: list[list[str]] = []
+    venvs: list[str] = []
+
+    def shown(part: object) -> str:
+        # As a reader sees them: the venv's python and scripts by name, the repo's files relative.
+        path = Path(str(part))
+        if path == Path(dev.PY) or str(part) == sys.executable:
+            return "python"
+        if path.parent == Path(dev.BIN):
+            return path.name
+        return str(path.relative_to(ROOT)) if path.is_absolute() and ROOT in path.parents else str(part)
+
+    monkeypatch.setattr(dev, "run", lambda *cmd, env=None: ran.append([shown(c) for c in cmd]))
+    monkeypatch.setattr(dev, "ensure_venv", venvs.append)
+    monkeypatch.setattr(dev.shutil, "which", lambda name: None)  # no npm: the e2e install is skipped
+
+    def dev_py(line: str) -> list[list[str]]:
+        ran.clear()
+        venvs.clear()
+        monkeypatch.setattr(sys, "argv", shlex.split(line)[1:])
+        dev.main()
+        return list(ran)
+
+    lint = [
+        ["python", "-m", "ruff", "check", "."],
+        ["python", "-m", "ruff", "format", "--check", "."],
+        ["python", "-m", "mypy"],
+    ]
+    assert dev_py("python3 dev.py demo") == [["layersync", "demo"]] and venvs == ["hub"]
+    assert dev_py("python3 dev.py lint") == lint and venvs == ["dev"]
+    assert dev_py("python3 dev.py test tests/delivery/test_core.py -q") == [
+        *lint,
+        ["python", "-m", "pytest", "tests/delivery/test_core.py", "-q"],
+    ]
+    assert dev_py("python3 dev.py test")[len(lint) :] == [
+        ["python", "-m", "coverage", "run", "-m", "pytest"],
+        ["python", "-m", "coverage", "report"],
+        ["python", "scripts/matrix.py"],  # the version matrix, as its own README line runs it
+    ]
+
+
+def test_tox_runs_what_the_readme_says() -> None:
+    # "tox: the same, for those who use tox (envs py310-py313, min, lint)": the same code as dev.py.
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert [env.strip() for env in tox["tox"]["envlist"].split(",")] == [
+        "py310",
+        "py311",
+        "py312",
+        "py313",
+        "min",
+        "lint",
+    ]
+    assert tox["testenv:min"]["commands"].split() == ["python", "scripts/matrix.py", "min", "--", "{posargs}"]
+    assert tox["testenv:lint"]["commands"].split() == ["python", "dev.py", "lint"]
+    assert tox["testenv"]["extras"].strip() == "dev"
+
+
+def test_the_long_hypothesis_profile_is_20000_examples() -> None:
+    # HYPOTHESIS_PROFILE=long: 20,000 examples per property, as the README says.
+    code = "import test_properties; print(test_properties.PROFILE.max_examples)"
+    env = {**os.environ, "HYPOTHESIS_PROFILE": "long", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.stdout.strip() == "20000", result.stderr[-2000:]
+    assert "HYPOTHESIS_PROFILE=long" in section("Development") and "20,000 examples" in section("Development")
+
+
+# -- the Metrics section ------------------------------------------------------------------------------------
+METRICS = section("Metrics")
+
+
+@pytest.mark.parametrize("title", ["FastAPI / Starlette", "Flask", "Django"])
+def test_metrics_snippet_serves_the_scrape(title: str, tmp_path: Path) -> None:
+    code = python_blocks(METRICS.split(f"**{title}**", 1)[1])[0]
+    with LayerSync(site_id="s", secret_key="sk_x", api_url="http://127.0.0.1:9", metrics="prometheus"):
+        if title == "Django":  # configured once per process: a fresh one serves the README's urls.py
+            (tmp_path / "readme_urls.py").write_text(code)
+            script = (
+                "import django; from django.conf import settings\n"
+                "settings.configure(ROOT_URLCONF='readme_urls', ALLOWED_HOSTS=['testserver'])\n"
+                "django.setup()\nfrom django.test import Client\n"
+                "r = Client().get('/metrics'); print(r.status_code, r['Content-Type']); print(r.content.decode())"
+            )
+            env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "LAYERSYNC_METRICS": "prometheus"}
+            result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+            status, body = result.stdout.split("\n", 1) if result.stdout else ("", result.stderr)
+        elif title == "Flask":
+            response = run_snippet(code)["app"].test_client().get("/metrics")
+            status, body = f"{response.status_code} {response.content_type}", response.get_data(as_text=True)
+        else:
+            from starlette.testclient import TestClient
+
+            with TestClient(run_snippet(code)["app"]) as client:
+                response = client.get("/metrics")
+            status, body = f"{response.status_code} {response.headers['content-type']}", response.text
+    assert status.startswith("200 text/plain; version="), (
+        status,
+        body[-2000:],
+    )
+    if (
+        title != "Django"
+    ):  # this process's client; Django's process shows the instruments' names only if one is made there
+        assert "layersync_sender_queue_capacity" in body
+
+
+def test_the_gunicorn_conf_is_the_tested_one() -> None:
+    conf = python_blocks(METRICS.split("`gunicorn.conf.py`", 1)[1])[0]
+    tested = (ROOT / "tests" / "metrics_apps" / "gunicorn_conf.py").read_text()
+    assert conf.strip() in tested.splitlines()
+
+
+def test_the_metrics_table_names_every_instrument() -> None:
+    from layersync_middleware.metrics import COUNTERS, GAUGES, HISTOGRAMS, otel_name, prometheus_name
+
+    rows = table_rows(METRICS)
+    documented = {(paths(row[0])[0], paths(row[0])[1], paths(row[1])[0]) for row in rows}
+    expected = {(otel_name(n), unit, prometheus_name(n, unit) + "_total") for n, (unit, _, _) in COUNTERS.items()}
+    expected |= {(otel_name(n), unit, prometheus_name(n, unit)) for n, (unit, _) in GAUGES.items()}
+    expected |= {(otel_name(n), "s", prometheus_name(n, "s")) for n in HISTOGRAMS}
+    assert documented == expected
+    for row in rows:  # the labels each one has, and only those
+        name = paths(row[0])[0].removeprefix("layersync.sender.")
+        labels = COUNTERS[name][1] if name in COUNTERS else HISTOGRAMS[name][0] if name in HISTOGRAMS else ()
+        assert tuple(label.split(":")[0].strip("` ") for label in [row[3]] if label) == labels, row
 
 
 def test_every_test_the_readme_names_exists() -> None:

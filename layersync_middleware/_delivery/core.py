@@ -34,6 +34,7 @@ from .transport import Outcome
 
 if TYPE_CHECKING:
     from .._build import Paired
+    from ..metrics import Observer
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
@@ -88,6 +89,8 @@ class Stats:
 
     queued: int = 0
     in_flight: int = 0
+    #: events this process accepted into the queue (not those read back from a spool: counted where queued)
+    enqueued: int = 0
     sent: int = 0
     retried: int = 0
     duplicates: int = 0
@@ -210,6 +213,11 @@ class Sender:
         self.log = log
         self._log = RateLimitedLog(log)
         self.reset()
+        self._observer: Observer | None = None
+        if settings.metrics is not None:  # only then is prometheus_client or opentelemetry imported
+            from ..metrics import Observer
+
+            self._observer = Observer(self, settings.metrics)
 
     def reset(self) -> None:
         """A fresh, empty state: at start, and in a forked child (the parent's queue
@@ -235,7 +243,7 @@ class Sender:
         self._notes: list[tuple[int, str, tuple[object, ...]]] = []  # logged outside the lock
         self._drops: list[Drop] = []
         self._reporting = 0  # report_drops() calls under way (a flush waits for their on_drop)
-        self._sent = self._retried = self._duplicates = self._batches = 0
+        self._sent = self._retried = self._duplicates = self._batches = self._enqueued = 0
         # sender="celery": an "ok" means the broker has the event, not the hub.
         self._handoff = self.settings.sender == "celery"
         self._handed_off = 0
@@ -344,6 +352,7 @@ class Sender:
         if evicted is item:
             self._signal()  # the worker reports the drop: on_drop never runs on the request path
             return REFUSED
+        self._enqueued += 1
         if not was_ready:
             self._ready_since = now
         # Wake the driver when there is newly something to do or a full batch, not per
@@ -357,6 +366,8 @@ class Sender:
         """Count an event refused before it reached the queue (bad input, a forged header)."""
         with self.lock:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        if self._observer is not None:
+            self._observer.sync()
 
     # -- the driver's side -----------------------------------------------------------------
     def take(self, *, linger: float = LINGER) -> list[Queued] | float | None:
@@ -545,6 +556,8 @@ class Sender:
         if pause > 0:
             self._hold_until = max(self._hold_until, now + pause)
         self._note_health(batch, outcomes, now)
+        if self._observer is not None:
+            self._observer.batch(batch, outcomes, latency)
         self._signal()
 
     def _note_health(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], now: float) -> None:
@@ -627,6 +640,8 @@ class Sender:
 
     def report_drops(self) -> None:
         """Log and call ``on_drop`` for the drops found so far (user code: never under the lock)."""
+        if self._observer is not None:  # after every batch, drops or not
+            self._observer.sync()
         with self.lock:
             drops, self._drops = self._drops, []
             notes, self._notes = self._notes, []
@@ -680,6 +695,8 @@ class Sender:
                 self._count_ok()
             else:
                 self._last_error = outcome.error
+        if self._observer is not None:
+            self._observer.attempt(outcome, latency)
 
     def _count_ok(self) -> None:
         if self._handoff:
@@ -808,6 +825,7 @@ class Sender:
             return Stats(
                 queued=len(self._queue) + self._in_flight,
                 in_flight=self._in_flight,
+                enqueued=self._enqueued,
                 sent=self._sent,
                 retried=self._retried,
                 duplicates=self._duplicates,
