@@ -183,7 +183,9 @@ def context(read: RequestContext | RawScope) -> RequestContext:
         full_path = quote(path if path.startswith(root) else root + path)
     query = (read.query_string or b"").decode("latin-1")
     # Positionally: keywords cost a NamedTuple a third of its construction.
-    return RequestContext(client[0] if client else None, headers, scheme, host, route_path(path, root), full_path, query)
+    return RequestContext(
+        client[0] if client else None, headers, scheme, host, route_path(path, root), full_path, query
+    )
 
 
 def _from_scope(scope: Mapping[str, Any]) -> RequestContext:

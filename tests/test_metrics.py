@@ -24,6 +24,7 @@ from helpers import SITE, LiveHub
 from servers import free_port, stop, wait_until_serving
 
 from layersync_middleware import ConfigurationError, DropReason, Event, LayerSync, Outcome, Settings, Stats
+from layersync_middleware._delivery.metrics import Observer
 from layersync_middleware.metrics import FAILED, STATUS_CLASSES, prometheus_name, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,8 @@ def test_without_the_setting_nothing_is_imported() -> None:
     code = (
         "import sys; from layersync_middleware import LayerSync\n"
         "ls = LayerSync(site_id='s', secret_key='sk_x', sender='sync', transport=None)\n"
-        "names = ('prometheus_client', 'opentelemetry', 'layersync_middleware.metrics')\n"
+        "names = ('prometheus_client', 'opentelemetry', 'layersync_middleware.metrics',\n"
+        "         'layersync_middleware._delivery.metrics')\n"
         "print(sorted(m for m in sys.modules if m.startswith(names)))"
     )
     result = subprocess.run(
@@ -410,7 +412,7 @@ def test_a_forked_child_counts_its_own_events(hub: LiveHub) -> None:
         ls.track("lead")
         assert ls.flush(5) == 0
         observer = ls._worker.sender._observer
-        assert observer is not None
+        assert isinstance(observer, Observer)
         read, write = os.pipe()
         holding, release = threading.Event(), threading.Event()
 

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_delivery",),  # the rules, the drivers, the transports, the spool, the exit
     ("_client",),  # the user's API
     ("_clients", "testing"),  # the process's shared clients, the test helpers
-    ("asgi", "wsgi", "flask", "django", "celery"),  # adapters
+    ("asgi", "wsgi", "flask", "django", "celery", "metrics"),  # adapters, and what apps serve
     ("hub", "cli", "__init__", "__main__"),  # the tools and the package's face
 ]
 

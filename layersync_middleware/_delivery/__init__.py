@@ -32,6 +32,10 @@ def make_worker(
     transport) or the default one: HTTP to the hub, the Celery hand-off, each claiming
     pairs in Redis first with ``dedup_url``. :func:`override_transport` wins over both."""
     sender = Sender(settings, on_drop=on_drop, log=log)
+    if settings.metrics is not None:  # only then is prometheus_client or opentelemetry imported
+        from .metrics import Observer
+
+        sender._observer = Observer(sender, settings.metrics)
 
     def chosen() -> Transport | AsyncTransport | None:
         return _OVERRIDE.transport or given

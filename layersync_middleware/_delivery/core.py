@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from .. import _wire
 from .._event import Event, HeaderEvent, encode_event
@@ -34,7 +34,18 @@ from .transport import Outcome
 
 if TYPE_CHECKING:
     from .._build import Paired
-    from ..metrics import Observer
+
+
+class Observer(Protocol):
+    """What the sender tells a metrics observer (see :mod:`.metrics`, which makes one when
+    the ``metrics`` setting asks: :func:`~layersync_middleware._delivery.make_worker`)."""
+
+    def sync(self) -> None: ...
+
+    def batch(self, batch: Sequence[Queued], outcomes: Sequence[Outcome], latency: float | None) -> None: ...
+
+    def attempt(self, outcome: Outcome, latency: float) -> None: ...
+
 
 #: Why an event did not reach the hub. ``stats().dropped`` counts each.
 DropReason = Literal[
@@ -213,11 +224,7 @@ class Sender:
         self.log = log
         self._log = RateLimitedLog(log)
         self.reset()
-        self._observer: Observer | None = None
-        if settings.metrics is not None:  # only then is prometheus_client or opentelemetry imported
-            from ..metrics import Observer
-
-            self._observer = Observer(self, settings.metrics)
+        self._observer: Observer | None = None  # metrics (make_worker sets it when asked)
 
     def reset(self) -> None:
         """A fresh, empty state: at start, and in a forked child (the parent's queue
