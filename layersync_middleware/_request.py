@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
-from urllib.parse import quote, unquote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote, unquote_plus
 
 from . import _wire
 from ._ip import client_ip, forwarded_entry
@@ -92,12 +92,17 @@ class RequestContext(NamedTuple):
         ``event_source_url`` and where its ad-click parameters live."""
         ref = self.header("referer")
         if ref and len(ref) <= 2048:
-            try:
-                parts = urlsplit(ref)
-            except ValueError:
-                return self.url_for(trust_proxy)
-            if parts.scheme in ("http", "https") and parts.netloc == self.origin(trust_proxy)[1]:
-                return ref
+            # The authority by hand, as urlsplit finds it (between "//" and the first / ? #),
+            # at a fraction of its cost: this runs for every paired event.
+            scheme, sep, rest = ref.partition("://")
+            if sep and scheme.lower() in ("http", "https"):
+                end = len(rest)
+                for stop in "/?#":
+                    at = rest.find(stop, 0, end)
+                    if at >= 0:
+                        end = at
+                if rest[:end] == self.origin(trust_proxy)[1]:
+                    return ref
         return self.url_for(trust_proxy)
 
     def pairing(self) -> tuple[str, str] | None:
