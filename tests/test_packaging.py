@@ -37,7 +37,7 @@ def test_the_public_namespace_is_exactly_what_it_exports() -> None:
     # As httpx's test_exported_members: nothing public is left out of __all__, nothing private
     # leaks in, and reprs and docs name the public path.
     public = {name for name in dir(layersync_middleware) if not name.startswith("_")}
-    modules = {"asgi", "wsgi", "testing", "flask", "django", "hub", "cli", "celery", "annotations"}
+    modules = {"asgi", "wsgi", "testing", "flask", "django", "hub", "cli", "celery", "metrics", "annotations"}
     assert public - modules == set(layersync_middleware.__all__) - {"__version__"}
     assert layersync_middleware.__all__ == sorted(layersync_middleware.__all__)
     for name in layersync_middleware.__all__:
