@@ -625,7 +625,7 @@ class Sender:
             self._notes, self._drops = [], []
         return reports
 
-    def calls_hook(self, reports: Reports) -> bool:
+    def tells_on_drop(self, reports: Reports) -> bool:
         """:meth:`tell` will run ``on_drop`` (user code: a driver on an event loop tells
         from a thread)."""
         return self._on_drop is not None and any(not drop.quiet for drop in reports.drops)

@@ -106,7 +106,10 @@ class Worker:
         """Hand over a paired request's record (the sender builds its event), or an event
         with an id made just now. No lock on the way (see :meth:`Sender.offer`)."""
         if in_on_drop():  # taken in now, marked: on_drop is not told of its drop (no loop)
-            self.submit(record) if isinstance(record, dict) else self.submit_paired(record)
+            if isinstance(record, dict):
+                self.submit(record)
+            else:
+                self.submit_paired(record)
             return
         if self._pid != os.getpid():
             self._after_fork()
@@ -488,7 +491,7 @@ class AsyncioWorker(Worker):
         """Log the drops and tell ``on_drop``: user code, so from a thread, never on the loop."""
         sender = self.sender
         reports = sender.take_reports()
-        if sender.calls_hook(reports):
+        if sender.tells_on_drop(reports):
             await asyncio.to_thread(sender.tell, reports)
         else:
             sender.tell(reports)  # log lines only
