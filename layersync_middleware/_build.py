@@ -44,9 +44,10 @@ BeforeSend = Callable[[Event], "Event | None"]
 Refuse = Callable[..., None]
 
 MAX_URL = 2048
-# A hook (before_send, on_drop, consent) that tracks an event from inside itself runs at
-# depth 1; the event it tracks may run its own before_send (depth 2), which may not track
-# again: a hook that always tracks would otherwise loop for ever.
+# A hook (before_send, on_drop) that tracks an event from inside itself runs at depth 1;
+# the event it tracks may run its own before_send (depth 2), which may not track again: a
+# hook that always tracks would otherwise loop for ever. ``consent`` runs on the request
+# like the handler, with nothing of the sender's on the stack: depth 0.
 MAX_HOOK_DEPTH = 2
 
 
@@ -65,6 +66,9 @@ class Paired(NamedTuple):
 
 class _Hooks(threading.local):
     depth = 0
+    # In on_drop: what it tracks is not told to on_drop when dropped in turn (a hub that
+    # refuses every event would otherwise make each drop track the next, for ever).
+    on_drop = False
 
 
 hooks = _Hooks()
@@ -73,6 +77,11 @@ hooks = _Hooks()
 def in_hook() -> int:
     """How deep this thread is in user hooks (0: not in one)."""
     return hooks.depth
+
+
+def in_on_drop() -> bool:
+    """This thread runs ``on_drop`` (see :attr:`~._queue.Queued.quiet`)."""
+    return hooks.on_drop
 
 
 def _is_mapping(value: object) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from .. import _wire
+from .._build import hooks, in_on_drop
 from .._event import Event, HeaderEvent, encode_event
 from .._log import RateLimitedLog, logger
 from .._settings import Settings
@@ -124,6 +125,14 @@ class Drop(NamedTuple):
     attempts: int
     reason: DropReason
     outcome: Outcome | None
+    quiet: bool = False  # on_drop tracked it: on_drop is not told of its drop (see Queued.quiet)
+
+
+class Reports(NamedTuple):
+    """What :meth:`Sender.tell` logs and tells ``on_drop``, taken under the lock."""
+
+    notes: list[tuple[int, str, tuple[object, ...]]]
+    drops: list[Drop]
 
 
 def backoff(
@@ -267,6 +276,7 @@ class Sender:
         should look (the queue was idle, or a batch is full). ``verified=False``: its id
         came from request headers (see :func:`_claim_key`)."""
         item = Queued(event if verified else HeaderEvent(event), 0, 0.0, verified=verified)
+        item.quiet = in_on_drop()
         with self.lock:
             return self._push_new(item)
 
@@ -284,9 +294,11 @@ class Sender:
 
     def submit_paired(self, record: Paired) -> int:
         """:meth:`offer` with the lock: returns as :meth:`submit` (REFUSED: a duplicate)."""
+        item = Queued.paired(record, 0, 0.0)
+        item.quiet = in_on_drop()
         with self.lock:
             self._absorb()  # what came before it goes first
-            return self._push_paired(record)
+            return self._push_new(item)
 
     def _absorb(self) -> bool:
         """Must hold the lock. Take the handed-over records into the queue; True when
@@ -325,8 +337,9 @@ class Sender:
         """Queue an event whose pair :meth:`claim` took; returns as :meth:`submit`. With
         ``failed=(attempts, outcome)`` (``send()`` could not deliver it in time), it
         waits the backoff of its next retry instead of being due now."""
+        item = Queued(event, 0, 0.0)
+        item.quiet = in_on_drop()
         with self.lock:
-            item = Queued(event, 0, 0.0)
             done = self._push(item)
             if done != REFUSED and failed is not None:
                 self._queue.remove(item)
@@ -474,7 +487,8 @@ class Sender:
     def prepare(self, batch: list[Queued]) -> list[Queued]:
         """Call without the lock, between :meth:`take` and the send: build what was queued
         as a builder, encode, and cut the batch at the byte limit (the rest goes back,
-        first in line). Events that can never be sent are dropped as ``invalid``."""
+        first in line). Events that can never be sent are dropped as ``invalid``; the driver
+        reports them (:meth:`report_drops`), off the loop if it runs one (``on_drop``)."""
         ready: list[Queued] = []
         bad: list[tuple[Queued, DropReason | None]] = []
         rest: list[Queued] = []
@@ -507,7 +521,6 @@ class Sender:
                     self._queue.unpop(item)
                 if rest and self._ready_since is None:
                     self._ready_since = self._clock()
-            self.report_drops()
         return ready
 
     def materialize(self, item: Queued) -> bool:
@@ -643,27 +656,42 @@ class Sender:
         self._recent.pop(_claim_key(item.key, item.verified), None)  # never delivered: the pair may come again
         if reason is not None:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
-            self._drops.append(Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome))
+            drop = Drop(item.event, item.name, item.key[0], item.attempts, reason, outcome, item.quiet)
+            self._drops.append(drop)
 
     def report_drops(self) -> None:
         """Log and call ``on_drop`` for the drops found so far (user code: never under the lock)."""
+        self.tell(self.take_reports())
+
+    def take_reports(self) -> Reports:
+        """The drops and log lines found so far, for :meth:`tell` (which must follow)."""
         if self._observer is not None:  # after every batch, drops or not
             self._observer.sync()
         with self.lock:
-            drops, self._drops = self._drops, []
-            notes, self._notes = self._notes, []
-            if not drops and not notes:
-                return
-            self._reporting += 1
+            reports = Reports(self._notes, self._drops)
+            self._notes, self._drops = [], []
+            if reports.notes or reports.drops:
+                self._reporting += 1  # a flush waits for these reports (wait_flush)
+        return reports
+
+    def tells_on_drop(self, reports: Reports) -> bool:
+        """:meth:`tell` will run ``on_drop`` (user code: a driver on an event loop tells
+        from a thread)."""
+        return self._on_drop is not None and any(not drop.quiet for drop in reports.drops)
+
+    def tell(self, reports: Reports) -> None:
+        """Log ``reports`` and tell ``on_drop`` of its drops. Never under the lock."""
+        if not reports.notes and not reports.drops:
+            return
         try:
-            for level, message, args in notes:
+            for level, message, args in reports.notes:
                 self.log.log(level, message, *args)
-            for drop in drops:
+            for drop in reports.drops:
                 self._report(drop)
         finally:
             with self.cond:
                 self._reporting -= 1
-                self.cond.notify_all()  # a flush waiting for these reports (wait_flush)
+                self.cond.notify_all()
 
     def _report(self, drop: Drop) -> None:
         outcome = drop.outcome
@@ -686,11 +714,19 @@ class Sender:
                 outcome.status,
                 level=logging.ERROR,
             )
-        if self._on_drop is not None:
-            try:
-                self._on_drop(drop.event, drop.reason)
-            except Exception:  # user code must not kill the worker
-                self._log.warn("on_drop", "on_drop raised", level=logging.ERROR)
+        if self._on_drop is None or drop.quiet:
+            return
+        # A hook: what it tracks runs its before_send one level deeper (see MAX_HOOK_DEPTH)
+        # and is never told to on_drop in turn.
+        was_on_drop, hooks.on_drop = hooks.on_drop, True
+        hooks.depth += 1
+        try:
+            self._on_drop(drop.event, drop.reason)
+        except Exception:  # user code must not kill the worker
+            self._log.warn("on_drop", "on_drop raised", level=logging.ERROR)
+        finally:
+            hooks.depth -= 1
+            hooks.on_drop = was_on_drop
 
     # -- one event now (send()) ------------------------------------------------------------
     def note_attempt(self, outcome: Outcome, latency: float) -> None:

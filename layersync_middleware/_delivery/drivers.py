@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._build import Paired, in_hook
+from .._build import Paired, in_on_drop
 from .._event import Event, encode_event
 from .._log import RateLimitedLog, logger
 from . import lifecycle as _lifecycle
@@ -100,6 +100,12 @@ class Worker:
     def offer(self, record: Paired | Event) -> None:
         """Hand over a paired request's record (the sender builds its event), or an event
         with an id made just now. No lock on the way (see :meth:`Sender.offer`)."""
+        if in_on_drop():  # taken in now, marked: on_drop is not told of its drop (no loop)
+            if isinstance(record, dict):
+                self.submit(record)
+            else:
+                self.submit_paired(record)
+            return
         if self._pid != os.getpid():
             self._after_fork()
         if self.sender.offer(record) == WAKE:
@@ -144,14 +150,13 @@ class Worker:
 
     def _send(self, batch: list[Queued], timeout: float) -> None:
         batch = self.sender.prepare(batch)
-        if not batch:
-            return
-        started = self._clock()
-        try:
-            outcomes = self._transport_now().send([i.event for i in batch], [i.body or b"" for i in batch], timeout)
-        except Exception as exc:  # a transport must not raise; if one does, the events wait
-            outcomes = _failed(batch, exc)
-        self.sender.record(batch, outcomes, self._clock() - started)
+        if batch:
+            started = self._clock()
+            try:
+                outcomes = self._transport_now().send([i.event for i in batch], [i.body or b"" for i in batch], timeout)
+            except Exception as exc:  # a transport must not raise; if one does, the events wait
+                outcomes = _failed(batch, exc)
+            self.sender.record(batch, outcomes, self._clock() - started)
         self.sender.report_drops()
 
     def _drain_inline(self, deadline: float) -> None:
@@ -268,8 +273,11 @@ class InlineWorker(Worker):
     """``sender="sync"``: each event is sent in the caller, at once.
 
     An event tracked from inside a hook (``before_send``, ``on_drop``) while this thread
-    delivers is sent by the delivery under way, not by a second one inside it: no lock is
-    taken twice and no hook runs inside itself."""
+    delivers (a flush included) is sent by the delivery under way, not by a second one
+    inside it: no lock is taken twice and no hook runs inside itself. One tracked from a
+    hook with no delivery under way (the ``before_send`` of ``track()`` or ``send()``)
+    goes at once, like any other: it must not wait for the next event when the hook
+    drops its own."""
 
     def _reset(self) -> None:
         super()._reset()
@@ -277,13 +285,17 @@ class InlineWorker(Worker):
 
     def wake(self) -> None:
         self._keep()
-        if in_hook() or getattr(self._delivering, "on", False):
+        self._flush_until(self._clock() + self.settings.timeout)
+
+    def _flush_until(self, deadline: float) -> None:
+        delivering = self._delivering
+        if getattr(delivering, "on", False):
             return
-        self._delivering.on = True
+        delivering.on = True
         try:
-            self._drain_inline(self._clock() + self.settings.timeout)
+            self._drain_inline(deadline)
         finally:
-            self._delivering.on = False
+            delivering.on = False
 
 
 class ThreadWorker(Worker):
@@ -456,7 +468,7 @@ class AsyncioWorker(Worker):
                 if isinstance(step, list):
                     if step:
                         await self._asend(step)
-                    sender.report_drops()
+                    await self._report_drops()
                     progress.set()
                     continue
                 try:
@@ -477,6 +489,15 @@ class AsyncioWorker(Worker):
                 await atransport.aclose()
             except (Exception, asyncio.CancelledError):  # a broken transport, or cancelled again
                 pass
+
+    async def _report_drops(self) -> None:
+        """Log the drops and tell ``on_drop``: user code, so from a thread, never on the loop."""
+        sender = self.sender
+        reports = sender.take_reports()
+        if sender.tells_on_drop(reports):
+            await asyncio.to_thread(sender.tell, reports)
+        else:
+            sender.tell(reports)  # log lines only
 
     async def _asend(self, batch: list[Queued]) -> None:
         sender = self.sender

@@ -42,6 +42,7 @@ class Queued:
         "key",
         "name",
         "priority",
+        "quiet",
         "record",
         "refused",
         "seq",
@@ -65,6 +66,7 @@ class Queued:
         self.verified = verified  # False: it came from browser headers, not from app code
         self.body: bytes | None = None  # the encoded event, cached across retries
         self.refused = False  # refused when built: never sent
+        self.quiet = False  # tracked from inside on_drop: a drop of it is not told to on_drop
 
     @classmethod
     def paired(cls, record: Paired, seq: int, now: float) -> Queued:
@@ -86,6 +88,7 @@ class Queued:
         item.verified = False
         item.body = None
         item.refused = False
+        item.quiet = False
         return item
 
     def materialize(self, build: Callable[[Paired], Event | None] | None) -> bool:

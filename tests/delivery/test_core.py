@@ -52,6 +52,7 @@ class Harness:
             return []
         batch = self.sender.prepare(batch)  # as the drivers do: build, encode, cut at the byte limit
         if not batch:
+            self.sender.report_drops()  # what prepare dropped (the driver tells on_drop)
             return []
         self.calls.append([i.key[0] for i in batch])
         outcomes = list(answer) if answer is not None else [self.script.pop(0) if self.script else OK] * len(batch)

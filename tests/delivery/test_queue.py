@@ -90,3 +90,17 @@ def test_evicted_entries_do_not_pile_up() -> None:
         q.park(popped, due=1e9)  # parked for ever, then evicted by newer ones
     assert len(q) == 10 and len(q._parked) <= 2 * 10 + 64
     assert sum(len(f) for f in q._ready.values()) <= 20
+
+
+def test_a_paired_item_is_made_with_every_field_a_queued_event_has() -> None:
+    from layersync_middleware._build import Paired
+    from layersync_middleware._request import RequestContext
+
+    request = RequestContext(None, {}, "https", "shop.example", "/cart", "/cart", "")
+    record = Paired("atc_0123456789abcdef", "add_to_cart", 0.0, {}, (), 0, None, request)
+    paired = Queued.paired(record, 7, 1.5)  # made field by field, for speed: none may be missed
+    plain = Queued({"event_id": "atc_0123456789abcdef", "event_name": "add_to_cart"}, 7, 1.5, verified=False)
+    for name in Queued.__slots__:
+        if name != "record":
+            assert getattr(paired, name) == getattr(plain, name), name
+    assert paired.record is record
