@@ -540,3 +540,11 @@ def test_every_test_the_readme_names_exists() -> None:
             missing.append(f"{current}::{name}")
     assert len(named) >= 40
     assert missing == []
+
+
+def test_no_merge_conflict_is_left_in_the_docs() -> None:
+    for doc in ("README.md", "CHANGELOG.md", "docs/wire.md", "bench/README.md", "example_apps/README.md"):
+        lines = (ROOT / doc).read_text().splitlines()
+        assert not [
+            n for n, line in enumerate(lines, 1) if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
+        ], doc
