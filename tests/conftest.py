@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from durable_apps.hubctl import SwitchableHub
 from helpers import SITE, LiveHub, settings
 
 from layersync_middleware import LayerSync
@@ -36,6 +37,14 @@ def hub(_hub_server: HubServer) -> Iterator[LiveHub]:
     yield live
     live.reset()
     live.http.close()
+
+
+@pytest.fixture
+def switchable_hub() -> Iterator[SwitchableHub]:
+    """A hub of the test's own that goes ``down()`` and comes back ``up()`` on its port."""
+    hub = SwitchableHub()
+    yield hub
+    hub.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import SITE
-from servers import free_port
+from servers import free_port, wait_until_serving
 
 from layersync_middleware._version import __version__
 from layersync_middleware.cli import main
@@ -68,7 +68,7 @@ def test_check_reports_one_clear_line_without_the_key() -> None:
 
 
 @pytest.fixture
-def own_hub() -> Iterator[HubServer]:
+def private_hub() -> Iterator[HubServer]:
     # Its own hub, not the shared one: the tests below change its faults.
     with HubServer(create_hub([SITE])) as server:
         yield server
@@ -85,19 +85,19 @@ def use_hub(monkeypatch: pytest.MonkeyPatch, url: str, secret: str = SITE.secret
 
 
 def test_send_test_event(
-    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    private_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_hub(monkeypatch, own_hub.url)
+    use_hub(monkeypatch, private_hub.url)
     assert main(["send-test-event"]) == 0
     assert "ok: HTTP 200" in capsys.readouterr().out
-    events = httpx.get(own_hub.url + "/api/hub/events").json()["events"]
+    events = httpx.get(private_hub.url + "/api/hub/events").json()["events"]
     assert [e["event"]["event_name"] for e in events] == ["test_event"]
 
 
 def test_send_test_event_says_what_to_check_on_a_401(
-    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    private_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_hub(monkeypatch, own_hub.url, secret="sk_wrong_secret")
+    use_hub(monkeypatch, private_hub.url, secret="sk_wrong_secret")
     assert main(["send-test-event"]) == 1
     err = capsys.readouterr().err
     assert "not delivered: HTTP 401" in err and "LAYERSYNC_SECRET" in err and "LAYERSYNC_SITE_ID" in err
@@ -117,10 +117,10 @@ def test_send_test_event_to_a_closed_port_is_bounded(
 
 
 def test_send_test_event_to_a_hanging_hub_is_bounded(
-    own_hub: HubServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    private_hub: HubServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    httpx.post(own_hub.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 60}).raise_for_status()
-    use_hub(monkeypatch, own_hub.url, timeout_ms=1500)
+    httpx.post(private_hub.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 60}).raise_for_status()
+    use_hub(monkeypatch, private_hub.url, timeout_ms=1500)
     started = time.monotonic()
     assert main(["send-test-event"]) == 1
     assert time.monotonic() - started < 1.5 + 2
@@ -149,12 +149,7 @@ def hub_command(*args: str) -> Iterator[HubCommand]:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean)
     hub = HubCommand(f"http://127.0.0.1:{port}", proc)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(hub.url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(hub.url, proc, "layersync hub")
         yield hub
     finally:
         proc.terminate()

@@ -169,7 +169,7 @@ def test_asend_does_not_block_the_loop(hub: LiveHub, hub_client: LayerSync) -> N
             nonlocal ticks
             while True:
                 ticks += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the scenario: a loop's other work, counting its turns
 
         task = asyncio.create_task(ticker())
         result = await hub_client.asend("lead", request=req())

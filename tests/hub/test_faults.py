@@ -104,7 +104,7 @@ def test_drip_writes_status_line_and_headers_byte_by_byte(server: HubServer, htt
     auth = b"Authorization: Bearer sk_f_secret\r\nX-LayerSync-Site-Id: site_f\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head + auth + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: how much of the answer drips out in 0.5 s
         so_far = sock.recv(1000)
     # About 5 bytes in 0.5 s: the status line itself is still arriving (whole, it is 17).
     assert 0 < len(so_far) < 17 and b"HTTP/1.1 200 OK\r\n".startswith(so_far)
