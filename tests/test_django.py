@@ -39,17 +39,6 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message
 
 
-# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
-@pytest.fixture
-def ATC() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
-
-
-@pytest.fixture
-def PUR() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
-
-
 def environ_headers(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` as WSGI environ keys (``HTTP_X_LAYERSYNC_EVENT_ID``)."""
     return {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}

@@ -14,17 +14,6 @@ from layersync_middleware.flask import FlaskLayerSync, settings_from_config
 from layersync_middleware.testing import capture_events
 
 
-# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
-@pytest.fixture
-def ATC() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
-
-
-@pytest.fixture
-def PUR() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
-
-
 def hub_config(hub: LiveHub) -> dict[str, object]:
     return {
         "LAYERSYNC_SITE_ID": SITE.site_id,
@@ -190,11 +179,13 @@ def test_no_matcher_pairs_what_the_sdk_stamps_under_a_mount_and_not_on_a_get(hub
     ext = FlaskLayerSync(app)
     atc = {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
     c = app.test_client()
+    # Adapters configured alike share one client (a Django test's may have counted already).
+    before = ext.client.stats().dropped.get("read_only_method", 0)
     # Mounted at /api (SCRIPT_NAME): the browser called /api/cart, which the SDK stamps.
     assert c.post("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
     assert c.get("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
     assert [e["event"]["event_id"] for e in hub.events("server")] == [atc["X-LayerSync-Event-Id"]]
-    assert ext.client.stats().dropped == {"read_only_method": 1}
+    assert ext.client.stats().dropped.get("read_only_method", 0) - before == 1
 
 
 @pytest.mark.parametrize("mount", ["", "/api"], ids=["root", "mounted"])
