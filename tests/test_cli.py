@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +21,32 @@ from layersync_middleware.cli import main
 from layersync_middleware.hub import HubServer, create_hub
 from layersync_middleware.hub.sites import DEMO_SITE
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "layersync_middleware.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        timeout=60,
-    )
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def test_demo_shows_a_group_of_each_verdict_and_exits_0() -> None:
-    result = run("demo", "--no-wait")
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``layersync ARGS`` in this process (measured by coverage, no interpreter to start),
+    with only the ``env`` given of the ``LAYERSYNC_*`` variables; answers as ``run`` does."""
+
+    def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        for name in [n for n in os.environ if n.startswith("LAYERSYNC_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's --help and usage errors
+            code = int(exit.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call
+
+
+def test_demo_shows_a_group_of_each_verdict_and_exits_0(cli: Cli) -> None:
+    result = cli("demo", "--no-wait")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     rows = [line.split(None, 4) for line in out.splitlines() if re.match(r"^\w+\s+\w+_\w+\s+\d+\s+\d+\s", line)]
@@ -58,12 +70,12 @@ def test_demo_shows_a_group_of_each_verdict_and_exits_0() -> None:
     assert "sk_demo_secret" not in out + result.stderr
 
 
-def test_check_reports_one_clear_line_without_the_key() -> None:
-    result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "pk_live_abcdef123"})
+def test_check_reports_one_clear_line_without_the_key(cli: Cli) -> None:
+    result = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "pk_live_abcdef123"})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "LAYERSYNC_SECRET: is a publishable key" in result.stderr
     assert "abcdef123" not in result.stderr and "Traceback" not in result.stderr
-    ok = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_live_abcdef123"})
+    ok = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_live_abcdef123"})
     assert ok.returncode == 0 and "settings OK" in ok.stdout and "abcdef123" not in ok.stdout
 
 
@@ -198,8 +210,8 @@ def test_hub_command_prints_the_demo_credentials_it_accepts() -> None:
 
 
 @pytest.mark.parametrize("command", ["hub", "demo", "send-test-event", "check"])
-def test_every_subcommand_help_shows_defaults(command: str) -> None:
-    result = run(command, "--help")
+def test_every_subcommand_help_shows_defaults(cli: Cli, command: str) -> None:
+    result = cli(command, "--help")
     shown = " ".join(result.stdout.split())  # argparse wraps lines
     assert result.returncode == 0 and "usage: layersync " + command in shown
     if command == "hub":
@@ -231,15 +243,15 @@ def test_version_and_python_dash_m() -> None:
         ),
     ],
 )
-def test_check_fails_naming_the_setting(env: dict[str, str], named: str) -> None:
-    result = run("check", env=env)
+def test_check_fails_naming_the_setting(cli: Cli, env: dict[str, str], named: str) -> None:
+    result = cli("check", env=env)
     assert result.returncode == 2 and result.stderr.startswith(f"layersync: {named}")
     assert "Traceback" not in result.stderr and "abcdef123" not in result.stderr
 
 
-def test_check_prints_the_names_each_pattern_allows() -> None:
+def test_check_prints_the_names_each_pattern_allows(cli: Cli) -> None:
     matcher = "/api/cart/*, /api/orders, /api/*, /api/refunds/*=refund|purchase, /hooks/*=*"
-    result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
+    result = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
     assert result.returncode == 0, result.stderr
     lines = [line.strip() for line in result.stdout.splitlines()]
     # A wildcard pattern is not a URL: the SDK names /api/checkout/complete purchase,
@@ -272,3 +284,15 @@ sys.exit(main(sys.argv[1:]))
     assert check.returncode == 0 and "settings OK" in check.stdout, check.stderr
     hub = subprocess.run([sys.executable, "-c", code, "hub"], capture_output=True, text=True, env=env, timeout=60)
     assert hub.returncode == 2 and "pip install 'layersync-middleware[hub]'" in hub.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--fault", "500", "--fault-rate", "2"], "layersync: --fault-rate: rate must be a number from 0 to 1, got 2"),
+        (["--allow-peer", "nonsense"], "layersync: --allow-peer: 'nonsense' is not an IP address or network"),
+    ],
+)
+def test_hub_refuses_a_bad_option_naming_it_before_serving(cli: Cli, args: list[str], said: str) -> None:
+    result = cli("hub", "--db", ":memory:", *args)
+    assert result.returncode == 2 and result.stderr.startswith(said) and result.stdout == ""  # nothing served
