@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 import types
+from collections.abc import Sequence
 
 import pytest
 from helpers import SITE, LiveHub, queued, settings, wait_for
@@ -17,7 +18,7 @@ from helpers import SITE, LiveHub, queued, settings, wait_for
 from layersync_middleware import LayerSync
 from layersync_middleware._delivery import drivers as worker_module
 from layersync_middleware._delivery.drivers import AsyncioWorker, ThreadWorker
-from layersync_middleware._delivery.transport import AsyncHTTPTransport, HTTPTransport, Transport
+from layersync_middleware._delivery.transport import AsyncHTTPTransport, HTTPTransport, Outcome, Transport
 from layersync_middleware._event import Event
 from layersync_middleware.testing import MemoryTransport
 
@@ -361,6 +362,34 @@ def test_ashutdown_closes_every_connection_it_opened(hub: LiveHub) -> None:
     asyncio.run(main())
     worker = client._worker
     assert worker._transport is None
+
+
+def test_the_asyncio_sender_sends_through_a_transport_without_asend_in_a_thread() -> None:
+    class SendOnly:
+        """A user's transport with only the synchronous ``send``."""
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str]] = []  # (event id, thread)
+
+        def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+            self.sent += [(str(e["event_id"]), threading.current_thread().name) for e in events]
+            return [Outcome("ok", 200) for _ in events]
+
+        def close(self) -> None:
+            pass
+
+    transport = SendOnly()
+    client = LayerSync(settings(sender="asyncio"), transport=transport)
+
+    async def app() -> tuple[str, int, str]:
+        eid = queued(client.track("lead"))
+        left = await client.aflush(3)
+        await client.ashutdown(1)
+        return eid, left, threading.current_thread().name
+
+    eid, left, loop_thread = asyncio.run(app())
+    assert left == 0 and [i for i, _ in transport.sent] == [eid]
+    assert transport.sent[0][1] != loop_thread  # a blocking send never runs on the loop
 
 
 # -- every connection a worker opens is closed ------------------------------------------------------------

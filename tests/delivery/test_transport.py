@@ -61,6 +61,9 @@ def test_retry_after_seconds_dates_and_cap() -> None:
     assert parse_retry_after("soon") is None
     when = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
     assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now=when.timestamp() - 30) == pytest.approx(30)
+    # A date with no zone ("-0000") is read as UTC; "nan" is no wait at all, not a NaN one.
+    assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 -0000", now=when.timestamp() - 30) == pytest.approx(30)
+    assert parse_retry_after("nan") is None
     assert classify(429, "3", b"", EVENTS[:1]) == [Outcome("retry", 429, 3.0, "HTTP 429")]
 
 
