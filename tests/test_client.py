@@ -4,12 +4,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from helpers import SECRET, LiveHub, settings
 
-from layersync_middleware import LayerSync
+from layersync_middleware import ConfigurationError, Delivery, LayerSync
+from layersync_middleware._delivery.transport import Outcome
+from layersync_middleware._event import Event
 from layersync_middleware.testing import MemoryTransport
 
 
@@ -318,3 +321,56 @@ def test_a_paired_event_refused_when_built_is_counted_once(memory: MemoryTranspo
     client._builder.before_send = None
     assert client._track_paired(PendingEvent("atc_0123456789abcdef", "add_to_cart"), req()) is not None
     assert len(memory.events) == 1
+
+
+# -- what the client refuses, and what it never raises --------------------------------------------
+def test_a_pair_sent_twice_reaches_the_transport_once(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    first = sync_client.send("purchase", {"value": 1}, event_id="pur_0123456789abcdef")
+    again = sync_client.send("purchase", {"value": 1}, event_id="pur_0123456789abcdef")
+    assert first.ok and again == Delivery(False, None, "pur_0123456789abcdef", "duplicate")
+    assert [e["event_id"] for e in memory.events] == ["pur_0123456789abcdef"]
+    assert sync_client.stats().duplicates == 1
+
+
+def test_a_transport_that_raises_never_raises_into_send() -> None:
+    class Broken(MemoryTransport):
+        def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+            raise RuntimeError("a bug in a user's transport")
+
+    client = LayerSync(settings(sender="sync"), transport=Broken())
+    delivery = client.send("purchase", {"value": 1})
+    # Counted as a failed attempt: kept for the background sender, as a network error is.
+    assert (delivery.ok, delivery.error, delivery.queued) == (False, "RuntimeError", True)
+    assert client.stats().queued == 1
+    client.shutdown(0)
+
+
+def test_an_unreadable_request_is_refused_and_counted_never_raised(
+    sync_client: LayerSync, memory: MemoryTransport
+) -> None:
+    assert sync_client.track_from_headers(object()) is None
+    refused = asyncio.run(sync_client.asend("lead", request=object()))
+    assert refused == Delivery(False, None, None, "refused")
+    assert memory.events == [] and sync_client.stats().dropped == {"invalid": 2}
+
+
+def test_an_event_the_sender_cannot_take_is_counted_never_raised(
+    sync_client: LayerSync, memory: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the queue broke")
+
+    monkeypatch.setattr(sync_client._worker, "offer", broken)
+    monkeypatch.setattr(sync_client._worker, "submit", broken)
+    assert sync_client.track("lead") is None  # a fresh id: offered
+    assert sync_client.track("lead", event_id="lead_feedfacecafebeef") is None  # the caller's id: submitted
+    assert sync_client.stats().dropped == {"internal_error": 2} and memory.events == []
+
+
+def test_options_next_to_settings_apply_and_a_wrong_one_is_named_at_start_up(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(), transport=memory, timeout_ms=2500)
+    assert client.settings.timeout == 2.5
+    with pytest.raises(ConfigurationError, match="timeout_msec"):
+        LayerSync(settings(), transport=memory, timeout_msec=2500)
+    with pytest.raises(TypeError, match="before_send must be a callable"):
+        LayerSync(settings(), transport=memory, before_send="drop_pii")  # type: ignore[arg-type]
