@@ -374,3 +374,22 @@ def test_options_next_to_settings_apply_and_a_wrong_one_is_named_at_start_up(mem
         LayerSync(settings(), transport=memory, timeout_msec=2500)
     with pytest.raises(TypeError, match="before_send must be a callable"):
         LayerSync(settings(), transport=memory, before_send="drop_pii")  # type: ignore[arg-type]
+
+
+def test_send_with_no_time_left_queues_without_trying(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    delivery = sync_client.send("purchase", {"value": 1}, timeout=0)
+    assert (delivery.ok, delivery.error, delivery.queued) == (False, "timed out", True)
+    assert memory.events == []  # not tried now: the background sender has it
+    assert sync_client.flush(1) == 0 and [e["event_id"] for e in memory.events] == [delivery.event_id]
+
+
+def test_send_of_an_event_before_send_made_unencodable_is_dropped_not_queued(memory: MemoryTransport) -> None:
+    def poison(event: Event) -> Event:
+        event["custom_data"]["when"] = object()  # JSON cannot carry it
+        return event
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=poison)
+    delivery = client.send("purchase", {"value": 1})
+    assert not delivery.ok and not delivery.queued and (delivery.error or "").startswith("cannot encode")
+    assert memory.events == [] and client.stats().queued == 0
+    client.shutdown(0)
