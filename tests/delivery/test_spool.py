@@ -335,3 +335,30 @@ def test_an_owner_whose_heartbeat_stops_is_taken_over_after_the_lease(
     assert b.flush(5) == 0 and set(switchable_hub.ids()) == ids
     a.shutdown(0)
     b.shutdown(0.2)
+
+
+def test_a_spool_an_older_version_made_gains_its_new_columns_and_is_used(
+    switchable_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    old = sqlite3.connect(spool)  # the schema before the owners' beat and the rows' site and key
+    old.executescript("""
+        CREATE TABLE owners (owner TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+                             lease_until REAL NOT NULL);
+        CREATE TABLE events (event_id TEXT NOT NULL, event_name TEXT NOT NULL, owner TEXT NOT NULL,
+                             priority INTEGER NOT NULL, verified INTEGER NOT NULL, queued_at_ms INTEGER NOT NULL,
+                             attempts INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (event_id, event_name))
+                             WITHOUT ROWID;
+    """)
+    old.close()
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
+    eid = queued(ls.track("purchase", {"value": 1}))
+    wait_for(lambda: [r[0] for r in spool_rows(spool)] == [eid], "the event in the old file")
+    db = sqlite3.connect(spool)
+    columns = {(t, row[1]) for t in ("owners", "events") for row in db.execute(f"PRAGMA table_info({t})")}
+    db.close()
+    assert {("owners", "beat"), ("events", "site"), ("events", "key_fp")} <= columns
+    switchable_hub.up()
+    assert ls.flush(5) == 0 and switchable_hub.ids() == [eid] and spool_rows(spool) == []
+    ls.shutdown(0.5)
