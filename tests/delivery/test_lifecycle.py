@@ -6,6 +6,7 @@ local hub."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -299,3 +300,25 @@ def test_the_lifespan_shutdown_drains_every_client_of_the_process(hub: LiveHub, 
         started = time.monotonic()
     assert time.monotonic() - started < 2 + 0.5  # shutdown_timeout, for every client together
     assert [e["event_name"] for e in other.events] == ["purchase"]
+
+
+def test_a_client_that_fails_to_shut_down_keeps_no_other_from_draining(
+    new_exit: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> object:
+        raise RuntimeError("a bug in one client's shutdown")
+
+    delivered = MemoryTransport()
+    client = LayerSync(settings(), transport=delivered)
+    client._worker.wake = lambda: None  # type: ignore[method-assign]  # nothing leaves until a drain
+    first = LayerSync(settings(sender="asyncio"), transport=MemoryTransport())
+    monkeypatch.setattr(first._worker, "_shutdown", broken)
+    monkeypatch.setattr(first._worker, "ashutdown", broken)
+    eid = queued(client.track("purchase"))
+    # The ASGI lifespan's drain: ``first`` on the loop fails, the others drain all the same.
+    asyncio.run(lifecycle.adrain(2, first._worker))
+    assert [e["event_id"] for e in delivered.events] == [eid]
+    lifecycle.exit_over()
+    again = queued(client.track("purchase"))
+    assert layersync_middleware.drain(2) >= 0  # never raises
+    assert [e["event_id"] for e in delivered.events] == [eid, again]
