@@ -111,3 +111,34 @@ def test_fault_settings_round_trip(hub_asgi: TestClient) -> None:
     shown = hub_asgi.post("/api/hub/faults", json=settings).json()
     assert shown == {**shown, **settings} and shown["hits"] == 0
     assert hub_asgi.post("/api/hub/faults", json=shown).status_code == 200  # a GET's answer posts back
+
+
+def test_a_body_that_is_not_gzip_or_too_long_without_a_length_is_refused(hub_asgi: TestClient) -> None:
+    r = hub_asgi.post("/api/v1/events/server", content=b"plain json", headers={**SERVER, "Content-Encoding": "gzip"})
+    assert (r.status_code, r.json()) == (400, {"error": "body is not valid gzip"})
+
+    def chunks() -> Iterator[bytes]:  # streamed: no Content-Length to refuse it by
+        for _ in range(5):
+            yield b" " * (300 * 1024)
+
+    r = hub_asgi.post("/api/v1/events/server", content=chunks(), headers=SERVER)
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+    assert feed_works(hub_asgi)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "said"),
+    [
+        ("", 400, "event_id (and site_id when the hub has several sites) are required"),
+        ("event_id=x_0001&unpaired_after=soon", 400, "unpaired_after must be a number, got 'soon'"),
+        ("event_id=x_0001&unpaired_after=-1", 400, "unpaired_after must be a finite number >= 0"),
+        ("event_id=x_0001&unpaired_after=inf", 400, "unpaired_after must be a finite number >= 0"),
+        ("event_id=" + "x" * 257, 400, "event_id is too long"),
+        ("event_id=x_0404", 404, "no event carries this event_id (evicted, reset, or never received)"),
+    ],
+)
+def test_a_wrong_question_about_one_id_is_answered_with_why(
+    hub_asgi: TestClient, query: str, status: int, said: str
+) -> None:
+    r = hub_asgi.get("/api/hub/group?" + query)
+    assert (r.status_code, r.json()) == (status, {"error": said})
