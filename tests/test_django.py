@@ -370,3 +370,17 @@ def test_celery_sender_checks_name_the_app_setting_and_the_worker_command_line()
     ):
         [warning] = layersync_messages()
     assert warning.id == "layersync.W004" and "celery -A shop worker -Q celery,tracking" in str(warning.hint)
+
+
+@pytest.mark.parametrize(
+    ("hook", "said"),
+    [
+        ("no_such_module.consent", "LAYERSYNC['CONSENT']: cannot import 'no_such_module.consent'"),
+        (42, "LAYERSYNC['CONSENT']: must be a callable or a dotted path to one"),
+    ],
+)
+def test_a_consent_hook_that_is_not_one_is_named_as_written(no_env: None, hook: object, said: str) -> None:
+    wrong = {"SITE_ID": "s", "SECRET_KEY": SITE.secret_key, "CONSENT": hook}
+    with override_settings(LAYERSYNC=wrong), pytest.raises(ConfigurationError) as info:
+        conf.load()
+    assert str(info.value).startswith(said)
