@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -296,3 +297,26 @@ sys.exit(main(sys.argv[1:]))
 def test_hub_refuses_a_bad_option_naming_it_before_serving(cli: Cli, args: list[str], said: str) -> None:
     result = cli("hub", "--db", ":memory:", *args)
     assert result.returncode == 2 and result.stderr.startswith(said) and result.stdout == ""  # nothing served
+
+
+def test_hub_says_how_to_point_an_app_at_it_and_never_echoes_a_key_of_your_own(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    database = tmp_path / "new" / "dir" / "hub.db"
+    keys = ["--site", "site_x", "--secret-key", "sk_x_my_own_secret", "--publishable-key", "pk_x_pub"]
+    result = cli("hub", "--db", str(database), "--port", "8799", "--fault", "500", "--fault-rate", "0.5", *keys)
+    assert result.returncode == 0 and database.parent.is_dir()  # made for it
+    assert "LAYERSYNC_API_URL=http://127.0.0.1:8799 LAYERSYNC_SITE_ID=site_x LAYERSYNC_SECRET=<your --secret-key>" in (
+        result.stdout
+    )
+    assert "injecting fault 500 on 50% of server ingest requests" in result.stdout
+    assert "sk_x_my_own_secret" not in result.stdout + result.stderr
+    assert served == [
+        {"host": "127.0.0.1", "port": 8799, "log_level": "warning", "timeout_graceful_shutdown": 1, "http": "h11"}
+    ]
+    demo = cli("hub", "--db", ":memory:")  # the demo's keys are public: shown, to copy
+    assert f"LAYERSYNC_SECRET={DEMO_SITE.secret_key}" in demo.stdout
