@@ -128,3 +128,28 @@ def test_the_current_event_resets_quietly_from_another_context() -> None:
     assert current_event() is pending
     reset_current(token)
     assert current_event() is None
+
+
+def test_a_hook_that_raises_is_counted_and_the_request_goes_on(client: LayerSync, memory: MemoryTransport) -> None:
+    def broken(value: object) -> bool:
+        raise RuntimeError("a bug in the app's hook")
+
+    async def abroken(value: object) -> bool:
+        raise RuntimeError("a bug in the app's hook")
+
+    assert start(Pairing(client, consent=broken)) is None
+    pairing = Pairing(client, is_success=broken)
+    pending = start(pairing)
+    assert pending is not None
+    pairing.finish(pending, SCOPE, 200)
+
+    async def request() -> None:
+        apairing = Pairing(client, consent=abroken, can_await=True)
+        assert await apairing.astart("POST", "/api/cart/add", "/api/cart/add", ATC_ID, "add_to_cart", SCOPE) is None
+        afinishing = Pairing(client, is_success=abroken, can_await=True)
+        apending = await afinishing.astart("POST", "/api/cart/add", "/api/cart/add", ATC_ID, "add_to_cart", SCOPE)
+        assert apending is not None
+        await afinishing.afinish(apending, SCOPE, 200)
+
+    asyncio.run(request())
+    assert client.stats().dropped == {"internal_error": 4} and memory.events == []

@@ -7,6 +7,7 @@ local hub."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -322,3 +323,21 @@ def test_a_client_that_fails_to_shut_down_keeps_no_other_from_draining(
     again = queued(client.track("purchase"))
     assert layersync_middleware.drain(2) >= 0  # never raises
     assert [e["event_id"] for e in delivered.events] == [eid, again]
+
+
+def test_a_drain_that_breaks_is_logged_and_returns_never_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> int:
+        raise RuntimeError("a bug in the drain")
+
+    async def abroken(*args: object) -> int:
+        raise RuntimeError("a bug in the drain")
+
+    monkeypatch.setattr(lifecycle, "drain_all", broken)
+    monkeypatch.setattr(lifecycle, "adrain_all", abroken)
+    client = LayerSync(settings(sender="asyncio"), transport=MemoryTransport())
+    assert lifecycle.drain(1) == 0
+    assert asyncio.run(lifecycle.adrain(1, client._worker)) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == ["layersync drain error"] * 2
+    client.shutdown(0)
