@@ -476,3 +476,11 @@ def test_settings_cannot_be_changed_in_place() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         del settings.site_id
     assert settings.replace(site_id="other").site_id == "other" and settings.site_id != "other"
+
+
+def test_an_unknown_option_far_from_any_setting_is_answered_with_the_list() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        LayerSync(make(), zzzzqq=1)
+    message = str(info.value)
+    assert message.startswith("zzzzqq: is not a LayerSync setting (known: allow_insecure_http, api_url, ")
+    assert all(name in message for name in ("site_id", "secret_key", "matcher"))

@@ -142,3 +142,9 @@ def test_a_wrong_question_about_one_id_is_answered_with_why(
 ) -> None:
     r = hub_asgi.get("/api/hub/group?" + query)
     assert (r.status_code, r.json()) == (status, {"error": said})
+
+
+def test_a_dashboard_filter_that_is_not_a_time_is_a_400(hub_asgi: TestClient) -> None:
+    r = hub_asgi.get("/api/hub/dashboard?since=yesterday")
+    assert (r.status_code, r.json()) == (400, {"error": "since must be a number, got 'yesterday'"})
+    assert hub_asgi.get("/api/hub/dashboard?since=0").status_code == 200
