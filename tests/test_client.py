@@ -118,7 +118,9 @@ def test_disabled_client_does_nothing(memory: MemoryTransport) -> None:
     client = LayerSync(settings(enabled=False, sender="sync"), transport=memory)
     assert client.track("purchase") is None
     assert client.send("purchase").error == "disabled"
-    assert memory.events == []
+    pairing = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+    assert client.track_from_headers(req(pairing)) is None
+    assert memory.events == [] and client.stats().dropped == {}
 
 
 def test_shared_across_threads(memory: MemoryTransport) -> None:
@@ -392,4 +394,13 @@ def test_send_of_an_event_before_send_made_unencodable_is_dropped_not_queued(mem
     delivery = client.send("purchase", {"value": 1})
     assert not delivery.ok and not delivery.queued and (delivery.error or "").startswith("cannot encode")
     assert memory.events == [] and client.stats().queued == 0
+    client.shutdown(0)
+
+
+def test_send_of_a_pair_another_process_sent_is_a_duplicate_not_a_failure() -> None:
+    elsewhere = MemoryTransport(lambda events: [Outcome("duplicate")] * len(events))  # the fleet's claim says so
+    client = LayerSync(settings(sender="sync"), transport=elsewhere)
+    delivery = client.send("purchase", event_id="pur_0123456789abcdef")
+    assert delivery == Delivery(False, None, "pur_0123456789abcdef", "duplicate")
+    assert client.stats().queued == 0 and elsewhere.events == []  # not retried, not stored as arrived
     client.shutdown(0)
