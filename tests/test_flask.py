@@ -203,3 +203,19 @@ def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, mount: str)
         for _ in range(2):  # the SDK re-sends a stale id: forwarded once
             assert c.post(url, headers=headers, base_url=f"http://localhost{mount}").status_code == 200
     assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)
+
+
+def test_the_client_property_says_which_init_app_is_missing(hub: LiveHub) -> None:
+    ext = FlaskLayerSync()
+    with pytest.raises(RuntimeError, match=r"^FlaskLayerSync.init_app\(app\) has not been called$"):
+        _ = ext.client
+    shop, other = Flask("shop"), Flask("other")
+    for app in (shop, other):
+        app.config.update(hub_config(hub))
+        ext.init_app(app)
+    with pytest.raises(RuntimeError, match="several apps use this FlaskLayerSync: use .client inside an app context"):
+        _ = ext.client
+    with shop.app_context():
+        assert ext.client is shop.extensions["layersync"]
+    with Flask("bare").app_context(), pytest.raises(RuntimeError, match="not been called for the current app"):
+        _ = ext.client
