@@ -151,7 +151,7 @@ class LayerSync:
         except TypeError as exc:
             self._refuse("invalid", "%s", exc)
             return None
-        pairing = read_pairing(self, ctx, matched_only=False)
+        pairing = read_pairing(self, ctx)
         if pairing is None:
             return None
         pending = PendingEvent(*pairing)

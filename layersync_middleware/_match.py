@@ -40,7 +40,6 @@ from ._wire import DEFAULT_RULES, EVENT_NAME_HEADER_RE, MAX_URL, EndpointRules
 ANY_NAME = "*"
 MAX_PATH = 2048
 MAX_PATTERN = 512
-NAME_RE = EVENT_NAME_HEADER_RE  # kept for importers; the pairing header's name rule
 _PARAM_RE = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)([?*+]?)")
 _LITERAL_RE = re.compile(r"[A-Za-z0-9._~!$&'@=;%,*-]+")
 
@@ -59,13 +58,6 @@ class Rule(NamedTuple):
     pattern: str
     # None: the name the browser SDK derives from the URL; {"*"}: any valid name.
     names: frozenset[str] | None
-
-    def allows(self, event_name: str, url: str) -> bool:
-        """May a pairing header name ``event_name`` on a request to ``url`` (the URL as the
-        browser sent it: mount prefix and query included)?"""
-        if self.names is None:
-            return DEFAULT_RULES.name_for(url) == event_name
-        return ANY_NAME in self.names or event_name in self.names
 
 
 def _glob_matches(pieces: tuple[str, ...], segment: str) -> bool:

@@ -179,10 +179,9 @@ def wsgi_url(environ: Any) -> tuple[str, str]:
     return wsgi_text(path), (url + "?" + query if query else url)
 
 
-def read_pairing(client: Tracker, ctx: RequestContext, *, matched_only: bool = False) -> tuple[str, str] | None:
+def read_pairing(client: Tracker, ctx: RequestContext) -> tuple[str, str] | None:
     """The validated pairing of a request already read into a context (for
-    ``track_from_headers``: the app asked, so any method pairs). ``matched_only`` is
-    kept for callers: paths outside the patterns fall to the SDK's rules anyway."""
+    ``track_from_headers``: the app asked, so any method pairs)."""
     ids, names = ctx.headers.get(_ID_KEY), ctx.headers.get(_NAME_KEY)
     if not ids or not names:
         return None
@@ -245,7 +244,7 @@ def check_pairing(
     ):
         client._refuse("invalid_header", "refused malformed pairing headers on %s %s", method, url)
         return None
-    if names is not None and event_name not in names:
+    if not verdict.allows(event_name):
         client._refuse(
             "name_not_allowed",
             "refused the pairing header %s on %s %s: %s",

@@ -244,58 +244,6 @@ def _from_environ(environ: Mapping[str, Any], scheme: str | None = None) -> Requ
     )
 
 
-_SCOPE_SNAPSHOT = ("type", "client", "server", "scheme", "path", "root_path", "raw_path", "query_string")
-_ENVIRON_SNAPSHOT = (
-    *(key for key, _ in _ENVIRON_KEYS),
-    "REQUEST_METHOD",
-    "wsgi.url_scheme",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "SCRIPT_NAME",
-    "PATH_INFO",
-    "REMOTE_ADDR",
-    "QUERY_STRING",
-)
-
-
-def request_snapshot(request: object) -> RequestContext | dict[str, Any]:
-    """A copy of what :func:`request_context` reads, to read it later, on another thread.
-
-    The request path only copies a few references (a paired event is built by the
-    sender); the app's scope or environ may be changed or reused after the response."""
-    if isinstance(request, RequestContext):
-        return request  # ours already, and never changed
-    if isinstance(request, Mapping):
-        if "type" in request and "headers" in request:
-            return _scope_snapshot(request)
-        return _environ_snapshot(request)
-    scope = getattr(request, "scope", None)
-    if isinstance(scope, Mapping) and "type" in scope:
-        return _scope_snapshot(scope)
-    environ = getattr(request, "environ", None)
-    if isinstance(environ, Mapping):
-        return _environ_snapshot(environ)
-    meta = getattr(request, "META", None)
-    if isinstance(meta, Mapping):
-        snapshot = _environ_snapshot(meta)
-        scheme = getattr(request, "scheme", None)
-        if isinstance(scheme, str):
-            snapshot["wsgi.url_scheme"] = scheme
-        snapshot.setdefault("REQUEST_METHOD", "POST")
-        return snapshot
-    return {"REQUEST_METHOD": "GET"}  # nothing readable: an event without request data
-
-
-def _scope_snapshot(scope: Mapping[str, Any]) -> dict[str, Any]:
-    snapshot = {key: scope.get(key) for key in _SCOPE_SNAPSHOT}
-    snapshot["headers"] = tuple(scope["headers"])
-    return snapshot
-
-
-def _environ_snapshot(environ: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: environ[key] for key in _ENVIRON_SNAPSHOT if key in environ}
-
-
 def request_context(request: object) -> RequestContext:
     """Read a request of any supported kind. Raises TypeError for anything else."""
     if isinstance(request, RequestContext):

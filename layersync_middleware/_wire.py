@@ -30,8 +30,6 @@ SOURCE = "server"
 SECRET_KEY_PREFIX = "sk_"
 PUBLISHABLE_KEY_PREFIX = "pk_"
 
-# Status codes the hub answers that are final: retrying cannot help.
-FINAL_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 # Status codes worth another try (besides every 5xx and network errors).
 RETRY_STATUSES = frozenset({408, 429})
 
@@ -99,25 +97,6 @@ CLICK_IDS: dict[str, tuple[str | None, str | None]] = {
     "lfid": ("li_fat_id", "li_fat_id"),
 }
 
-# Props the browser SDK never forwards into custom_data.
-SKIPPED_PROPS = frozenset(
-    {
-        "value",
-        "currency",
-        "order_id",
-        "items",
-        "item_id",
-        "search_term",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "__proto__",
-        "constructor",
-        "prototype",
-    }
-)
-
 # --- retry policy and priority [browser SDK] -------------------------------------
 _H = 3600.0
 _D = 24 * _H
@@ -138,8 +117,6 @@ RETRY_POLICY: dict[str, tuple[float, int]] = {
 }
 DEFAULT_RETRY_POLICY = (12 * _H, 5)
 
-# Seconds to wait before the n-th parked retry (index n-1; past the end, the last).
-BACKOFF_LADDER = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0)
 BACKOFF_JITTER = 0.2
 
 # Eviction priority when the queue is full: higher is kept longer.

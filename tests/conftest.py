@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from durable_apps.hubctl import SwitchableHub
 from helpers import SITE, LiveHub, settings
 
 from layersync_middleware import LayerSync
+from layersync_middleware._event import new_event_id
 from layersync_middleware.hub import HubServer, create_hub
 
 if TYPE_CHECKING:
@@ -36,6 +38,26 @@ def hub(_hub_server: HubServer) -> Iterator[LiveHub]:
     yield live
     live.reset()
     live.http.close()
+
+
+# Pairing headers with fresh ids per test (Django, Flask): adapters configured alike share
+# one client, and it forwards a pair once.
+@pytest.fixture
+def ATC() -> dict[str, str]:
+    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
+
+
+@pytest.fixture
+def PUR() -> dict[str, str]:
+    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
+
+
+@pytest.fixture
+def switchable_hub() -> Iterator[SwitchableHub]:
+    """A hub of the test's own that goes ``down()`` and comes back ``up()`` on its port."""
+    hub = SwitchableHub()
+    yield hub
+    hub.close()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""Shared by the tests: the test site, a live hub wrapper, settings with defaults."""
+"""Shared by the tests: the test site, a live hub wrapper, settings with defaults, the one
+polling loop."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -13,6 +15,26 @@ from layersync_middleware.hub import HubServer, HubSite
 
 SITE = HubSite("site_test", "pk_test_publishable", "sk_test_secret_key")
 SECRET = SITE.secret_key
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 10.0, *, interval: float = 0.02) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something truthy, and
+    return that.
+
+    The one way a test waits: for a thing to happen, never for a time. Past ``timeout``
+    seconds it fails, saying what it waited for and the last value it saw. A predicate that
+    knows the wait is hopeless (the server it waits for exited) raises its own error.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
 
 
 class LiveHub:
@@ -27,11 +49,19 @@ class LiveHub:
         evs = [e for e in self.http.get("/api/hub/events").json()["events"] if source in (None, e["source"])]
         return list(reversed(evs))
 
+    def server_ids(self) -> list[str]:
+        """The id of every server event the hub stored, once per receipt, oldest first."""
+        return [e["event"]["event_id"] for e in self.events("server")]
+
     def groups(self) -> list[dict[str, Any]]:
         return list(reversed(self.http.get("/api/hub/groups").json()["groups"]))
 
     def faults(self, **faults: Any) -> None:
         self.http.post("/api/hub/faults", json=faults).raise_for_status()
+
+    def hits(self) -> int:
+        """How many requests met the faults set last (a hanging hub: how many it holds)."""
+        return int(self.http.get("/api/hub/faults").json()["hits"])
 
     def reset(self) -> None:
         self.http.post("/api/hub/reset", json={}).raise_for_status()

@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,25 +95,26 @@ def launch(
 def wait_until_serving(
     url: str, proc: subprocess.Popen[Any], what: str, output: Callable[[], str] | None = None, timeout: float = 30
 ) -> None:
-    """Until ``url + "/"`` answers 200; raises with the server's output if it exits or never does."""
+    """Until ``url + "/"`` answers 200; raises with the server's output (``output()``, or
+    its stdout) if it exits or never does."""
 
     def said() -> str:
         if output is not None:
             return output()
         return proc.stdout.read() if proc.stdout and proc.poll() is not None else ""
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def serving() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited:\n{said()}")
         try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return
+            return httpx.get(url + "/", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start:\n{said()}")
-        time.sleep(0.05)
+            return False
+
+    try:
+        wait_for(serving, f"{what} to serve", timeout)
+    except AssertionError:
+        raise RuntimeError(f"{what} did not start:\n{said()}") from None
 
 
 def stop(proc: subprocess.Popen[str]) -> str:

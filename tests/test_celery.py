@@ -25,7 +25,7 @@ from celery import Celery  # type: ignore[import-untyped]
 from fleet.processes import ROOT, Process, celery_worker, run, web_server
 from fleet.rabbitmq_server import RabbitMQServer
 from fleet.redis_server import RedisServer, free_port
-from helpers import SECRET, SITE, settings
+from helpers import SECRET, SITE, settings, wait_for
 
 import layersync_middleware.celery as ls_celery
 from layersync_middleware import ConfigurationError, LayerSync, _wire, cli
@@ -36,14 +36,6 @@ from layersync_middleware.hub import HubServer, create_hub
 from layersync_middleware.hub.app import HubApp
 
 PAIRED_PATH = "/api/cart/add"
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def event(name: str = "add_to_cart", **changes: Any) -> Event:
@@ -207,12 +199,12 @@ def test_events_wait_in_the_process_while_the_broker_is_down(monkeypatch: pytest
         started = time.monotonic()
         assert [client.track("purchase", event_id=eid) for eid in ids] == ids
         assert time.monotonic() - started < 0.5  # the request path never waits on the broker
-        wait_until(lambda: client.stats().retried >= 5, 10, "a failed hand-off")
+        wait_for(lambda: client.stats().retried >= 5, "a failed hand-off", 10)
         stats = client.stats()
         assert stats.handed_off == 0 and stats.queued == 5 and stats.dropped == {}
         assert stats.last_error == "Celery broker: OperationalError"
         with later:
-            wait_until(lambda: client.stats().handed_off == 5, 15, "the hand-off once the broker is up")
+            wait_for(lambda: client.stats().handed_off == 5, "the hand-off once the broker is up", 15)
             handed = [
                 eid
                 for m in queued_messages(later, "handoff-later")
@@ -270,7 +262,7 @@ def test_the_task_gives_up_on_rejected_and_expired_events(hub_store: Hub, worker
 
 # -- a fleet: web processes, a broker, a Celery worker, the hub ---------------------------------------
 def assert_exactly_once(hub: Hub, ids: list[str], timeout: float) -> None:
-    wait_until(lambda: len(hub.server_counts().keys() & set(ids)) == len(ids), timeout, f"{len(ids)} events")
+    wait_for(lambda: len(hub.server_counts().keys() & set(ids)) == len(ids), f"{len(ids)} events", timeout)
     counts = hub.server_counts()
     assert {eid: counts.get(eid) for eid in ids} == dict.fromkeys(ids, 1)
 
@@ -289,10 +281,10 @@ def test_1000_paired_requests_per_app_reach_the_hub_exactly_once_through_a_hub_o
             assert {r.status_code for r in post_paired(url, batch[:300])} == {200}
             hub_store.down()  # the worker's deliveries fail; the app answers as ever
             assert {r.status_code for r in post_paired(url, batch[300:700])} == {200}
-            time.sleep(1.0)
+            wait_for(lambda: "Retry in" in worker.output(), "the worker to meet the outage", 10)
             hub_store.up()
             assert {r.status_code for r in post_paired(url, batch[700:])} == {200}
-            wait_until(nothing_queued(url), 10, "the hand-off")
+            wait_for(nothing_queued(url), "the hand-off", 10)
     assert_exactly_once(hub_store, ids, 30)
     retried = [eid for eid, n in hub_store.attempts().items() if n > 0]
     assert retried, "no event was retried: the outage was not seen"
@@ -315,7 +307,9 @@ def test_a_stale_pair_in_two_gunicorn_workers_at_once_reaches_the_hub_once(
                 pids.setdefault(eid, set()).add(response.json()["pid"])
             assert sum(len(p) == 2 for p in pids.values()) >= 10, pids  # both workers got the same pair
             assert_exactly_once(hub_store, ids, 20)
-            time.sleep(0.5)  # a late second copy would show now
+            # Not a wait for something to happen: a window in which a late second copy, were
+            # there one, would arrive. Nothing to poll for an absence.
+            time.sleep(0.5)
             assert_exactly_once(hub_store, ids, 0)
 
 
@@ -328,7 +322,7 @@ def test_events_handed_to_the_broker_arrive_after_the_web_process_is_killed(
     ids = [new_event_id("add_to_cart") for _ in range(100)]
     with web_server("uvicorn", "fleet.fastapi_shop:app", web_env, port) as web:
         assert {r.status_code for r in post_paired(url, ids)} == {200}
-        wait_until(lambda: app_state(url)["stats"]["handed_off"] == 100, 5, "the hand-off")
+        wait_for(lambda: app_state(url)["stats"]["handed_off"] == 100, "the hand-off", 5)
         web.kill()  # SIGKILL: no exit drain, no goodbye
     assert hub_store.server_counts() == {}
     hub_store.faults()
@@ -343,18 +337,20 @@ def test_redis_stopped_mid_run_the_app_answers_and_pairing_falls_back(hub_store:
     try:
         with web_server("uvicorn", "fleet.fastapi_shop:app", {**web_env, "LAYERSYNC_DEDUP_URL": pairs_redis.url}, port):
             post_paired(url, before)
-            wait_until(lambda: app_state(url)["stats"]["handed_off"] == 50, 5, "the first hand-off")
+            wait_for(lambda: app_state(url)["stats"]["handed_off"] == 50, "the first hand-off", 5)
             assert app_state(url)["dedup_fallbacks"] == 0
             pairs_redis.stop()
             started = time.monotonic()
             assert {r.status_code for r in post_paired(url, during)} == {200}
             assert time.monotonic() - started < 5  # 50 requests: nothing waits on Redis
-            wait_until(lambda: app_state(url)["stats"]["handed_off"] == 100, 5, "the hand-off without Redis")
+            wait_for(lambda: app_state(url)["stats"]["handed_off"] == 100, "the hand-off without Redis", 5)
             assert app_state(url)["dedup_fallbacks"] == 50
             pairs_redis.start()
-            time.sleep(1.0)  # RETRY_AFTER: then Redis is asked again
+            # The scenario's clock, in the app's process: it asks Redis again only once
+            # RETRY_AFTER has passed since the failure; there is nothing to poll from here.
+            time.sleep(1.0)
             post_paired(url, after)
-            wait_until(lambda: app_state(url)["stats"]["handed_off"] == 150, 5, "the hand-off with Redis back")
+            wait_for(lambda: app_state(url)["stats"]["handed_off"] == 150, "the hand-off with Redis back", 5)
             assert app_state(url)["dedup_fallbacks"] == 50
             claims = pairs_redis.client().keys(f"layersync:header:{SITE.site_id}:*")
             assert len(claims) == 50
@@ -418,7 +414,7 @@ def test_a_django_project_made_as_celerys_guide_delivers_every_event_with_the_gu
             paired = [new_event_id("add_to_cart") for _ in range(20)]
             assert {r.status_code for r in post_paired(url, paired)} == {200}
             ordered = post_orders(url, 10)
-            wait_until(handed_off(url, 30), 10, "the hand-off")
+            wait_for(handed_off(url, 30), "the hand-off", 10)
             assert app_state(url)["stats"]["sent"] == 0  # handed off is not delivered
             assert_exactly_once(hub_store, paired + ordered, 20)
     finally:
@@ -436,7 +432,7 @@ def shop_delivers_every_event(env: dict[str, str | None], hub: Hub) -> None:
             paired = [new_event_id("add_to_cart") for _ in range(20)]
             assert {r.status_code for r in post_paired(url, paired)} == {200}
             ordered = post_orders(url, 10)
-            wait_until(handed_off(url, 30), 10, "the hand-off from the sender thread")
+            wait_for(handed_off(url, 30), "the hand-off from the sender thread", 10)
             assert app_state(url)["stats"]["sent"] == 0
             assert_exactly_once(hub, paired + ordered, 20)
     finally:
@@ -449,7 +445,7 @@ def test_a_fastapi_app_with_the_broker_in_code_delivers_every_event_and_shows_th
     shop_delivers_every_event(fastapi_env, hub_store)
     # What the workers did, from the web side: a hash in the broker's Redis.
     app = Celery("reader", broker=db(broker, 2), set_as_current=False)
-    wait_until(lambda: ls_celery.worker_stats(app, SITE.site_id).get("delivered", 0) >= 30, 5, "the counts")
+    wait_for(lambda: ls_celery.worker_stats(app, SITE.site_id).get("delivered", 0) >= 30, "the counts", 5)
 
 
 def test_a_worker_with_another_key_loses_nothing_says_so_and_the_events_arrive_once_one_has_the_key(
@@ -463,13 +459,16 @@ def test_a_worker_with_another_key_loses_nothing_says_so_and_the_events_arrive_o
         try:
             post_paired(url, ids)
             wrong.wait_for_output("cannot deliver LayerSync events: its secret key (fingerprint", 15)
+
             # The web process hears of it through Redis on a later hand-off, at WARNING.
-            deadline = time.monotonic() + 15
-            while "a Celery worker" not in web.output():
-                assert time.monotonic() < deadline, web.output()
-                ids += [new_event_id("add_to_cart")]
+            def heard() -> bool:
+                if "a Celery worker" in web.output():
+                    return True
+                ids.append(new_event_id("add_to_cart"))  # another hand-off, which brings the news
                 post_paired(url, ids[-1:])
-                time.sleep(0.25)  # pacing the requests, not synchronisation: the loop polls the output
+                return False
+
+            wait_for(heard, "the web process to hear of the worker's key", 15, interval=0.25)  # paced requests
             assert "cannot deliver: its secret key (fingerprint" in layersync_cli("send-test-event", 1)
         finally:
             said = wrong.stop()
@@ -582,7 +581,7 @@ def test_a_killed_worker_gives_its_messages_back_after_the_visibility_timeout(
         scores: list[tuple[bytes, float]] = held.zrange("unacked_index", 0, -1, withscores=True)  # type: ignore[assignment]
         return any(time.time() - at > 2.2 for _, at in scores)
 
-    wait_until(past_the_timeout, 10, "the held message to pass the visibility timeout")
+    wait_for(past_the_timeout, "the held message to pass the visibility timeout", 10)
     heir = user_worker(env, "fleet.short_visibility")
     try:
         assert_exactly_once(hub_store, [e["event_id"] for e in events], 20)

@@ -6,35 +6,48 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from helpers import SITE
-from servers import free_port
+from servers import free_port, wait_until_serving
 
 from layersync_middleware._version import __version__
 from layersync_middleware.cli import main
 from layersync_middleware.hub import HubServer, create_hub
 from layersync_middleware.hub.sites import DEMO_SITE
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSYNC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "layersync_middleware.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        timeout=60,
-    )
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def test_demo_shows_a_group_of_each_verdict_and_exits_0() -> None:
-    result = run("demo", "--no-wait")
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``layersync ARGS`` in this process (measured by coverage, no interpreter to start),
+    with only the ``env`` given of the ``LAYERSYNC_*`` variables; answers as ``run`` does."""
+
+    def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        for name in [n for n in os.environ if n.startswith("LAYERSYNC_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's --help and usage errors
+            code = int(exit.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call
+
+
+def test_demo_shows_a_group_of_each_verdict_and_exits_0(cli: Cli) -> None:
+    result = cli("demo", "--no-wait")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     rows = [line.split(None, 4) for line in out.splitlines() if re.match(r"^\w+\s+\w+_\w+\s+\d+\s+\d+\s", line)]
@@ -58,17 +71,17 @@ def test_demo_shows_a_group_of_each_verdict_and_exits_0() -> None:
     assert "sk_demo_secret" not in out + result.stderr
 
 
-def test_check_reports_one_clear_line_without_the_key() -> None:
-    result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "pk_live_abcdef123"})
+def test_check_reports_one_clear_line_without_the_key(cli: Cli) -> None:
+    result = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "pk_live_abcdef123"})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "LAYERSYNC_SECRET: is a publishable key" in result.stderr
     assert "abcdef123" not in result.stderr and "Traceback" not in result.stderr
-    ok = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_live_abcdef123"})
+    ok = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_live_abcdef123"})
     assert ok.returncode == 0 and "settings OK" in ok.stdout and "abcdef123" not in ok.stdout
 
 
 @pytest.fixture
-def own_hub() -> Iterator[HubServer]:
+def private_hub() -> Iterator[HubServer]:
     # Its own hub, not the shared one: the tests below change its faults.
     with HubServer(create_hub([SITE])) as server:
         yield server
@@ -85,19 +98,19 @@ def use_hub(monkeypatch: pytest.MonkeyPatch, url: str, secret: str = SITE.secret
 
 
 def test_send_test_event(
-    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    private_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_hub(monkeypatch, own_hub.url)
+    use_hub(monkeypatch, private_hub.url)
     assert main(["send-test-event"]) == 0
     assert "ok: HTTP 200" in capsys.readouterr().out
-    events = httpx.get(own_hub.url + "/api/hub/events").json()["events"]
+    events = httpx.get(private_hub.url + "/api/hub/events").json()["events"]
     assert [e["event"]["event_name"] for e in events] == ["test_event"]
 
 
 def test_send_test_event_says_what_to_check_on_a_401(
-    own_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    private_hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_hub(monkeypatch, own_hub.url, secret="sk_wrong_secret")
+    use_hub(monkeypatch, private_hub.url, secret="sk_wrong_secret")
     assert main(["send-test-event"]) == 1
     err = capsys.readouterr().err
     assert "not delivered: HTTP 401" in err and "LAYERSYNC_SECRET" in err and "LAYERSYNC_SITE_ID" in err
@@ -117,10 +130,10 @@ def test_send_test_event_to_a_closed_port_is_bounded(
 
 
 def test_send_test_event_to_a_hanging_hub_is_bounded(
-    own_hub: HubServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    private_hub: HubServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    httpx.post(own_hub.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 60}).raise_for_status()
-    use_hub(monkeypatch, own_hub.url, timeout_ms=1500)
+    httpx.post(private_hub.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 60}).raise_for_status()
+    use_hub(monkeypatch, private_hub.url, timeout_ms=1500)
     started = time.monotonic()
     assert main(["send-test-event"]) == 1
     assert time.monotonic() - started < 1.5 + 2
@@ -149,12 +162,7 @@ def hub_command(*args: str) -> Iterator[HubCommand]:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean)
     hub = HubCommand(f"http://127.0.0.1:{port}", proc)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(hub.url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(hub.url, proc, "layersync hub")
         yield hub
     finally:
         proc.terminate()
@@ -203,8 +211,8 @@ def test_hub_command_prints_the_demo_credentials_it_accepts() -> None:
 
 
 @pytest.mark.parametrize("command", ["hub", "demo", "send-test-event", "check"])
-def test_every_subcommand_help_shows_defaults(command: str) -> None:
-    result = run(command, "--help")
+def test_every_subcommand_help_shows_defaults(cli: Cli, command: str) -> None:
+    result = cli(command, "--help")
     shown = " ".join(result.stdout.split())  # argparse wraps lines
     assert result.returncode == 0 and "usage: layersync " + command in shown
     if command == "hub":
@@ -236,15 +244,15 @@ def test_version_and_python_dash_m() -> None:
         ),
     ],
 )
-def test_check_fails_naming_the_setting(env: dict[str, str], named: str) -> None:
-    result = run("check", env=env)
+def test_check_fails_naming_the_setting(cli: Cli, env: dict[str, str], named: str) -> None:
+    result = cli("check", env=env)
     assert result.returncode == 2 and result.stderr.startswith(f"layersync: {named}")
     assert "Traceback" not in result.stderr and "abcdef123" not in result.stderr
 
 
-def test_check_prints_the_names_each_pattern_allows() -> None:
+def test_check_prints_the_names_each_pattern_allows(cli: Cli) -> None:
     matcher = "/api/cart/*, /api/orders, /api/*, /api/refunds/*=refund|purchase, /hooks/*=*"
-    result = run("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
+    result = cli("check", env={"LAYERSYNC_SITE_ID": "s", "LAYERSYNC_SECRET": "sk_x", "LAYERSYNC_MATCHER": matcher})
     assert result.returncode == 0, result.stderr
     lines = [line.strip() for line in result.stdout.splitlines()]
     # A wildcard pattern is not a URL: the SDK names /api/checkout/complete purchase,
@@ -277,3 +285,38 @@ sys.exit(main(sys.argv[1:]))
     assert check.returncode == 0 and "settings OK" in check.stdout, check.stderr
     hub = subprocess.run([sys.executable, "-c", code, "hub"], capture_output=True, text=True, env=env, timeout=60)
     assert hub.returncode == 2 and "pip install 'layersync-middleware[hub]'" in hub.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--fault", "500", "--fault-rate", "2"], "layersync: --fault-rate: rate must be a number from 0 to 1, got 2"),
+        (["--allow-peer", "nonsense"], "layersync: --allow-peer: 'nonsense' is not an IP address or network"),
+    ],
+)
+def test_hub_refuses_a_bad_option_naming_it_before_serving(cli: Cli, args: list[str], said: str) -> None:
+    result = cli("hub", "--db", ":memory:", *args)
+    assert result.returncode == 2 and result.stderr.startswith(said) and result.stdout == ""  # nothing served
+
+
+def test_hub_says_how_to_point_an_app_at_it_and_never_echoes_a_key_of_your_own(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    database = tmp_path / "new" / "dir" / "hub.db"
+    keys = ["--site", "site_x", "--secret-key", "sk_x_my_own_secret", "--publishable-key", "pk_x_pub"]
+    result = cli("hub", "--db", str(database), "--port", "8799", "--fault", "500", "--fault-rate", "0.5", *keys)
+    assert result.returncode == 0 and database.parent.is_dir()  # made for it
+    assert "LAYERSYNC_API_URL=http://127.0.0.1:8799 LAYERSYNC_SITE_ID=site_x LAYERSYNC_SECRET=<your --secret-key>" in (
+        result.stdout
+    )
+    assert "injecting fault 500 on 50% of server ingest requests" in result.stdout
+    assert "sk_x_my_own_secret" not in result.stdout + result.stderr
+    assert served == [
+        {"host": "127.0.0.1", "port": 8799, "log_level": "warning", "timeout_graceful_shutdown": 1, "http": "h11"}
+    ]
+    demo = cli("hub", "--db", ":memory:")  # the demo's keys are public: shown, to copy
+    assert f"LAYERSYNC_SECRET={DEMO_SITE.secret_key}" in demo.stdout

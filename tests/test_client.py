@@ -4,12 +4,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from helpers import SECRET, LiveHub, settings
 
-from layersync_middleware import LayerSync
+from layersync_middleware import ConfigurationError, Delivery, LayerSync
+from layersync_middleware._delivery.transport import Outcome
+from layersync_middleware._event import Event
 from layersync_middleware.testing import MemoryTransport
 
 
@@ -115,7 +118,9 @@ def test_disabled_client_does_nothing(memory: MemoryTransport) -> None:
     client = LayerSync(settings(enabled=False, sender="sync"), transport=memory)
     assert client.track("purchase") is None
     assert client.send("purchase").error == "disabled"
-    assert memory.events == []
+    pairing = {"X-LayerSync-Event-Id": "atc_0123456789abcdef", "X-LayerSync-Event-Name": "add_to_cart"}
+    assert client.track_from_headers(req(pairing)) is None
+    assert memory.events == [] and client.stats().dropped == {}
 
 
 def test_shared_across_threads(memory: MemoryTransport) -> None:
@@ -169,7 +174,7 @@ def test_asend_does_not_block_the_loop(hub: LiveHub, hub_client: LayerSync) -> N
             nonlocal ticks
             while True:
                 ticks += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the scenario: a loop's other work, counting its turns
 
         task = asyncio.create_task(ticker())
         result = await hub_client.asend("lead", request=req())
@@ -318,3 +323,84 @@ def test_a_paired_event_refused_when_built_is_counted_once(memory: MemoryTranspo
     client._builder.before_send = None
     assert client._track_paired(PendingEvent("atc_0123456789abcdef", "add_to_cart"), req()) is not None
     assert len(memory.events) == 1
+
+
+# -- what the client refuses, and what it never raises --------------------------------------------
+def test_a_pair_sent_twice_reaches_the_transport_once(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    first = sync_client.send("purchase", {"value": 1}, event_id="pur_0123456789abcdef")
+    again = sync_client.send("purchase", {"value": 1}, event_id="pur_0123456789abcdef")
+    assert first.ok and again == Delivery(False, None, "pur_0123456789abcdef", "duplicate")
+    assert [e["event_id"] for e in memory.events] == ["pur_0123456789abcdef"]
+    assert sync_client.stats().duplicates == 1
+
+
+def test_a_transport_that_raises_never_raises_into_send() -> None:
+    class Broken(MemoryTransport):
+        def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+            raise RuntimeError("a bug in a user's transport")
+
+    client = LayerSync(settings(sender="sync"), transport=Broken())
+    delivery = client.send("purchase", {"value": 1})
+    # Counted as a failed attempt: kept for the background sender, as a network error is.
+    assert (delivery.ok, delivery.error, delivery.queued) == (False, "RuntimeError", True)
+    assert client.stats().queued == 1
+    client.shutdown(0)
+
+
+def test_an_unreadable_request_is_refused_and_counted_never_raised(
+    sync_client: LayerSync, memory: MemoryTransport
+) -> None:
+    assert sync_client.track_from_headers(object()) is None
+    refused = asyncio.run(sync_client.asend("lead", request=object()))
+    assert refused == Delivery(False, None, None, "refused")
+    assert memory.events == [] and sync_client.stats().dropped == {"invalid": 2}
+
+
+def test_an_event_the_sender_cannot_take_is_counted_never_raised(
+    sync_client: LayerSync, memory: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the queue broke")
+
+    monkeypatch.setattr(sync_client._worker, "offer", broken)
+    monkeypatch.setattr(sync_client._worker, "submit", broken)
+    assert sync_client.track("lead") is None  # a fresh id: offered
+    assert sync_client.track("lead", event_id="lead_feedfacecafebeef") is None  # the caller's id: submitted
+    assert sync_client.stats().dropped == {"internal_error": 2} and memory.events == []
+
+
+def test_options_next_to_settings_apply_and_a_wrong_one_is_named_at_start_up(memory: MemoryTransport) -> None:
+    client = LayerSync(settings(), transport=memory, timeout_ms=2500)
+    assert client.settings.timeout == 2.5
+    with pytest.raises(ConfigurationError, match="timeout_msec"):
+        LayerSync(settings(), transport=memory, timeout_msec=2500)
+    with pytest.raises(TypeError, match="before_send must be a callable"):
+        LayerSync(settings(), transport=memory, before_send="drop_pii")  # type: ignore[arg-type]
+
+
+def test_send_with_no_time_left_queues_without_trying(sync_client: LayerSync, memory: MemoryTransport) -> None:
+    delivery = sync_client.send("purchase", {"value": 1}, timeout=0)
+    assert (delivery.ok, delivery.error, delivery.queued) == (False, "timed out", True)
+    assert memory.events == []  # not tried now: the background sender has it
+    assert sync_client.flush(1) == 0 and [e["event_id"] for e in memory.events] == [delivery.event_id]
+
+
+def test_send_of_an_event_before_send_made_unencodable_is_dropped_not_queued(memory: MemoryTransport) -> None:
+    def poison(event: Event) -> Event:
+        event["custom_data"]["when"] = object()  # JSON cannot carry it
+        return event
+
+    client = LayerSync(settings(sender="sync"), transport=memory, before_send=poison)
+    delivery = client.send("purchase", {"value": 1})
+    assert not delivery.ok and not delivery.queued and (delivery.error or "").startswith("cannot encode")
+    assert memory.events == [] and client.stats().queued == 0
+    client.shutdown(0)
+
+
+def test_send_of_a_pair_another_process_sent_is_a_duplicate_not_a_failure() -> None:
+    elsewhere = MemoryTransport(lambda events: [Outcome("duplicate")] * len(events))  # the fleet's claim says so
+    client = LayerSync(settings(sender="sync"), transport=elsewhere)
+    delivery = client.send("purchase", event_id="pur_0123456789abcdef")
+    assert delivery == Delivery(False, None, "pur_0123456789abcdef", "duplicate")
+    assert client.stats().queued == 0 and elsewhere.events == []  # not retried, not stored as arrived
+    client.shutdown(0)

@@ -39,17 +39,6 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message
 
 
-# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
-@pytest.fixture
-def ATC() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
-
-
-@pytest.fixture
-def PUR() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
-
-
 def environ_headers(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` as WSGI environ keys (``HTTP_X_LAYERSYNC_EVENT_ID``)."""
     return {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
@@ -381,3 +370,17 @@ def test_celery_sender_checks_name_the_app_setting_and_the_worker_command_line()
     ):
         [warning] = layersync_messages()
     assert warning.id == "layersync.W004" and "celery -A shop worker -Q celery,tracking" in str(warning.hint)
+
+
+@pytest.mark.parametrize(
+    ("hook", "said"),
+    [
+        ("no_such_module.consent", "LAYERSYNC['CONSENT']: cannot import 'no_such_module.consent'"),
+        (42, "LAYERSYNC['CONSENT']: must be a callable or a dotted path to one"),
+    ],
+)
+def test_a_consent_hook_that_is_not_one_is_named_as_written(no_env: None, hook: object, said: str) -> None:
+    wrong = {"SITE_ID": "s", "SECRET_KEY": SITE.secret_key, "CONSENT": hook}
+    with override_settings(LAYERSYNC=wrong), pytest.raises(ConfigurationError) as info:
+        conf.load()
+    assert str(info.value).startswith(said)

@@ -12,14 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from durable_apps.hubctl import ROOT, SwitchableHub, env, spool_rows, until
-from helpers import LiveHub
-from servers import command, free_port
+from durable_apps.hubctl import ROOT, SwitchableHub, env, spool_rows
+from helpers import LiveHub, wait_for
+from servers import command, free_port, wait_until_serving
 
 from layersync_middleware._delivery.spool import PERSIST_WINDOW
 from layersync_middleware._event import new_event_id
@@ -27,15 +27,13 @@ from layersync_middleware._event import new_event_id
 ONE_SHOT = httpx.Limits(max_keepalive_connections=0)  # each request may go to another worker
 
 
-@pytest.fixture
-def own_hub() -> Iterator[SwitchableHub]:
-    hub = SwitchableHub()
-    yield hub
-    hub.close()
-
-
 def start(args: list[str], environ: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(args, env=environ, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stderr(proc: subprocess.Popen[str]) -> Callable[[], str]:
+    """What ``proc`` printed on stderr, read once it has exited."""
+    return lambda: proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 20) -> str:
@@ -51,19 +49,6 @@ def stop(proc: subprocess.Popen[str], timeout: float = 20) -> str:
     return errors
 
 
-def wait_until_serving(proc: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-
-
 def send_what_the_spool_holds(environ: dict[str, str]) -> None:
     """A new process on the spool: it adopts what it finds and delivers it."""
     after = subprocess.run(
@@ -77,9 +62,11 @@ def send_what_the_spool_holds(environ: dict[str, str]) -> None:
     assert after.stdout.strip() == "0", after.stderr
 
 
-def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(own_hub: SwitchableHub, tmp_path: Path) -> None:
-    own_hub.down()
-    environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=str(tmp_path / "spool.db"), LAYERSYNC_TIMEOUT_MS="300")
+def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(
+    switchable_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    switchable_hub.down()
+    environ = env(switchable_hub.url, LAYERSYNC_SPOOL_PATH=str(tmp_path / "spool.db"), LAYERSYNC_TIMEOUT_MS="300")
     seen: list[tuple[str, float]] = []  # (id, when this process read it: after track() returned)
     with start([sys.executable, "-m", "durable_apps.burst", "900"], environ) as burst:  # closes its pipes
         assert burst.stdout is not None
@@ -92,9 +79,9 @@ def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(own_hub:
         burst.wait()
         accepted = {eid for eid, _ in seen} | set(burst.stdout.read().split())
     on_disk = {eid for eid, at in seen if at < killed_at - PERSIST_WINDOW}
-    own_hub.up()
+    switchable_hub.up()
     send_what_the_spool_holds(environ)
-    counts = own_hub.counts()
+    counts = switchable_hub.counts()
     assert on_disk <= set(counts)  # everything accepted more than the window before the kill
     assert set(counts.values()) == {1}  # exactly once
     assert set(counts) <= accepted
@@ -103,31 +90,31 @@ def test_sigkill_mid_burst_a_new_process_delivers_what_was_on_disk_once(own_hub:
 
 
 def test_gunicorn_workers_share_a_spool_and_a_killed_workers_events_arrive_once(
-    own_hub: SwitchableHub, tmp_path: Path
+    switchable_hub: SwitchableHub, tmp_path: Path
 ) -> None:
-    own_hub.down()
+    switchable_hub.down()
     spool = tmp_path / "spool.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300")
+    environ = env(switchable_hub.url, LAYERSYNC_SPOOL_PATH=str(spool), LAYERSYNC_TIMEOUT_MS="300")
     args = [sys.executable, "-m", "gunicorn", "durable_apps.wsgi_app:app", "-b", f"127.0.0.1:{port}", "-w", "4"]
     server = start([*args, "--graceful-timeout", "10", "--log-level", "warning"], environ)
     try:
-        wait_until_serving(server, url)
+        wait_until_serving(url, server, "gunicorn", stderr(server))
         served: dict[str, int] = {}
         with httpx.Client(base_url=url, limits=ONE_SHOT) as http:
             for _ in range(60):
                 pid, eid = http.get("/track").text.split()
                 served[eid] = int(pid)
-        assert until(lambda: len(spool_rows(spool)) == 60, 5)
+        wait_for(lambda: len(spool_rows(spool)) == 60, "60 events in the spool", 5)
         victim, _ = collections.Counter(served.values()).most_common(1)[0]
         os.kill(victim, signal.SIGKILL)
         # Gunicorn starts a replacement, which adopts the dead worker's rows when it loads the app.
-        assert until(lambda: not spool_rows(spool, f"owner LIKE '{victim}-%'"), 15)
-        own_hub.up()
+        wait_for(lambda: not spool_rows(spool, f"owner LIKE '{victim}-%'"), "the victim's rows to be adopted", 15)
+        switchable_hub.up()
     finally:
         output = stop(server)
-    counts = own_hub.counts()
+    counts = switchable_hub.counts()
     assert set(counts) == set(served), output  # the killed worker's too
     assert set(counts.values()) == {1}
     assert spool_rows(spool) == []
@@ -151,7 +138,7 @@ def test_celery_prefork_recycling_every_child_delivers_every_event(hub: LiveHub,
         send = "from durable_apps.celery_app import track_purchase\nfor i in range(10): track_purchase.delay(i)"
         sent = subprocess.run([sys.executable, "-c", send], env=environ, cwd=ROOT, capture_output=True, timeout=30)
         assert sent.returncode == 0, sent.stderr
-        assert until(lambda: len(hub.events("server")) >= 10, 40)
+        wait_for(lambda: len(hub.events("server")) >= 10, "10 server events at the hub", 40)
     finally:
         output = stop(worker)
     ids = sorted(e["event"]["event_id"] for e in hub.events("server"))
@@ -166,13 +153,13 @@ def test_django_under_uvicorn_delivers_across_sigterm(hub: LiveHub) -> None:
     url = f"http://127.0.0.1:{port}"
     server = start(command("uvicorn", "example_apps.django_app:asgi_application", port), env(hub.url))
     try:
-        wait_until_serving(server, url)
+        wait_until_serving(url, server, "uvicorn", stderr(server))
         ids = [new_event_id("purchase") for _ in range(5)]
         with httpx.Client(base_url=url) as shop:
             for eid in ids:
                 headers = {"X-LayerSync-Event-Id": eid, "X-LayerSync-Event-Name": "purchase"}
                 assert shop.post("/api/orders", json={"items": ["SKU-A"]}, headers=headers).status_code == 201
-        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)  # held for 30 s now
+        wait_for(lambda: hub.hits() == 1, "the hub to hold the batch (for 30 s)")
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)
         assert server.wait(15) == -signal.SIGTERM  # uvicorn's own ending, unchanged
@@ -194,12 +181,12 @@ def full_disk(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
 
 
 def test_a_full_disk_keeps_memory_bounded_track_cheap_and_sends_nothing_twice(
-    own_hub: SwitchableHub, full_disk: tuple[Path, list[str]]
+    switchable_hub: SwitchableHub, full_disk: tuple[Path, list[str]]
 ) -> None:
     where, cap_args = full_disk
-    own_hub.down()
+    switchable_hub.down()
     spool = str(where / "spool.db")
-    environ = env(own_hub.url, LAYERSYNC_SPOOL_PATH=spool, LAYERSYNC_TIMEOUT_MS="300", LAYERSYNC_CONSOLE_LOG="1")
+    environ = env(switchable_hub.url, LAYERSYNC_SPOOL_PATH=spool, LAYERSYNC_TIMEOUT_MS="300", LAYERSYNC_CONSOLE_LOG="1")
     # 12,000 events of about 600 bytes, 3,000 kept in the queue: the disk is full after about 1,500.
     args = [sys.executable, "-m", "durable_apps.full_disk", "12000", "3000", *cap_args]
     with subprocess.Popen(
@@ -208,7 +195,7 @@ def test_a_full_disk_keeps_memory_bounded_track_cheap_and_sends_nothing_twice(
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         burst = json.loads(proc.stdout.readline() or "null")
         assert burst is not None, proc.stderr.read()
-        own_hub.up()
+        switchable_hub.up()
         proc.stdin.write("up\n")
         proc.stdin.flush()
         assert json.loads(proc.stdout.readline()) == {"left": 0, "queued": 0}
@@ -219,11 +206,11 @@ def test_a_full_disk_keeps_memory_bounded_track_cheap_and_sends_nothing_twice(
     assert burst["ms"]["p99"] < 5
     said = [line for line in log.splitlines() if "is full" in line]
     assert len(said) == 1 and "free space there or point spool_path (LAYERSYNC_SPOOL_PATH)" in said[0], said
-    delivered = own_hub.counts()
+    delivered = switchable_hub.counts()
     assert 3000 <= len(delivered) <= 3050 and set(delivered.values()) == {1}  # the queue, and a batch in flight
     # Room again (the operator grew the volume), and the next process on that spool (a
     # restart, another worker) sends nothing again: rows of events sent meanwhile are gone.
     if not cap_args:
         subprocess.run(["mount", "-o", "remount,size=16m", str(where)], check=True)
     send_what_the_spool_holds(environ)
-    assert own_hub.counts() == delivered
+    assert switchable_hub.counts() == delivered

@@ -531,3 +531,8 @@ def test_orjson_is_used_when_installed_and_json_refuses_nan() -> None:
     assert _event.encode_event is _event._encoders[0]
     with pytest.raises(ValueError):
         _event._encode_stdlib({"x": float("nan")})
+
+
+def test_props_that_are_not_a_mapping_are_dropped_whole_and_said_so() -> None:
+    assert _event.map_props_sized(["SKU-A", "SKU-B"]) == ({}, [Dropped("*", "unsupported_type")], 0)
+    assert _event.map_props_sized(None) == ({}, [], 0)

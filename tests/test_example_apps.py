@@ -3,11 +3,9 @@ correct paired event on the hub; one without them, or with a forged name, gives 
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
-from helpers import SITE, LiveHub
+from helpers import SITE, LiveHub, wait_for
 from servers import serve
 
 from layersync_middleware._event import new_event_id
@@ -56,9 +54,7 @@ def test_example_app_pairs_under_a_real_server(hub: LiveHub, server: str, target
         order_id = r.json()["order_id"]
         r = shop.post("/api/orders?fail=1", json={"items": []}, headers=pairing(new_event_id("purchase"), "purchase"))
         assert r.status_code == 402
-        deadline = time.monotonic() + 10
-        while len(hub.events("server")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(hub.events("server")) >= 2, "the two paired server events")
     # The server has stopped (SIGTERM): whatever it still held was drained on the way out.
     events = {e["event"]["event_id"]: e["event"] for e in hub.events("server")}
     assert set(events) == {atc, pur}, events

@@ -14,17 +14,6 @@ from layersync_middleware.flask import FlaskLayerSync, settings_from_config
 from layersync_middleware.testing import capture_events
 
 
-# Fresh ids per test: adapters configured alike share one client, and it forwards a pair once.
-@pytest.fixture
-def ATC() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
-
-
-@pytest.fixture
-def PUR() -> dict[str, str]:
-    return {"X-LayerSync-Event-Id": new_event_id("purchase"), "X-LayerSync-Event-Name": "purchase"}
-
-
 def hub_config(hub: LiveHub) -> dict[str, object]:
     return {
         "LAYERSYNC_SITE_ID": SITE.site_id,
@@ -190,7 +179,7 @@ def test_no_matcher_pairs_what_the_sdk_stamps_under_a_mount_and_not_on_a_get(hub
     ext = FlaskLayerSync(app)
     atc = {"X-LayerSync-Event-Id": new_event_id("add_to_cart"), "X-LayerSync-Event-Name": "add_to_cart"}
     c = app.test_client()
-    # The extension's client is the process's for these settings: count from here.
+    # Adapters configured alike share one client (a Django test's may have counted already).
     before = ext.client.stats().dropped.get("read_only_method", 0)
     # Mounted at /api (SCRIPT_NAME): the browser called /api/cart, which the SDK stamps.
     assert c.post("/cart", headers=atc, base_url="http://localhost/api").status_code == 200
@@ -214,3 +203,19 @@ def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, mount: str)
         for _ in range(2):  # the SDK re-sends a stale id: forwarded once
             assert c.post(url, headers=headers, base_url=f"http://localhost{mount}").status_code == 200
     assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)
+
+
+def test_the_client_property_says_which_init_app_is_missing(hub: LiveHub) -> None:
+    ext = FlaskLayerSync()
+    with pytest.raises(RuntimeError, match=r"^FlaskLayerSync.init_app\(app\) has not been called$"):
+        _ = ext.client
+    shop, other = Flask("shop"), Flask("other")
+    for app in (shop, other):
+        app.config.update(hub_config(hub))
+        ext.init_app(app)
+    with pytest.raises(RuntimeError, match="several apps use this FlaskLayerSync: use .client inside an app context"):
+        _ = ext.client
+    with shop.app_context():
+        assert ext.client is shop.extensions["layersync"]
+    with Flask("bare").app_context(), pytest.raises(RuntimeError, match="not been called for the current app"):
+        _ = ext.client

@@ -138,3 +138,20 @@ def test_an_outage_is_logged_when_it_starts_and_ends(hub: Any, caplog: pytest.Lo
     assert any(level == "INFO" and "failed again (HTTP 500)" in m for level, m in messages)
     assert any(level == "WARNING" and "takes events again" in m for level, m in messages)
     client.shutdown(0)
+
+
+def test_a_console_logger_writes_to_stderr_only_while_the_app_has_no_logging(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from layersync_middleware._log import client_logger, logger
+
+    assert client_logger(console=False) is logger  # the default: no handler of ours
+    console = client_logger(console=True)
+    assert console.name.startswith("layersync.console.")  # its lines reach the app through layersync too
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # an app that configured no logging
+    console.warning("the hub refused %s", "a batch")
+    assert capsys.readouterr().err == "[LayerSync] WARNING the hub refused a batch\n"
+    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])  # it has: the line goes there only
+    console.warning("the hub refused %s", "a batch")
+    assert capsys.readouterr().err == ""

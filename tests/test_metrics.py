@@ -19,8 +19,7 @@ from typing import Any, get_args
 
 import httpx
 import pytest
-from durable_apps.hubctl import until
-from helpers import SITE, LiveHub
+from helpers import SITE, LiveHub, wait_for
 from servers import free_port, stop, wait_until_serving
 
 from layersync_middleware import ConfigurationError, DropReason, Event, LayerSync, Outcome, Settings, Stats
@@ -215,7 +214,7 @@ def exercise_and_compare(url: str, hub: LiveHub, workers: int) -> None:
                 pool.map(lambda i: http.post("/api/cart/add", headers=paired(run, i)).status_code, range(REQUESTS))
             )
             assert codes == [200] * REQUESTS
-        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] >= workers)
+        wait_for(lambda: hub.http.get("/api/hub/faults").json()["hits"] >= workers, "every worker's hub request")
     finally:
         hub.faults(mode=None)
     with httpx.Client(base_url=url, timeout=10) as http, ThreadPoolExecutor(4) as pool:
@@ -227,17 +226,18 @@ def exercise_and_compare(url: str, hub: LiveHub, workers: int) -> None:
                 latest[answer["pid"]] = Stats(**answer["stats"])
             return len(latest) == workers and all(s.queued == 0 for s in latest.values())
 
-        assert until(settled, timeout=20), latest
+        wait_for(settled, "every worker's last word, its queue empty", timeout=20)
         # Every worker took part (four requests at a time keep both of gunicorn's busy).
         assert all(s.enqueued > 0 for s in latest.values()), latest
         expected = total(list(latest.values()))
         capacity = 10_000 * workers
         # The worker that last sent adds its changes just after its batch: a scrape may be a moment behind.
-        until(
+        wait_for(
             lambda: (
                 {k: v for k, v in scraped(parse(http.get("/metrics").text)).items() if not k.startswith("_")}
                 == expected
-            )
+            ),
+            "the scrape to catch up with stats()",
         )
         assert_agree(scraped(parse(http.get("/metrics").text)), expected, capacity)
 
@@ -434,7 +434,9 @@ def test_a_forked_child_counts_its_own_events(hub: LiveHub) -> None:
                 at_fork = parse(render()[0].decode()).get(sent, 0.0)  # the parent's figures, copied
                 ls.track("add_to_cart")
                 left = ls.flush(5)
-                counted = until(lambda: parse(render()[0].decode()).get(sent, 0.0) - at_fork == 1, timeout=5)
+                counted = wait_for(
+                    lambda: parse(render()[0].decode()).get(sent, 0.0) - at_fork == 1, "the child's count", timeout=5
+                )
                 os.write(write, f"{left} {ls.stats().sent} {counted}".encode())
             finally:
                 os._exit(0)

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from durable_apps.hubctl import until
-from helpers import SITE, LiveHub
+from helpers import SITE, LiveHub, wait_for
 from servers import launch, stop
 
 from layersync_middleware._event import new_event_id
@@ -95,7 +94,7 @@ def test_with_the_hub_hanging_the_exit_takes_one_shutdown_timeout(hub: LiveHub, 
     hub.faults(mode="hang", hang_seconds=10)
     with serving(hub, server, BUDGET) as (proc, http):
         assert all(add_to_cart(http, new_event_id("add_to_cart")) for _ in range(20))
-        assert until(lambda: hub.http.get("/api/hub/faults").json()["hits"] >= 1)  # a batch hangs
+        wait_for(lambda: hub.hits() >= 1, "the hub to hold a batch")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(4 * BUDGET + 5) in (0, -signal.SIGTERM)

@@ -428,3 +428,59 @@ def test_sdk_rule_settings_from_the_environment_flask_and_django_checked_at_star
         settings_from_config({"LAYERSYNC_CHECKOUT_ENDPOINTS": 3}, environ=CREDS)
     with pytest.raises(ConfigurationError, match=r"^LAYERSYNC\['sdk_rules'\]: must be true or false"):
         Settings.from_mapping({"sdk_rules": "maybe"}, spell=lambda f: f"LAYERSYNC[{f!r}]", environ=CREDS)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("console_log", 2, "must be true or false (1/0, yes/no, on/off)"),
+        ("console_log", "maybe", "must be true or false (1/0, yes/no, on/off)"),
+        ("api_url", "https://[::1:80", "is not a valid URL"),
+        ("api_url", "https://hub.example:99999", "is not a valid URL"),
+        ("api_url", "   ", "must be an http(s) URL"),
+        ("api_url", "https://hub.example/#top", "must not have a query or fragment (use https://hub.example)"),
+        (
+            "api_url",
+            "https://[2001:db8::1]:8443/?k=v",
+            "must not have a query or fragment (use https://[2001:db8::1]:8443)",
+        ),
+        ("shutdown_timeout", "soon", "must be a number of seconds from 0 to 60"),
+        ("shutdown_timeout", float("nan"), "must be a number of seconds from 0 to 60"),
+        ("dedup_url", "", "must be a redis://, rediss:// or unix:// URL"),
+        ("dedup_url", 5, "must be a redis://, rediss:// or unix:// URL"),
+        ("dedup_url", "unix://", "needs the socket path, as in unix:///run/redis.sock"),
+        ("celery_queue", "q" * 201, "must be a queue name of 1-200 printable characters"),
+        ("celery_queue", "orders\nlow", "must be a queue name of 1-200 printable characters"),
+        ("kept_query_params", 5, "must be query parameter names"),
+        ("cart_endpoints", b"/cart", "must be a list of regular expressions"),
+        ("cart_endpoints", {"/cart": 1}, "must be a list of regular expressions"),
+    ],
+)
+def test_a_bad_value_is_named_with_what_is_wanted(name: str, value: object, said: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make(**{name: value})
+    assert str(info.value).startswith(f"{name}: {said}")
+
+
+def test_flags_and_timeouts_read_as_written_in_an_environment() -> None:
+    assert make(console_log=1).console_log is True and make(console_log=" On ").console_log is True
+    assert make(console_log="").console_log is False and make(console_log=0).console_log is False
+    assert make(shutdown_timeout=" 2.5 ").shutdown_timeout == 2.5
+    assert make(celery_queue=None).celery_queue == ""  # Celery routes the task
+
+
+def test_settings_cannot_be_changed_in_place() -> None:
+    settings = make()
+    with pytest.raises(AttributeError, match="use settings.replace"):
+        settings.site_id = "other"
+    with pytest.raises(AttributeError, match="immutable"):
+        del settings.site_id
+    assert settings.replace(site_id="other").site_id == "other" and settings.site_id != "other"
+
+
+def test_an_unknown_option_far_from_any_setting_is_answered_with_the_list() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        LayerSync(make(), zzzzqq=1)
+    message = str(info.value)
+    assert message.startswith("zzzzqq: is not a LayerSync setting (known: allow_insecure_http, api_url, ")
+    assert all(name in message for name in ("site_id", "secret_key", "matcher"))

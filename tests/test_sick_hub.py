@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from helpers import SITE, LiveHub, settings
+from helpers import SITE, LiveHub, settings, wait_for
 from servers import free_port, stop, wait_until_serving
 
 from layersync_middleware import Delivery, LayerSync
@@ -216,7 +216,7 @@ def test_app_latency_is_unchanged_and_every_paired_event_arrives_once(
         # Measure while the tracked app's sender is failing: after its first failed attempt.
         for http in apps:
             timed_post(http, ids[0])
-        wait_for(lambda: sick(tracked.get("/_stats").json()), f"the tracked app never met the {fault} fault")
+        wait_for(lambda: sick(tracked.get("/_stats").json()), f"the tracked app to meet the {fault} fault", 5)
         for event_id in ids[1:]:  # interleaved, so that the machine's noise hits both alike
             bare_s.append(timed_post(bare, event_id))
             tracked_s.append(timed_post(tracked, event_id))
@@ -235,28 +235,22 @@ def test_app_latency_is_unchanged_and_every_paired_event_arrives_once(
     assert set(arrived) >= set(ids) and once(Counter({i: arrived[i] for i in ids}), fault), arrived
 
 
-def wait_for(condition: Callable[[], bool], failure: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
-
-
 def sick(stats: dict[str, int]) -> bool:
     """Has a client met the fault: an attempt failed, or one hangs?"""
     return stats["retried"] > 0 or stats["in_flight"] > 0
 
 
 def drained(flush: Callable[[], T], within: float = 10.0) -> T:
-    """Flush until nothing is left. One flush may end early with events left: an
-    attempt in flight when the hub recovered (a hung request) counts as their try."""
-    deadline = time.monotonic() + within
-    while True:
+    """Flush until nothing is left, and return that flush's answer. One flush may end early
+    with events left: an attempt in flight when the hub recovered (a hung request) counts
+    as their try."""
+
+    def empty() -> tuple[T] | None:
         result = flush()
         left = result["left"] if isinstance(result, dict) else result
-        if not left or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
+        return None if left else (result,)
+
+    return wait_for(empty, "a flush that leaves nothing", within)[0]
 
 
 # --- bounded calls, and what arrives after recovery -----------------------------------------------
@@ -290,7 +284,9 @@ def asyncio_calls(client: LayerSync, purchase: str) -> Delivery:
     then the sync flush that drains what the loop left behind."""
 
     async def app() -> Delivery:
-        await asyncio.sleep(0.05)  # the worker task meets the fault
+        # The worker task meets the fault first (polled from a thread: the loop runs the task).
+        met = lambda: client.stats().retried > 0 or client.stats().in_flight > 0  # noqa: E731
+        await asyncio.to_thread(wait_for, met, "the worker task to meet the fault", 5)
         delivery = await abounded(client.asend("purchase", {"order_id": "O-1"}, event_id=purchase, timeout=DEADLINE))
         await abounded(client.aflush(DEADLINE))
         await abounded(client.ashutdown(DEADLINE))
@@ -358,7 +354,7 @@ def test_a_flush_after_one_that_ran_out_of_time_still_delivers(hub_for: SickHub)
             client.track("add_to_cart", {"value": 1}, event_id=event_id)
         assert bounded(lambda: client.flush(0.3), 0.3) == 5
         # The hung attempt times out (TIMEOUT_MS): the events are parked for a retry.
-        wait_for(lambda: client.stats().in_flight == 0, "the hung attempt never timed out")
+        wait_for(lambda: client.stats().in_flight == 0, "the hung attempt to time out", 5)
     finally:
         hub_for.recover("hang")
     left = bounded(lambda: client.flush(2), 2)

@@ -271,3 +271,24 @@ def test_consent_must_answer_true(memory: MemoryTransport) -> None:
         app = LayerSyncWSGIMiddleware(plain, client=client, consent=lambda environ, a=answer: a)  # type: ignore[misc]
         list(app(environ_for("POST", "/cart/add", sdk_headers("add_to_cart")), StartResponse()))
     assert len(memory.events) == 1 and client.stats().dropped == {"invalid_consent": 3}
+
+
+def test_a_status_line_without_a_number_counts_as_a_failure_and_passes_through(memory: MemoryTransport) -> None:
+    def odd(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("OK", [("Content-Type", "text/plain")])  # a broken app: no status code
+        return [b"ok"]
+
+    app, client = make(memory, odd)
+    started = StartResponse()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/cart/add",
+        "SERVER_NAME": "shop.example",
+        "SERVER_PORT": "443",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(b""),
+        "HTTP_X_LAYERSYNC_EVENT_ID": ATC["X-LayerSync-Event-Id"],
+        "HTTP_X_LAYERSYNC_EVENT_NAME": ATC["X-LayerSync-Event-Name"],
+    }
+    assert b"".join(app(environ, started)) == b"ok" and started.statuses == ["OK"]  # untouched
+    assert client.flush(1) == 0 and memory.events == []  # read as a 500: not a conversion

@@ -937,12 +937,6 @@ class SpoolingSender(Sender):
             journal, self._journal = self._journal, []
             return journal, list(self._queue)
 
-    def stop_journal(self) -> None:
-        """The spool cannot be written: keep no journal (memory only from now on)."""
-        with self.lock:
-            self.journaling = False
-            self._journal = []
-
     def _note(self, op: int, item: Queued) -> None:
         if not self.journaling:
             return

@@ -262,13 +262,3 @@ class EventQueue:
                 self._ready.setdefault(item.priority, deque()).append(item)
         self._parked.clear()
         return self.queued
-
-    def clear(self) -> list[Queued]:
-        items = list(self)
-        for item in items:
-            item.state = GONE
-        self._index.clear()
-        self._ready.clear()
-        self._parked.clear()
-        self.queued = self.ready = self.unverified = 0
-        return items

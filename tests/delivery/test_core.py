@@ -10,7 +10,17 @@ import pytest
 from helpers import make_event, settings
 
 from layersync_middleware import _wire
-from layersync_middleware._delivery.core import BUSY_BATCH, LINGER_BUSY, QUEUED, REFUSED, WAKE, Sender, backoff
+from layersync_middleware._delivery import core
+from layersync_middleware._delivery.core import (
+    BUSY_BATCH,
+    LINGER_BUSY,
+    QUEUED,
+    REFUSED,
+    WAKE,
+    Restored,
+    Sender,
+    backoff,
+)
 from layersync_middleware._delivery.queue import Queued
 from layersync_middleware._delivery.transport import Outcome
 from layersync_middleware._event import Event
@@ -346,3 +356,34 @@ def test_while_the_hub_is_down_new_events_wait_for_the_next_probe() -> None:
     h.sender.record(batch, [Outcome("retry", 200, None, "hub asked to retry")] + [OK] * 60, 0.01)
     h.sender.submit(event())
     assert isinstance(h.take(linger=0.0), list)
+
+
+# -- what the spool (or the Celery task) hands back ------------------------------------------------
+def test_restored_events_past_their_age_or_attempts_are_dropped_and_the_rest_fit_the_queue() -> None:
+    h = Harness(max_queue_size=2)
+    max_age, max_attempts = _wire.retry_policy("add_to_cart")
+    old, tired = event("add_to_cart"), event("add_to_cart")
+    fresh = [event("page_view"), event("add_to_cart"), event("purchase")]
+    restored = [
+        Restored(old, 0, max_age, True),
+        Restored(tired, max_attempts, 1.0, True),
+        *(Restored(e, 1, 1.0, True) for e in fresh),
+    ]
+    h.sender.restore(restored)
+    assert h.sender.stats().queued == 2  # the page view made room for the purchase
+    h.sender.report_drops()
+    assert sorted(h.drops) == sorted(
+        [("add_to_cart", "expired"), ("add_to_cart", "retries_exhausted"), ("page_view", "queue_full")]
+    )
+    h.run_until_idle()
+    assert sorted(c for call in h.calls for c in call) == sorted([fresh[1]["event_id"], fresh[2]["event_id"]])
+
+
+def test_the_memory_of_sent_pairs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "DEDUP_SIZE", 3)
+    h = Harness()
+    pairs = [event("add_to_cart") for _ in range(4)]
+    assert all(h.sender.claim(e) for e in pairs)  # the first is forgotten when the fourth comes
+    assert h.sender.claim(pairs[0])  # so it may go again
+    assert not any(h.sender.claim(e) for e in pairs[2:])  # the newest are still remembered
+    assert h.sender.stats().duplicates == 2

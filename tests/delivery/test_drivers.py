@@ -10,28 +10,19 @@ import textwrap
 import threading
 import time
 import types
-from typing import Any
+from collections.abc import Sequence
 
 import pytest
-from helpers import SITE, LiveHub, queued, settings
+from helpers import SITE, LiveHub, queued, settings, wait_for
 
 from layersync_middleware import LayerSync
 from layersync_middleware._delivery import drivers as worker_module
 from layersync_middleware._delivery.drivers import AsyncioWorker, ThreadWorker
-from layersync_middleware._delivery.transport import AsyncHTTPTransport, HTTPTransport, Transport
+from layersync_middleware._delivery.transport import AsyncHTTPTransport, HTTPTransport, Outcome, Transport
 from layersync_middleware._event import Event
 from layersync_middleware.testing import MemoryTransport
 
 SLACK = 1.5  # seconds a bounded call may overrun its deadline on a loaded CI machine
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 # -- the thread worker ---------------------------------------------------------------------------
@@ -39,7 +30,7 @@ def test_thread_worker_retries_through_500s(hub: LiveHub) -> None:
     hub.faults(mode="500", count=2)
     client = LayerSync(settings(api_url=hub.url))
     eid = client.track("purchase", {"value": 1})
-    assert wait_for(lambda: hub.events("server"))
+    wait_for(lambda: hub.events("server"), "the server event")
     [stored] = hub.events("server")
     assert stored["event"]["event_id"] == eid and stored["event"]["client_meta"]["attempts"] == 2
     assert client.stats().retried == 2
@@ -51,7 +42,7 @@ def test_thread_worker_honours_retry_after(hub: LiveHub) -> None:
     client = LayerSync(settings(api_url=hub.url))
     started = time.monotonic()
     client.track("lead")
-    assert wait_for(lambda: hub.events("server"))
+    wait_for(lambda: hub.events("server"), "the server event")
     assert time.monotonic() - started >= 1.0
     client.shutdown(1)
 
@@ -85,7 +76,7 @@ def test_a_slow_on_drop_never_runs_on_the_request_path(hub: LiveHub) -> None:
     calls: list[str] = []
 
     def slow_on_drop(event: Event, reason: str) -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: slow user code in the hook
         calls.append(threading.current_thread().name)
 
     client = LayerSync(settings(api_url=hub.url, max_queue_size=1), on_drop=slow_on_drop)
@@ -94,7 +85,7 @@ def test_a_slow_on_drop_never_runs_on_the_request_path(hub: LiveHub) -> None:
     for _ in range(20):
         client.track("page_view")  # the queue is full: each one is dropped
     assert time.monotonic() - started < 1.0  # 20 x 0.2 s if on_drop ran here
-    assert wait_for(lambda: len(calls) >= 1, 5)
+    wait_for(lambda: len(calls) >= 1, "on_drop to run", 5)
     assert threading.current_thread().name not in calls
     client.shutdown(0.1)
 
@@ -143,7 +134,7 @@ def test_shutdown_tries_parked_events_now_and_the_worker_restarts_lazily(hub: Li
     hub.faults(mode="500")
     client = LayerSync(settings(api_url=hub.url, max_retries=0))
     client.track("purchase")
-    assert wait_for(lambda: client.stats().retried == 1)  # failed once, now parked for ~5 s
+    wait_for(lambda: client.stats().retried == 1, "the failed attempt")  # failed once, now parked for ~5 s
     hub.faults(mode=None)
     started = time.monotonic()
     assert client.shutdown(3) == 0
@@ -158,7 +149,7 @@ def test_after_an_outage_every_event_that_fit_arrives_once(hub: LiveHub) -> None
     hub.faults(mode="500")
     client = LayerSync(settings(api_url=hub.url, max_queue_size=300, max_retries=0))
     ids = [queued(client.track("add_to_cart", {"n": i})) for i in range(200)]
-    assert wait_for(lambda: client.stats().retried >= 1)
+    wait_for(lambda: client.stats().retried >= 1, "a failed attempt")
     hub.faults(mode=None)
     assert client.flush(10) == 0
     stored = [e["event"]["event_id"] for e in hub.events("server")]
@@ -320,7 +311,7 @@ def test_asyncio_worker_without_a_loop_delivers_from_a_thread(hub: LiveHub) -> N
     # used to wait for shutdown.
     client = LayerSync(settings(api_url=hub.url, sender="asyncio"))
     threading.Thread(target=client.track, args=("lead",)).start()
-    assert wait_for(lambda: len(hub.events("server")) == 1, 5)
+    wait_for(lambda: len(hub.events("server")) == 1, "the server event", 5)
     client.shutdown(1)
 
 
@@ -333,11 +324,8 @@ def test_asyncio_worker_started_from_a_worker_thread(hub: LiveHub) -> None:
         await client.ashutdown(1)
         assert not client.stats().worker_alive
         await asyncio.to_thread(client.track, "lead")  # a sync endpoint in the threadpool
-        for _ in range(100):
-            if client.stats().worker_alive:
-                break
-            await asyncio.sleep(0.01)
-        assert client.stats().worker_alive
+        # Polled from a thread: the loop stays free to run the worker it starts.
+        await asyncio.to_thread(wait_for, lambda: client.stats().worker_alive, "the worker to start again")
         left = await client.aflush(3)
         await client.ashutdown(1)
         return left
@@ -354,7 +342,7 @@ def test_events_in_flight_when_the_loop_ends_are_not_lost(hub: LiveHub) -> None:
 
     async def main() -> None:
         client.track("purchase")
-        await asyncio.sleep(0.3)  # in flight, the hub hanging
+        await asyncio.to_thread(wait_for, lambda: hub.hits() == 1, "the hub to hold the batch")  # in flight now
 
     asyncio.run(main())
     assert client.stats().in_flight == 0 and client.stats().queued == 1
@@ -376,6 +364,34 @@ def test_ashutdown_closes_every_connection_it_opened(hub: LiveHub) -> None:
     assert worker._transport is None
 
 
+def test_the_asyncio_sender_sends_through_a_transport_without_asend_in_a_thread() -> None:
+    class SendOnly:
+        """A user's transport with only the synchronous ``send``."""
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str]] = []  # (event id, thread)
+
+        def send(self, events: Sequence[Event], bodies: Sequence[bytes], timeout: float) -> list[Outcome]:
+            self.sent += [(str(e["event_id"]), threading.current_thread().name) for e in events]
+            return [Outcome("ok", 200) for _ in events]
+
+        def close(self) -> None:
+            pass
+
+    transport = SendOnly()
+    client = LayerSync(settings(sender="asyncio"), transport=transport)
+
+    async def app() -> tuple[str, int, str]:
+        eid = queued(client.track("lead"))
+        left = await client.aflush(3)
+        await client.ashutdown(1)
+        return eid, left, threading.current_thread().name
+
+    eid, left, loop_thread = asyncio.run(app())
+    assert left == 0 and [i for i, _ in transport.sent] == [eid]
+    assert transport.sent[0][1] != loop_thread  # a blocking send never runs on the loop
+
+
 # -- every connection a worker opens is closed ------------------------------------------------------------
 def closed(transport: HTTPTransport) -> bool:
     # A call, not an attribute read: mypy keeps an asserted attribute narrowed.
@@ -386,7 +402,7 @@ def test_a_shutdown_that_cannot_wait_closes_the_connection_when_the_request_ends
     hub.faults(mode="hang", hang_seconds=1, count=1)
     client = LayerSync(settings(api_url=hub.url, timeout_ms=5000))
     client.track("purchase")
-    assert wait_for(lambda: hub.http.get("/api/hub/faults").json()["hits"] == 1)  # the hub holds it
+    wait_for(lambda: hub.hits() == 1, "the hub to hold the batch")
     worker = client._worker
     transport, thread = worker._transport, getattr(worker, "_thread", None)
     assert isinstance(transport, HTTPTransport) and isinstance(thread, threading.Thread)
@@ -405,7 +421,7 @@ def test_two_threads_wanting_the_first_transport_share_one(hub: LiveHub) -> None
     start = threading.Barrier(2)
 
     def slow_factory() -> Transport:
-        time.sleep(0.1)  # both callers are past the first look before either has one
+        time.sleep(0.1)  # the scenario: a slow set-up, so both callers are past the first look
         made.append(HTTPTransport(client.settings))
         return made[-1]
 
@@ -430,11 +446,8 @@ def test_the_async_client_is_closed_when_the_loop_ends_without_ashutdown(hub: Li
     assert isinstance(worker, AsyncioWorker)
 
     async def app() -> AsyncHTTPTransport | None:
-        client.track("lead")
-        for _ in range(250):  # the worker task delivers on this loop
-            if client.stats().sent == 1:
-                break
-            await asyncio.sleep(0.02)
+        client.track("lead")  # the worker task delivers on this loop, polled from a thread
+        await asyncio.to_thread(wait_for, lambda: client.stats().sent == 1, "the worker task to deliver")
         transport = worker._atransport
         return transport if isinstance(transport, AsyncHTTPTransport) else None
 

@@ -7,44 +7,36 @@ import collections
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from durable_apps.hubctl import SwitchableHub, spool_rows, until
-from helpers import SITE, queued, settings
+from durable_apps.hubctl import SwitchableHub, spool_rows
+from helpers import SITE, queued, settings, wait_for
 
 from layersync_middleware import LayerSync
 from layersync_middleware._delivery import spool as _spool
 from layersync_middleware._delivery.core import Sender, SpoolingSender
-from layersync_middleware._delivery.spool import PERSIST_WINDOW, key_fingerprint
+from layersync_middleware._delivery.spool import key_fingerprint
 from layersync_middleware._event import Event
 from layersync_middleware._pairing import PendingEvent
 from layersync_middleware.hub import HubServer, HubSite, create_hub
-
-
-@pytest.fixture
-def own_hub() -> Iterator[SwitchableHub]:
-    hub = SwitchableHub()
-    yield hub
-    hub.close()
 
 
 def client(hub: SwitchableHub, spool: Path, **options: Any) -> LayerSync:
     return LayerSync(settings(api_url=hub.url, spool_path=spool, timeout_ms=1000, **options))
 
 
-def test_hub_down_for_part_of_a_burst_every_event_arrives_once(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_hub_down_for_part_of_a_burst_every_event_arrives_once(switchable_hub: SwitchableHub, tmp_path: Path) -> None:
     spool = tmp_path / "spool.db"
-    ls = client(own_hub, spool)
-    own_hub.down()
+    ls = client(switchable_hub, spool)
+    switchable_hub.down()
     ids = [queued(ls.track("add_to_cart", {"n": i})) for i in range(500)]
-    assert until(lambda: len(spool_rows(spool)) == 500, 5)  # on disk while the hub is down
-    own_hub.up()
+    wait_for(lambda: len(spool_rows(spool)) == 500, "500 events in the spool", 5)  # on disk while the hub is down
+    switchable_hub.up()
     ids += [queued(ls.track("add_to_cart", {"n": i})) for i in range(500, 1000)]
     assert ls.flush(15) == 0
-    counts = own_hub.counts()
+    counts = switchable_hub.counts()
     assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}  # all 1,000, each once
     assert spool_rows(spool) == []  # delivered events leave the spool
     ls.shutdown(1)
@@ -57,21 +49,21 @@ def test_without_a_spool_path_nothing_changes() -> None:
 
 
 def test_a_clean_shutdown_hands_the_rest_to_the_next_start_with_ids_and_attempts(
-    own_hub: SwitchableHub, tmp_path: Path
+    switchable_hub: SwitchableHub, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    first = client(own_hub, spool, max_retries=0)
+    switchable_hub.down()
+    first = client(switchable_hub, spool, max_retries=0)
     ids = {first.track("purchase", {"n": i}) for i in range(3)}
-    assert until(lambda: first.stats().retried == 3)  # one failed attempt each
+    wait_for(lambda: first.stats().retried == 3, "3 failed attempts")  # one failed attempt each
     assert first.shutdown(0.5) == 3  # and the flush in it tried each once more
     assert first.stats().queued == 0  # handed over, not dropped
     assert first.stats().dropped == {}
     assert {(r[0], r[3]) for r in spool_rows(spool)} == {(i, 2) for i in ids}
-    own_hub.up()
-    second = client(own_hub, spool)  # adopts at start: the first let go of them
+    switchable_hub.up()
+    second = client(switchable_hub, spool)  # adopts at start: the first let go of them
     assert second.flush(5) == 0
-    stored = {e["event"]["event_id"]: e["event"] for e in own_hub.app.hub.store.events()}
+    stored = {e["event"]["event_id"]: e["event"] for e in switchable_hub.app.hub.store.events()}
     assert set(stored) == ids
     assert all(e["client_meta"]["attempts"] == 2 for e in stored.values())  # the count went on
     assert spool_rows(spool) == []
@@ -79,11 +71,11 @@ def test_a_clean_shutdown_hands_the_rest_to_the_next_start_with_ids_and_attempts
 
 
 def test_expired_and_exhausted_events_in_the_spool_are_dropped_and_counted_not_sent(
-    own_hub: SwitchableHub, tmp_path: Path
+    switchable_hub: SwitchableHub, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    first = client(own_hub, spool)
+    switchable_hub.down()
+    first = client(switchable_hub, spool)
     old_purchase, old_view, tired, fresh = (
         first.track("purchase", event_id="pur_old_8_days"),
         first.track("page_view", event_id="pv_old_7_hours"),
@@ -98,127 +90,127 @@ def test_expired_and_exhausted_events_in_the_spool_are_dropped_and_counted_not_s
         db.execute("UPDATE events SET queued_at_ms = ? WHERE event_id = ?", (now_ms - 7 * 3600_000, old_view))
         db.execute("UPDATE events SET attempts = 20 WHERE event_id = ?", (tired,))
     db.close()
-    own_hub.up()
+    switchable_hub.up()
     dropped: list[tuple[str, str]] = []
 
     def on_drop(event: Event, reason: str) -> None:
         dropped.append((str(event["event_id"]), reason))
 
-    second = LayerSync(settings(api_url=own_hub.url, spool_path=spool), on_drop=on_drop)
+    second = LayerSync(settings(api_url=switchable_hub.url, spool_path=spool), on_drop=on_drop)
     assert second.flush(5) == 0
-    assert own_hub.ids() == [fresh]  # only the one still in its time
+    assert switchable_hub.ids() == [fresh]  # only the one still in its time
     assert second.stats().dropped == {"expired": 2, "retries_exhausted": 1}
     assert sorted(dropped) == sorted([(old_purchase, "expired"), (old_view, "expired"), (tired, "retries_exhausted")])
     assert spool_rows(spool) == []
     second.shutdown(1)
 
 
-def test_a_live_process_keeps_its_events_until_it_lets_go(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_a_live_process_keeps_its_events_until_it_lets_go(switchable_hub: SwitchableHub, tmp_path: Path) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    a = client(own_hub, spool)
+    switchable_hub.down()
+    a = client(switchable_hub, spool)
     ids = {a.track("purchase", {"n": i}) for i in range(20)}
-    assert until(lambda: len(spool_rows(spool)) == 20)
-    b = client(own_hub, spool)  # another owner of the same file, alive
+    wait_for(lambda: len(spool_rows(spool)) == 20, "20 events in the spool")
+    b = client(switchable_hub, spool)  # another owner of the same file, alive
     keeper = b._worker._keeper
     assert keeper is not None
     assert keeper.adopt() == 0 and b.stats().queued == 0  # never two senders for one row
     a.shutdown(0.3)  # a exits for good: its events are anyone's now
-    own_hub.up()
+    switchable_hub.up()
     assert keeper.adopt() == 20  # what b's writer does every few seconds
     assert b.flush(5) == 0
-    counts = own_hub.counts()
+    counts = switchable_hub.counts()
     assert set(counts) == ids and set(counts.values()) == {1}
     b.shutdown(1)
 
 
-def test_the_spool_mirrors_the_bounded_queue(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_the_spool_mirrors_the_bounded_queue(switchable_hub: SwitchableHub, tmp_path: Path) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    ls = client(own_hub, spool, max_queue_size=5)
+    switchable_hub.down()
+    ls = client(switchable_hub, spool, max_queue_size=5)
     views = [ls.track("page_view") for _ in range(5)]
     purchases = [ls.track("purchase") for _ in range(3)]
-    assert until(lambda: len(spool_rows(spool)) == 5)
-    time.sleep(PERSIST_WINDOW * 3)
-    rows = {r[0] for r in spool_rows(spool)}
-    assert rows == set(views[3:] + purchases)  # the oldest page views went, from disk too
+    kept = set(views[3:] + purchases)  # the oldest page views went, from disk too
+    wait_for(lambda: {r[0] for r in spool_rows(spool)} == kept, "the spool to hold what the queue holds")
     assert ls.stats().dropped == {"queue_full": 3}
     ls.shutdown(0.2)
 
 
 def test_a_corrupt_spool_is_moved_aside_and_the_app_goes_on(
-    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    switchable_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     spool = tmp_path / "spool.db"
     spool.write_bytes(b"this is not an SQLite database, it is what a full disk left behind" * 100)
-    ls = client(own_hub, spool)
+    ls = client(switchable_hub, spool)
     assert "was corrupt" in caplog.text
     [aside] = tmp_path.glob("spool.db.corrupt-*")
     assert aside.read_bytes().startswith(b"this is not")
     eid = ls.track("purchase")
-    assert ls.flush(5) == 0 and own_hub.ids() == [eid]
-    own_hub.down()
+    assert ls.flush(5) == 0 and switchable_hub.ids() == [eid]
+    switchable_hub.down()
     ls.track("purchase")
-    assert until(lambda: len(spool_rows(spool)) == 1)  # a new spool in its place
+    wait_for(lambda: len(spool_rows(spool)) == 1, "1 event in the new spool")  # a new spool in its place
     ls.shutdown(0.2)
 
 
 def test_an_unwritable_spool_keeps_events_in_memory(
-    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    switchable_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    ls = client(own_hub, blocker / "spool.db")  # its directory cannot be made: the path is a file
+    ls = client(switchable_hub, blocker / "spool.db")  # its directory cannot be made: the path is a file
     assert "cannot use the spool" in caplog.text
     eid = ls.track("purchase")
     assert eid is not None
-    assert ls.flush(5) == 0 and own_hub.ids() == [eid]
+    assert ls.flush(5) == 0 and switchable_hub.ids() == [eid]
     ls.shutdown(0.2)
 
 
-def test_a_locked_spool_never_holds_up_track(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_a_locked_spool_never_holds_up_track(
+    switchable_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spool = tmp_path / "spool.db"
-    ls = client(own_hub, spool)
-    own_hub.down()
+    ls = client(switchable_hub, spool)
+    switchable_hub.down()
     other = sqlite3.connect(spool, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
     started = time.monotonic()
     ids = [queued(ls.track("purchase")) for _ in range(50)]
     assert time.monotonic() - started < 0.5  # the writer waits for the lock, track() does not
-    time.sleep(1.5)  # the writer's busy timeout has passed at least once
+    wait_for(lambda: "locked by another process" in caplog.text, "the writer to meet the lock", 5)
     other.execute("ROLLBACK")
     other.close()
-    assert until(lambda: len(spool_rows(spool)) == 50, 5)
-    own_hub.up()
-    assert ls.flush(5) == 0 and sorted(own_hub.ids()) == sorted(ids)
+    wait_for(lambda: len(spool_rows(spool)) == 50, "50 events in the spool", 5)
+    switchable_hub.up()
+    assert ls.flush(5) == 0 and sorted(switchable_hub.ids()) == sorted(ids)
     ls.shutdown(0.5)
 
 
 def test_spool_logs_never_hold_event_data(
-    own_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    switchable_hub: SwitchableHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="layersync")
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    ls = client(own_hub, spool)
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
     ls.track_with_identity("purchase", {"email": "ada@example.com"}, {"order_id": "ORD-SECRET-1"})
     ls.shutdown(0.3)
-    own_hub.up()
-    client(own_hub, spool).shutdown(2)
+    switchable_hub.up()
+    client(switchable_hub, spool).shutdown(2)
     assert "took over 1 event" in caplog.text
     assert "ORD-SECRET-1" not in caplog.text and "ada@example.com" not in caplog.text
     assert "sk_test" not in caplog.text
 
 
 def test_the_spool_holds_no_query_secrets_and_is_owner_only_whatever_was_there(
-    own_hub: SwitchableHub, tmp_path: Path
+    switchable_hub: SwitchableHub, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool.db"
     sqlite3.connect(spool).execute("PRAGMA journal_mode=WAL").fetchall()  # left by an older version...
     for path in tmp_path.iterdir():
         path.chmod(0o644)  # ...readable by everyone
-    own_hub.down()
-    ls = client(own_hub, spool)
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
     page = b"https://shop.example/account?email=ada%40example.com&token=s3cr3t&utm_source=news&fbclid=IwAR1"
     request = {
         "type": "http",
@@ -228,7 +220,7 @@ def test_the_spool_holds_no_query_secrets_and_is_owner_only_whatever_was_there(
     }
     ls._track_paired(PendingEvent("pur_0123456789abcdef", "purchase"), request)
     ls.track("purchase", {"note": "ada@example.com"}, request=request)
-    assert until(lambda: len(spool_rows(spool)) == 2)
+    wait_for(lambda: len(spool_rows(spool)) == 2, "2 events in the spool")
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"utm_source=news&fbclid=IwAR1" in on_disk  # attribution is kept...
     for secret in (b"ada", b"s3cr3t", b"abc123"):  # ...nothing else of the URLs, nor a PII prop
@@ -241,14 +233,14 @@ def test_the_spool_holds_no_query_secrets_and_is_owner_only_whatever_was_there(
     ls.shutdown(0.2)
 
 
-def test_an_event_over_the_wire_limit_is_never_spooled(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_an_event_over_the_wire_limit_is_never_spooled(switchable_hub: SwitchableHub, tmp_path: Path) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    ls = client(own_hub, spool)
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
     # The review's repro: 20 events of 8 MB props took 151 MiB of spool, then were dropped at send.
     assert [ls.track("purchase", {"blob": "x" * 8_000_000}) for _ in range(20)] == [None] * 20
     kept = queued(ls.track("purchase", {"blob": "x" * 50_000}))
-    assert until(lambda: len(spool_rows(spool)) == 1)
+    wait_for(lambda: len(spool_rows(spool)) == 1, "1 event in the spool")
     assert [r[0] for r in spool_rows(spool)] == [kept] and spool.stat().st_size < 1_000_000
     assert ls.stats().dropped == {"too_large": 20}
     ls.shutdown(0.2)
@@ -288,12 +280,12 @@ def test_a_client_adopts_only_rows_of_its_own_site_and_key(tmp_path: Path) -> No
         app.hub.store.close()
 
 
-def test_rows_say_their_site_and_a_key_fingerprint_never_the_key(own_hub: SwitchableHub, tmp_path: Path) -> None:
+def test_rows_say_their_site_and_a_key_fingerprint_never_the_key(switchable_hub: SwitchableHub, tmp_path: Path) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    ls = client(own_hub, spool)
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
     ls.track("purchase")
-    assert until(lambda: len(spool_rows(spool)) == 1)
+    wait_for(lambda: len(spool_rows(spool)) == 1, "1 event in the spool")
     db = sqlite3.connect(spool)
     [(site, fingerprint)] = db.execute("SELECT site, key_fp FROM events").fetchall()
     db.close()
@@ -304,41 +296,69 @@ def test_rows_say_their_site_and_a_key_fingerprint_never_the_key(own_hub: Switch
 
 # -- issue 22.8: a wall-clock step never makes rows send twice ----------------------------------------
 def test_a_clock_step_never_makes_a_live_processs_rows_send_twice(
-    own_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switchable_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    a = client(own_hub, spool)
+    switchable_hub.down()
+    a = client(switchable_hub, spool)
     ids = [queued(a.track("add_to_cart", {"n": i})) for i in range(200)]
-    assert until(lambda: len(spool_rows(spool)) == 200)
+    wait_for(lambda: len(spool_rows(spool)) == 200, "200 events in the spool")
     wall = time.time
     monkeypatch.setattr(time, "time", lambda: wall() + 60)  # NTP, or an operator, steps the clock
-    b = client(own_hub, spool)  # a second worker starts: it looks for orphans at once
+    b = client(switchable_hub, spool)  # a second worker starts: it looks for orphans at once
     keeper = b._worker._keeper
     assert keeper is not None and keeper.adopt() == 0
-    own_hub.up()
+    switchable_hub.up()
     assert a.flush(5) == 0 and b.flush(5) == 0
-    counts = own_hub.counts()
+    counts = switchable_hub.counts()
     assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}  # 200, each once
     a.shutdown(0.2)
     b.shutdown(0.2)
 
 
 def test_an_owner_whose_heartbeat_stops_is_taken_over_after_the_lease(
-    own_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switchable_hub: SwitchableHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_spool, "LEASE", 0.3)  # a's writer renews every 5 s: its beat stands still meanwhile
     spool = tmp_path / "spool.db"
-    own_hub.down()
-    a = client(own_hub, spool)
+    switchable_hub.down()
+    a = client(switchable_hub, spool)
     ids = {queued(a.track("purchase", {"n": i})) for i in range(5)}
-    assert until(lambda: len(spool_rows(spool)) == 5)
-    b = client(own_hub, spool)
+    wait_for(lambda: len(spool_rows(spool)) == 5, "5 events in the spool")
+    b = client(switchable_hub, spool)
     keeper = b._worker._keeper
     assert keeper is not None and keeper.adopt() == 0  # first sight of a's beat
-    assert until(lambda: keeper.adopt() == 5)  # unchanged for the lease: a is stuck (SIGSTOP, a debugger)
+    # Unchanged for the lease: a is stuck (SIGSTOP, a debugger).
+    wait_for(lambda: keeper.adopt() == 5, "the keeper to adopt 5 events")
     a._worker.sender.discard()  # a stays stuck
-    own_hub.up()
-    assert b.flush(5) == 0 and set(own_hub.ids()) == ids
+    switchable_hub.up()
+    assert b.flush(5) == 0 and set(switchable_hub.ids()) == ids
     a.shutdown(0)
     b.shutdown(0.2)
+
+
+def test_a_spool_an_older_version_made_gains_its_new_columns_and_is_used(
+    switchable_hub: SwitchableHub, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.db"
+    old = sqlite3.connect(spool)  # the schema before the owners' beat and the rows' site and key
+    old.executescript("""
+        CREATE TABLE owners (owner TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+                             lease_until REAL NOT NULL);
+        CREATE TABLE events (event_id TEXT NOT NULL, event_name TEXT NOT NULL, owner TEXT NOT NULL,
+                             priority INTEGER NOT NULL, verified INTEGER NOT NULL, queued_at_ms INTEGER NOT NULL,
+                             attempts INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (event_id, event_name))
+                             WITHOUT ROWID;
+    """)
+    old.close()
+    switchable_hub.down()
+    ls = client(switchable_hub, spool)
+    eid = queued(ls.track("purchase", {"value": 1}))
+    wait_for(lambda: [r[0] for r in spool_rows(spool)] == [eid], "the event in the old file")
+    db = sqlite3.connect(spool)
+    columns = {(t, row[1]) for t in ("owners", "events") for row in db.execute(f"PRAGMA table_info({t})")}
+    db.close()
+    assert {("owners", "beat"), ("events", "site"), ("events", "key_fp")} <= columns
+    switchable_hub.up()
+    assert ls.flush(5) == 0 and switchable_hub.ids() == [eid] and spool_rows(spool) == []
+    ls.shutdown(0.5)

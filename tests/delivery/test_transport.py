@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from datetime import datetime, timezone
 
+import httpcore
 import pytest
 from helpers import LiveHub, settings
 
 from layersync_middleware import _wire
+from layersync_middleware._delivery import transport
 from layersync_middleware._delivery.transport import (
     HTTPTransport,
     Outcome,
@@ -61,6 +65,9 @@ def test_retry_after_seconds_dates_and_cap() -> None:
     assert parse_retry_after("soon") is None
     when = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
     assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 GMT", now=when.timestamp() - 30) == pytest.approx(30)
+    # A date with no zone ("-0000") is read as UTC; "nan" is no wait at all, not a NaN one.
+    assert parse_retry_after("Tue, 01 Jan 2030 00:00:30 -0000", now=when.timestamp() - 30) == pytest.approx(30)
+    assert parse_retry_after("nan") is None
     assert classify(429, "3", b"", EVENTS[:1]) == [Outcome("retry", 429, 3.0, "HTTP 429")]
 
 
@@ -132,3 +139,33 @@ def test_a_request_never_outlasts_its_total_deadline(hub: LiveHub, mode: str) ->
         assert outcome.status is not None
     finally:
         transport.close()
+
+
+def test_a_body_gzip_would_not_shrink_goes_as_it_is() -> None:
+    body = os.urandom(_wire.GZIP_MIN_BYTES + 100)  # incompressible: gzip would only add its header
+    assert request_body([body]) == (_wire.SERVER_EVENT_PATH, body, {})
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.timeouts.append(timeout)
+        return b""
+
+
+def test_each_read_gets_what_is_left_of_the_requests_total_deadline() -> None:
+    deadline = transport._Deadline()
+    raw = _Stream()
+    stream = transport._DeadlineStream(raw, deadline)
+    stream.read(10, 5.0)
+    deadline.at = time.monotonic() + 1.0
+    stream.read(10, 5.0)
+    stream.read(10, None)
+    assert raw.timeouts[0] == 5.0 and all(0 < t <= 1.0 for t in raw.timeouts[1:] if t is not None)
+    assert None not in raw.timeouts
+    deadline.at = time.monotonic() - 0.001  # passed: no read at all
+    with pytest.raises(httpcore.ReadTimeout, match="total deadline passed"):
+        stream.read(10, 5.0)
+    assert len(raw.timeouts) == 3

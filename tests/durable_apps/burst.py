@@ -11,5 +11,5 @@ from layersync_middleware import LayerSync
 ls = LayerSync.from_env()
 for i in range(int(sys.argv[1])):
     print(ls.track("purchase", {"n": i}), flush=True)
-    time.sleep(0.001)
-time.sleep(120)
+    time.sleep(0.001)  # the scenario: a burst spread over time, so the SIGKILL lands mid-burst
+time.sleep(120)  # the scenario: alive until the test kills it

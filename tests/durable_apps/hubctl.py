@@ -7,8 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +39,6 @@ class SwitchableHub:
 
     def counts(self) -> collections.Counter[str]:
         return collections.Counter(self.ids())
-
-    def wait_for(self, n: int, timeout: float = 20.0) -> int:
-        deadline = time.monotonic() + timeout
-        while len(self.ids()) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return len(self.ids())
 
     def close(self) -> None:
         self.server.stop()
@@ -85,12 +77,3 @@ def python(code: str, environ: dict[str, str], **kwargs: Any) -> subprocess.Pope
         stderr=subprocess.PIPE,
         **kwargs,
     )
-
-
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())

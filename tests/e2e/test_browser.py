@@ -8,11 +8,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
-from helpers import SITE, LiveHub
+from helpers import SITE, LiveHub, wait_for
 from servers import ROOT, serve
 from strategies import SDK_URLS
 
@@ -24,16 +24,17 @@ APPS = [("uvicorn", "example_apps.fastapi_app:app"), ("gunicorn-gthread", "examp
 PAIRING_HEADERS = ("x-layersync-event-id", "x-layersync-event-name")
 
 
-def wait_for(what: str, check: Callable[[], Any], hub: LiveHub, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    groups = json.dumps(hub.groups(), indent=1)
-    events = json.dumps([(e["source"], e["event"]["event_name"], e["event"]["event_id"]) for e in hub.events()])
-    pytest.fail(f"timed out waiting for {what}\nhub groups: {groups}\nhub events: {events}")
+T = TypeVar("T")
+
+
+def wait_at_hub(hub: LiveHub, check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+    """:func:`helpers.wait_for`, failing with what the hub holds (groups and events)."""
+    try:
+        return wait_for(check, what, timeout)
+    except AssertionError as timed_out:
+        groups = json.dumps(hub.groups(), indent=1)
+        events = json.dumps([(e["source"], e["event"]["event_name"], e["event"]["event_id"]) for e in hub.events()])
+        pytest.fail(f"{timed_out}\nhub groups: {groups}\nhub events: {events}")
 
 
 class Shop:
@@ -74,7 +75,7 @@ class Shop:
             g = self.group(event_id)
             return g if g and g["browser"] and g["server"] else None
 
-        group = wait_for(f"the {name} pair {event_id}", paired, self.hub)
+        group = wait_at_hub(self.hub, paired, f"the {name} pair {event_id}")
         assert (group["event_name"], group["browser"], group["server"]) == (name, 1, 1), group
         return self.server_event(event_id)
 
@@ -138,7 +139,9 @@ def test_a_stale_id_sent_twice_is_forwarded_once(browser: Any, hub: LiveHub, sho
     ids = shop.paired_ids("/api/cart/add")
     assert len(ids) == 2 and ids[0] == ids[1] and ids[0]
     shop.expect_pair(ids[0], "add_to_cart")
-    time.sleep(0.5)  # a second server event, if any, would be on its way by now
+    # Not a wait for something to happen: a window in which a second server event, were
+    # there one, would arrive. Nothing to poll for an absence.
+    time.sleep(0.5)
     group = shop.group(ids[0])
     assert group is not None and group["server"] == 1 and group["duplicates"] == 0, group
     page.close()
@@ -150,7 +153,7 @@ def test_consent_denied_sends_no_headers_and_no_server_event(browser: Any, hub: 
     shop.run("shop.ls.setConsent(false)")
     assert shop.run("shop.addToCart('SKU-A')") == 200
     assert shop.paired_ids("/api/cart/add") == [None]
-    time.sleep(0.5)
+    time.sleep(0.5)  # a window in which a server event, were there one, would arrive
     assert hub.events("server") == []
     page.close()
 
@@ -161,8 +164,8 @@ def test_a_failed_order_sends_no_server_event(browser: Any, hub: LiveHub, shop_u
     assert shop.run("shop.placeOrder(['SKU-A'], {fail: true})") == 402
     [failed_id] = shop.paired_ids("/api/orders")
     assert failed_id
-    wait_for("the browser purchase event", lambda: shop.group(failed_id), hub)
-    time.sleep(0.5)
+    wait_at_hub(hub, lambda: shop.group(failed_id), "the browser purchase event")
+    time.sleep(0.5)  # a window in which a server event, were there one, would arrive
     group = shop.group(failed_id)
     assert group is not None and group["browser"] == 1 and group["server"] == 0, group
     assert hub.events("server") == []
@@ -241,7 +244,7 @@ def wait_for_groups(hub: LiveHub, ids: set[str], server: bool = True) -> dict[st
         ok = len(groups) == len(ids) and all(g["browser"] and (g["server"] or not server) for g in groups.values())
         return groups if ok else None
 
-    groups: dict[str, dict[str, Any]] = wait_for(f"{len(ids)} groups", arrived, hub)
+    groups: dict[str, dict[str, Any]] = wait_at_hub(hub, arrived, f"{len(ids)} groups")
     return groups
 
 

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from helpers import wait_for
 from servers import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,11 +42,15 @@ class Process:
         return self._out.read().decode(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{text!r} not seen; output:\n{self.output()[-3000:]}")
-            time.sleep(0.05)
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited before {text!r}; output:\n{self.output()[-3000:]}")
+            return text in self.output()
+
+        try:
+            wait_for(seen, repr(text), timeout)
+        except AssertionError:
+            raise RuntimeError(f"{text!r} not seen; output:\n{self.output()[-3000:]}") from None
 
     def stop(self, timeout: float = 15.0) -> str:
         """SIGTERM (a deploy's stop: Celery's warm shutdown), then SIGKILL if it lingers."""

@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
+
+from helpers import wait_for
 
 from fleet.redis_server import free_port
 
@@ -48,16 +49,23 @@ class RabbitMQServer:
         self._proc = subprocess.Popen(
             [SERVER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        deadline = time.monotonic() + timeout
-        while True:
+        proc = self._proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited (port {self.port})")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return self
+                return True
             except OSError:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"rabbitmq-server did not start on port {self.port}") from None
-                time.sleep(0.1)
+                return False
+
+        try:
+            wait_for(listening, f"rabbitmq-server on port {self.port}", timeout, interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

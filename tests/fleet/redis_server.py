@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from types import TracebackType
 
 import redis
+from helpers import wait_for
 
 
 def free_port() -> int:
@@ -30,17 +30,19 @@ class RedisServer:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self._proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
-        while True:
+        proc = self._proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited (port {self.port})")
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.RedisError:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
+                return False
             finally:
                 client.close()
+
+        wait_for(answering, f"redis-server on port {self.port}", timeout)
         return self
 
     def stop(self) -> None:

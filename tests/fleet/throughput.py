@@ -77,7 +77,7 @@ def main() -> None:
                     if count and not first:
                         first, first_count = now, count
                     last = now
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # sampling: the times of the first and last arrival are the measurement
             finally:
                 worker.stop()
         rate = (count - first_count) / (last - first)

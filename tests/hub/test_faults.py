@@ -24,13 +24,13 @@ def event(name: str = "purchase") -> dict[str, Any]:
 
 
 @pytest.fixture
-def app() -> HubApp:
+def hub_app() -> HubApp:
     return create_hub([SITE])
 
 
 @pytest.fixture
-def server(app: HubApp) -> Iterator[HubServer]:
-    with HubServer(app) as server:
+def server(hub_app: HubApp) -> Iterator[HubServer]:
+    with HubServer(hub_app) as server:
         yield server
 
 
@@ -87,8 +87,8 @@ def test_hang_answers_nothing_until_its_limit(http: httpx.Client, server: HubSer
     assert stored(http) == 0
 
 
-def test_stopping_the_server_releases_a_hang(app: HubApp) -> None:
-    server = HubServer(app).start()
+def test_stopping_the_server_releases_a_hang(hub_app: HubApp) -> None:
+    server = HubServer(hub_app).start()
     httpx.post(server.url + "/api/hub/faults", json={"mode": "hang", "hang_seconds": 600}).raise_for_status()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=0.3)
@@ -104,7 +104,7 @@ def test_drip_writes_status_line_and_headers_byte_by_byte(server: HubServer, htt
     auth = b"Authorization: Bearer sk_f_secret\r\nX-LayerSync-Site-Id: site_f\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head + auth + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: how much of the answer drips out in 0.5 s
         so_far = sock.recv(1000)
     # About 5 bytes in 0.5 s: the status line itself is still arriving (whole, it is 17).
     assert 0 < len(so_far) < 17 and b"HTTP/1.1 200 OK\r\n".startswith(so_far)
@@ -135,14 +135,14 @@ def test_drop_closes_mid_response(http: httpx.Client) -> None:
     assert stored(http) == 0
 
 
-def test_down_then_up_on_the_same_port_with_the_same_data(app: HubApp) -> None:
-    first = HubServer(app).start()
+def test_down_then_up_on_the_same_port_with_the_same_data(hub_app: HubApp) -> None:
+    first = HubServer(hub_app).start()
     url, port = first.url, first.port
     assert httpx.post(url + "/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
     first.stop()
     with pytest.raises(httpx.ConnectError):  # connection refused
         httpx.post(url + "/api/v1/events/server", json=event(), headers=SERVER, timeout=2)
-    with HubServer(app, port=port) as again:
+    with HubServer(hub_app, port=port) as again:
         assert again.url == url
         assert httpx.post(url + "/api/v1/events/server", json=event(), headers=SERVER).status_code == 200
         assert len(httpx.get(url + "/api/hub/events").json()["events"]) == 2
