@@ -89,7 +89,12 @@ def test_a_pair_arrives_once_and_sigterm_under_load_loses_no_accepted_event(hub:
     assert "undelivered" not in output
 
 
-@pytest.mark.parametrize("server", [s for s, app in SERVERS.items() if app == ASGI])
+# A pre-fork server's master adds its own shutdown after the worker's one budget (gunicorn
+# about a second): allowed here, while a second drain of a full budget is not.
+MASTER = {"gunicorn": 1.5, "uwsgi": 1.5}
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_with_the_hub_hanging_the_exit_takes_one_shutdown_timeout(hub: LiveHub, server: str) -> None:
     hub.faults(mode="hang", hang_seconds=10)
     with serving(hub, server, BUDGET) as (proc, http):
@@ -101,6 +106,8 @@ def test_with_the_hub_hanging_the_exit_takes_one_shutdown_timeout(hub: LiveHub, 
         took = time.monotonic() - started
         output = stop(proc)
     print(f"{server}: exit {took:.2f}s with the hub hanging, shutdown_timeout {BUDGET}s")
-    assert took < 2 * BUDGET, output  # before: 2x under uvicorn and granian, 3x under hypercorn
+    assert took < 2 * BUDGET + MASTER.get(server, 0.0), (
+        output
+    )  # before: 2x under uvicorn and granian, 3x under hypercorn
     assert output.count("undelivered event") == 1, output  # said once, with the count
     assert "20 undelivered event(s)" in output, output
