@@ -37,7 +37,7 @@ HOME = ROOT / ".venv-matrix"
 # What the tests below import: the adapters' extras and the test tools. Not the heavy extras
 # (browsers, uWSGI, benchmarks): those tests run in the main suite only.
 EXTRAS = "hub,django,flask,phone,fast"
-TEST_TOOLS = ("pytest", "pydantic", "fastapi")
+TEST_TOOLS = ("pytest", "pydantic", "fastapi", "hypothesis")  # the tests share strategies.py with the fuzz
 # The fast tests that meet a framework's or a dependency's API.
 TESTS = (
     *(
@@ -46,7 +46,7 @@ TESTS = (
     ),
     *(f"tests/delivery/test_{name}.py" for name in "transport queue core".split()),
 )
-PYTEST_ARGS = ("-m", "not e2e and not slow", "-q", "-p", "no:cacheprovider")
+PYTEST_ARGS = ("-m", "not e2e and not slow and not extras", "-q", "-p", "no:cacheprovider")
 # The summary names the versions each job actually tested.
 SHOWN = ("httpx", "starlette", "uvicorn", "django", "asgiref", "flask", "werkzeug")
 

@@ -537,6 +537,7 @@ def flood(url: str, path: str, lines: int) -> tuple[float, bytes]:
     return time.perf_counter() - started, answer.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.extras
 def test_a_header_flood_costs_under_uvicorn_what_it_costs_without_the_middleware() -> None:
     # Issue 22.1: 60,000 id lines froze a uvicorn + httptools worker for 13.6 s (0.08 s
     # without the middleware), joined one by one. Refused now, in one linear scan.

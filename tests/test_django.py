@@ -358,6 +358,7 @@ def test_every_default_rule_pairs_once_with_no_matcher(hub: LiveHub, script_name
     assert sorted((e["event"]["event_id"], e["event"]["event_name"]) for e in hub.events("server")) == sorted(sent)
 
 
+@pytest.mark.extras
 def test_celery_sender_checks_name_the_app_setting_and_the_worker_command_line() -> None:
     celery = {"SITE_ID": "s", "SECRET_KEY": "sk_x", "MATCHER": ["/x"], "SENDER": "celery"}
     with override_settings(LAYERSYNC={**celery, "CELERY_APP": "no_such_module:app"}):
