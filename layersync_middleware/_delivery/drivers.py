@@ -100,14 +100,13 @@ class Worker:
     def offer(self, record: Paired | Event) -> None:
         """Hand over a paired request's record (the sender builds its event), or an event
         with an id made just now. No lock on the way (see :meth:`Sender.offer`)."""
+        self._check_fork()
         if in_on_drop():  # taken in now, marked: on_drop is not told of its drop (no loop)
             if isinstance(record, dict):
                 self.submit(record)
             else:
                 self.submit_paired(record)
             return
-        if self._pid != os.getpid():
-            self._after_fork()
         if self.sender.offer(record) == WAKE:
             self.wake()
 

@@ -72,23 +72,8 @@ class Queued:
     def paired(cls, record: Paired, seq: int, now: float) -> Queued:
         """A paired request's event: ``event`` holds only its id and name until the
         sender builds it (:meth:`materialize`)."""
-        item = cls.__new__(cls)  # the fields by hand: this runs for every paired event
-        name = record.event_name
-        item.event = {"event_id": record.event_id, "event_name": name}
+        item = cls({"event_id": record.event_id, "event_name": record.event_name}, seq, now, verified=False)
         item.record = record
-        item.name = name
-        item.key = (record.event_id, name)
-        item.priority = _wire.priority(name)
-        item.seq = seq
-        item.born = item.due = now
-        item.attempts = 0
-        item.delay = 0.0
-        item.state = GONE
-        item.flush = False
-        item.verified = False
-        item.body = None
-        item.refused = False
-        item.quiet = False
         return item
 
     def materialize(self, build: Callable[[Paired], Event | None] | None) -> bool:
