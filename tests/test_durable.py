@@ -187,7 +187,11 @@ def test_a_full_disk_keeps_memory_bounded_track_cheap_and_sends_nothing_twice(
     where, cap_args = full_disk
     switchable_hub.down()
     spool = str(where / "spool.db")
-    environ = env(switchable_hub.url, LAYERSYNC_SPOOL_PATH=spool, LAYERSYNC_TIMEOUT_MS="300", LAYERSYNC_CONSOLE_LOG="1")
+    # A request may take its time: the first after the hub comes back carries a full batch of
+    # 500 (at 300 ms a slow hub timed it out, and flush() gives each event one attempt).
+    environ = env(
+        switchable_hub.url, LAYERSYNC_SPOOL_PATH=spool, LAYERSYNC_TIMEOUT_MS="3000", LAYERSYNC_CONSOLE_LOG="1"
+    )
     # 12,000 events of about 600 bytes, 3,000 kept in the queue: the disk is full after about 1,500.
     args = [sys.executable, "-m", "durable_apps.full_disk", "12000", "3000", *cap_args]
     with subprocess.Popen(
